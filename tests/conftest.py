@@ -1,0 +1,65 @@
+"""Shared fixtures. Real audio comes from the Free Spoken Digit Dataset in ../shared/data/fsdd.
+
+FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0 (attribution kept as its license requires).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FSDD = Path(os.environ.get("TOOLCHAIN_FSDD", REPO.parent / "shared" / "data" / "fsdd"))
+
+
+@pytest.fixture(scope="session")
+def fsdd_dir() -> Path:
+    """The FSDD folder (labels.csv + recordings/). Missing data is a failure, never a skip."""
+    if not (FSDD / "labels.csv").is_file():
+        pytest.fail(f"FSDD not found at {FSDD}: put ../shared beside the checkout or set TOOLCHAIN_FSDD")
+    return FSDD
+
+
+def fsdd_rows(fsdd: Path) -> list[dict[str, str]]:
+    with (fsdd / "labels.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_fsdd_manifest(
+    fsdd: Path, out_csv: Path, *, speakers: set[str] | None = None, takes: range | None = None
+) -> Path:
+    """A CSV manifest (absolute filename,label,group=speaker) over a subset of FSDD."""
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    with out_csv.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["filename", "label", "group"])
+        for row in fsdd_rows(fsdd):
+            if speakers is not None and row["speaker"] not in speakers:
+                continue
+            if takes is not None and int(row["take"]) not in takes:
+                continue
+            writer.writerow([str(fsdd / row["filename"]), row["label"], row["speaker"]])
+    return out_csv
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, fsdd_dir) -> Path:
+    """An untrained resnet18 checkpoint over the 10 FSDD classes; val_files are real FSDD clips."""
+    import torch
+
+    from toolchain.checkpoint import best_checkpoint_name, make_payload, save_checkpoint
+    from toolchain.features import DEFAULT_CONFIG
+    from toolchain.model import build_model
+
+    torch.manual_seed(0)
+    rows = fsdd_rows(fsdd_dir)
+    classes = sorted({r["label"] for r in rows})
+    model = build_model("resnet18", len(classes), weights="none")
+    val = [str(fsdd_dir / r["filename"]) for r in rows if r["speaker"] == "jackson" and int(r["take"]) < 1]
+    payload = make_payload(model, "resnet18", classes, DEFAULT_CONFIG, epoch=1, metrics={"val_acc": 0.1},
+                           train_args={"arch": "resnet18"}, val_files=val)
+    out = tmp_path_factory.mktemp("tiny") / best_checkpoint_name("resnet18")
+    return save_checkpoint(payload, out)

@@ -1,0 +1,68 @@
+"""Shared CLI plumbing: user errors as one line, rich console and progress bars."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from toolchain.errors import ToolchainError
+
+console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_USER_ERROR = 2
+
+
+def user_errors(func: F) -> F:
+    """Turn `ToolchainError` into `error: <message>` on stderr and exit code 2 (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ToolchainError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(EXIT_USER_ERROR) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class RichProgress:
+    """A `toolchain.progress.ProgressReporter` drawing rich bars on stderr."""
+
+    def __init__(self, progress: Progress):
+        self._progress = progress
+        self._tasks: dict[str, Any] = {}
+
+    def start(self, key: str, description: str, total: int | None) -> None:
+        self._tasks[key] = self._progress.add_task(description, total=total)
+
+    def advance(self, key: str, amount: int = 1, description: str | None = None) -> None:
+        kwargs = {"description": description} if description else {}
+        self._progress.update(self._tasks[key], advance=amount, **kwargs)
+
+    def finish(self, key: str) -> None:
+        task = self._tasks.pop(key, None)
+        if task is not None:
+            self._progress.remove_task(task)
+
+
+@contextmanager
+def rich_progress() -> Iterator[RichProgress]:
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    with progress:
+        yield RichProgress(progress)
