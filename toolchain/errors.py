@@ -34,6 +34,10 @@ class WeightsUnavailableError(ToolchainError):
     """Pretrained weights are neither cached nor downloadable."""
 
 
+class TrainingError(ToolchainError):
+    """Training settings or state that cannot work (bad config value, CUDA asked for but absent, bad --resume)."""
+
+
 class CheckpointError(ToolchainError):
     """A checkpoint file is missing, unreadable or not one of ours."""
 
@@ -48,3 +52,7 @@ class ParityError(ToolchainError):
 
 class ModelMetadataError(ToolchainError):
     """An ONNX model lacks (or has unreadable) toolchain metadata."""
+
+
+class ScoringError(ToolchainError):
+    """Scoring cannot run: missing input folder, unreadable or incompatible model, busy output folder."""
