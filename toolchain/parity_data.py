@@ -1,0 +1,141 @@
+"""Which real clips certify an export: `--parity-data DIR_OR_CSV`, else the checkpoint's validation files.
+
+The same selection feeds INT8 calibration, from a disjoint part of the candidates so the INT8 agreement is not
+measured on the very clips the quantization ranges were fitted to.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from toolchain.checkpoint import Checkpoint
+from toolchain.errors import AudioDecodeError, DatasetError, ParityError
+from toolchain.features import FeatureConfig, features_from_path, is_audio_path, stack_channels
+from toolchain.progress import NullProgress, ProgressReporter
+
+DEFAULT_PARITY_SAMPLES = 16  # 3 batch sizes x 16 clips: ~20 s for ResNet152 on 2 cores, enough to catch a broken graph.
+DEFAULT_CALIBRATION_SAMPLES = 32  # ORT's MinMax calibration settles within a few dozen clips on this data.
+SELECTION_SEED = 0  # The sample is drawn reproducibly: the same command certifies with the same clips.
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    label: str | None = None  # Known for CSV manifests and class-folder trees; None for the checkpoint's val_files.
+
+
+@dataclass(frozen=True)
+class ClipSelection:
+    parity: tuple[Clip, ...]
+    calibration: tuple[Clip, ...]
+    source: str  # Human-readable origin, recorded in the reports.
+
+
+def _clips_from_csv(path: Path) -> list[Clip]:
+    """`filename[,label,...]` manifest; relative filenames are relative to the CSV's folder."""
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"parity data {path} is not a readable CSV ({exc}): pass a folder or a filename,label CSV")
+    if not rows or "filename" not in rows[0]:
+        raise DatasetError(f"parity data {path} has no 'filename' column: write a header 'filename,label'")
+    clips = []
+    for row in rows:
+        file = Path(row["filename"])
+        label = (row.get("label") or "").strip() or None
+        clips.append(Clip(file if file.is_absolute() else path.parent / file, label))
+    return clips
+
+
+def _clips_from_dir(root: Path) -> list[Clip]:
+    """Audio files under `root`. A `labels.csv` at the top wins (FSDD layout); else class = parent folder name."""
+    if (root / "labels.csv").is_file():
+        return _clips_from_csv(root / "labels.csv")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and is_audio_path(p))
+    return [Clip(p, p.parent.name if p.parent != root else None) for p in files]
+
+
+def clips_from_parity_data(source: str | Path) -> list[Clip]:
+    source = Path(source)
+    if source.is_dir():
+        clips = _clips_from_dir(source)
+    elif source.is_file():
+        clips = _clips_from_csv(source)
+    else:
+        raise DatasetError(f"parity data {source} does not exist: pass a folder of audio files or a CSV manifest")
+    if not clips:
+        raise DatasetError(f"parity data {source} holds no audio files ({', '.join(['.wav', '.flac', '...'])})")
+    return clips
+
+
+def select_clips(
+    ckpt: Checkpoint,
+    parity_data: str | Path | None = None,
+    *,
+    parity_samples: int = DEFAULT_PARITY_SAMPLES,
+    calibration_samples: int = 0,
+) -> ClipSelection:
+    """Draw `parity_samples` clips (and `calibration_samples` disjoint ones when there are enough).
+
+    Without `parity_data`, the checkpoint's `val_files` that still exist are used; none left is a `ParityError`
+    asking for `--parity-data`.
+    """
+    if parity_samples < 1:
+        raise ParityError(f"--parity-samples {parity_samples}: at least 1 clip is needed")
+    if parity_data is not None:
+        candidates = clips_from_parity_data(parity_data)
+        source = str(parity_data)
+    else:
+        candidates = [Clip(Path(f)) for f in ckpt.val_files if Path(f).is_file()]
+        source = f"validation files of {ckpt.path.name}"
+        if not candidates:
+            raise ParityError(
+                f"checkpoint {ckpt.path} lists {len(ckpt.val_files)} validation files and none exist here: "
+                "pass real clips with --parity-data DIR_OR_CSV"
+            )
+    ordered = sorted(candidates, key=lambda c: str(c.path))
+    random.Random(SELECTION_SEED).shuffle(ordered)
+    parity = ordered[:parity_samples]
+    rest = ordered[parity_samples:]
+    # Too few clips for a disjoint calibration set: reuse the parity clips rather than calibrate on nothing.
+    calibration = (rest or parity)[:calibration_samples] if calibration_samples else []
+    return ClipSelection(tuple(parity), tuple(calibration), source)
+
+
+def featurize_clips(
+    clips: Sequence[Clip | str | Path],
+    config: FeatureConfig,
+    progress: ProgressReporter | None = None,
+    key: str = "features",
+) -> tuple[np.ndarray, list[Clip], list[tuple[str, str]]]:
+    """Decode and featurize clips with the feature contract, skipping undecodable ones.
+
+    Returns `(features, used, skipped)`: float32 (n_used, channels, n_mels, frames), the used `Clip`s in order,
+    and `(path, reason)` for every skipped file. One bad file never sinks the batch.
+    """
+    progress = progress or NullProgress()
+    items = [c if isinstance(c, Clip) else Clip(Path(c)) for c in clips]
+    used: list[Clip] = []
+    skipped: list[tuple[str, str]] = []
+    arrays = []
+    progress.start(key, "Computing features", len(items))
+    try:
+        for clip in items:
+            try:
+                arrays.append(stack_channels(features_from_path(clip.path, config), config))
+                used.append(clip)
+            except AudioDecodeError as exc:
+                skipped.append((str(clip.path), exc.cause))
+            progress.advance(key)
+    finally:
+        progress.finish(key)
+    shape = (0, *config.input_shape)
+    features = np.stack(arrays).astype(np.float32, copy=False) if arrays else np.zeros(shape, np.float32)
+    return features, used, skipped
