@@ -132,12 +132,12 @@ def _wav_truncation(path: Path) -> str | None:
         return None
 
 
-def load_and_fix_length(path: str | Path, config: FeatureConfig = DEFAULT_CONFIG) -> np.ndarray:
-    """Decode `path` to a fixed-length clip.
+def load_audio(path: str | Path, config: FeatureConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """Decode `path` to float32 mono at config.sample_rate (at most `max_decode_seconds`), unmodified.
 
-    Returns float32 mono audio of shape (config.num_samples,) at config.sample_rate: leading/trailing silence
-    trimmed, padded with zeros or truncated to `clip_seconds`, peak-normalized to 1 (all-zero stays zero).
-    Raises `AudioDecodeError` naming the file for anything that is not decodable audio.
+    Raises `AudioDecodeError` naming the file for anything that is not decodable audio: missing, empty, garbage,
+    header-only or truncated files (librosa 0.11 raises EOFError / NoBackendError for some of these and silently
+    returns short or empty arrays for others).
     """
     path = Path(path)
     if not path.is_file():
@@ -162,7 +162,17 @@ def load_and_fix_length(path: str | Path, config: FeatureConfig = DEFAULT_CONFIG
         raise AudioDecodeError(path, "no audio samples (header only?)")
     if not np.all(np.isfinite(y)):
         raise AudioDecodeError(path, "audio contains NaN or infinite samples")
-    return fix_length(y, config)
+    return np.asarray(y, dtype=np.float32)
+
+
+def load_and_fix_length(path: str | Path, config: FeatureConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """Decode `path` to a fixed-length clip (reference implementation).
+
+    Returns float32 mono audio of shape (config.num_samples,) at config.sample_rate: leading/trailing silence
+    trimmed, padded with zeros or truncated to `clip_seconds`, peak-normalized to 1 (all-zero stays zero).
+    Raises `AudioDecodeError` naming the file for anything that is not decodable audio.
+    """
+    return fix_length(load_audio(path, config), config)
 
 
 def fix_length(y: np.ndarray, config: FeatureConfig = DEFAULT_CONFIG) -> np.ndarray:
@@ -206,7 +216,18 @@ def stack_channels(log_mel: np.ndarray, config: FeatureConfig = DEFAULT_CONFIG) 
 
 
 def features_from_path(path: str | Path, config: FeatureConfig = DEFAULT_CONFIG) -> np.ndarray:
-    """Decode and featurize one file: (n_mels, num_frames) float32 in [0, 1]."""
+    """Decode and featurize one file with the fast path: (n_mels, num_frames) float32 in [0, 1].
+
+    What training, prediction, parity and scoring use; `tests/test_features_fast.py` holds it to the librosa
+    reference (`extract_log_mel(load_and_fix_length(path))`) within 1e-3.
+    """
+    from toolchain.features_fast import fix_length_fast, log_mel_fast
+
+    return log_mel_fast(fix_length_fast(load_audio(path, config), config), config)
+
+
+def reference_features_from_path(path: str | Path, config: FeatureConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """The librosa reference for `features_from_path`: slower, the definition of correct."""
     return extract_log_mel(load_and_fix_length(path, config), config)
 
 
