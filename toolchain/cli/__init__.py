@@ -19,3 +19,5 @@ app = typer.Typer(
 # Registration imports: each module adds its commands to `app`.
 from toolchain.cli import train  # noqa: E402,F401
 from toolchain.cli import demo  # noqa: E402,F401
+from toolchain.cli import export  # noqa: E402,F401
+from toolchain.cli import bench  # noqa: E402,F401

@@ -1,0 +1,192 @@
+"""One benchmark, one process, the same real clips: the seed-style loop against each stage of ours.
+
+(a) seed-style baseline: librosa reference features per file, then eager PyTorch on batches, sequentially
+(b) eager PyTorch, model only (features precomputed)
+(c) ONNX Runtime fp32, model only
+(d) ONNX Runtime INT8, model only (when an INT8 model is given)
+(e) our end-to-end engine: decode -> fast features (worker processes) -> ORT, overlapped
+plus feature milliseconds per clip, librosa reference vs the fast path, on one core.
+Figures are printed and written as JSON; nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolchain.progress import NullProgress, ProgressReporter
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    checkpoint: Path  # PyTorch checkpoint the ONNX models were exported from.
+    model: Path  # fp32 .onnx
+    clips: tuple[str, ...]  # Real audio files, all used by every measurement.
+    int8_model: Path | None = None
+    batch_size: int = 16  # The seed's batch size.
+    threads: int = 0  # Torch/ORT threads for model-only runs; 0 = all cores.
+
+
+@dataclass
+class BenchResult:
+    clips: int
+    batch_size: int
+    throughput: dict[str, float] = field(default_factory=dict)  # clips/s per measurement
+    ratios: dict[str, float] = field(default_factory=dict)
+    feature_ms_per_clip: dict[str, float] = field(default_factory=dict)
+    int8_top1_agreement: float | None = None
+    engine_provider: str = ""
+    machine: dict[str, Any] = field(default_factory=dict)
+
+
+def _rate(n: int, seconds: float) -> float:
+    return n / seconds if seconds > 0 else float("inf")
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def _batches(items: np.ndarray | list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _machine() -> dict[str, Any]:
+    import onnxruntime
+    import torch
+
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu or platform.processor(),
+        "cores": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def feature_timings(clips: tuple[str, ...], config) -> dict[str, float]:
+    """ms per clip on one core: decode, librosa reference (trim + log-mel), fast path (trim + log-mel)."""
+    from threadpoolctl import threadpool_limits
+
+    from toolchain.features import extract_log_mel, fix_length, load_audio
+    from toolchain.features_fast import fix_length_fast, log_mel_fast
+
+    with threadpool_limits(1):
+        raw, decode_s = _timed(lambda: [load_audio(c, config) for c in clips])
+        _, librosa_s = _timed(lambda: [extract_log_mel(fix_length(y, config), config) for y in raw])
+        log_mel_fast(fix_length_fast(raw[0], config), config)  # Builds the cached filterbank outside the timing.
+        _, fast_s = _timed(lambda: [log_mel_fast(fix_length_fast(y, config), config) for y in raw])
+    n = len(clips)
+    return {"decode": 1e3 * decode_s / n, "librosa": 1e3 * librosa_s / n, "fast": 1e3 * fast_s / n}
+
+
+def _torch_logits(model, features: np.ndarray, batch_size: int) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return np.concatenate([model(torch.from_numpy(b)).numpy() for b in _batches(features, batch_size)])
+
+
+def _ort_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _ort_logits(session, features: np.ndarray, batch_size: int) -> np.ndarray:
+    return np.concatenate([session.run(None, {"features": b})[0] for b in _batches(features, batch_size)])
+
+
+def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress()) -> BenchResult:
+    import torch
+
+    from toolchain.checkpoint import load_checkpoint
+    from toolchain.engine import EngineConfig, load_model, score_files
+    from toolchain.features import features_from_path, reference_features_from_path, stack_channels
+
+    threads = config.threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)  # Applied to the baseline too: it only makes the baseline faster.
+    ckpt = load_checkpoint(config.checkpoint)
+    fcfg = ckpt.feature_config
+    model = ckpt.build_model()
+    clips, bs, n = config.clips, config.batch_size, len(config.clips)
+    result = BenchResult(clips=n, batch_size=bs, machine=_machine())
+    steps = ["features", "seed", "eager", "ort_fp32", "ort_int8", "engine"]
+    progress.start("bench", "benchmark", len(steps))
+
+    def step(name: str) -> None:
+        progress.advance("bench", 1, description=f"benchmark: {name}")
+
+    result.feature_ms_per_clip = feature_timings(clips, fcfg)
+    step("features")
+    features = np.stack([stack_channels(features_from_path(c, fcfg), fcfg) for c in clips])
+    _torch_logits(model, features[:bs], bs)  # Warm-up: allocator, oneDNN primitives.
+
+    def seed_loop() -> None:
+        for group in _batches(list(clips), bs):
+            batch = np.stack([stack_channels(reference_features_from_path(c, fcfg), fcfg) for c in group])
+            _torch_logits(model, batch, bs)
+
+    _, seconds = _timed(seed_loop)
+    result.throughput["a_seed_baseline"] = _rate(n, seconds)
+    step("seed")
+    _, seconds = _timed(lambda: _torch_logits(model, features, bs))
+    result.throughput["b_eager_model"] = _rate(n, seconds)
+    step("eager")
+
+    session = _ort_session(config.model, threads)
+    _ort_logits(session, features[:bs], bs)
+    fp32_logits, seconds = _timed(lambda: _ort_logits(session, features, bs))
+    result.throughput["c_ort_fp32_model"] = _rate(n, seconds)
+    del session
+    step("ort_fp32")
+    if config.int8_model is not None:
+        int8 = _ort_session(config.int8_model, threads)
+        _ort_logits(int8, features[:bs], bs)
+        int8_logits, seconds = _timed(lambda: _ort_logits(int8, features, bs))
+        result.throughput["d_ort_int8_model"] = _rate(n, seconds)
+        result.int8_top1_agreement = float(np.mean(int8_logits.argmax(1) == fp32_logits.argmax(1)))
+        del int8
+    step("ort_int8")
+
+    engine_model = load_model(config.model, EngineConfig(batch_size=bs))
+    result.engine_provider = engine_model.provider
+    list(score_files(engine_model, "/", list(clips[:bs]), EngineConfig(batch_size=bs)))  # Warm-up + worker start.
+    rows, seconds = _timed(lambda: list(score_files(engine_model, "/", list(clips), EngineConfig(batch_size=bs))))
+    result.throughput["e_engine_end_to_end"] = _rate(len(rows), seconds)
+    step("engine")
+    progress.finish("bench")
+
+    t = result.throughput
+    result.ratios["e_over_a"] = t["e_engine_end_to_end"] / t["a_seed_baseline"]
+    result.ratios["e_over_c"] = t["e_engine_end_to_end"] / t["c_ort_fp32_model"]
+    if "d_ort_int8_model" in t:
+        result.ratios["d_over_c"] = t["d_ort_int8_model"] / t["c_ort_fp32_model"]
+    return result
+
+
+def write_result(result: BenchResult, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,76 @@
+"""`toolchain bench`: throughput of the seed-style loop against each stage of ours, in one process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from toolchain.cli import app
+from toolchain.cli.common import console, rich_progress, user_errors
+from toolchain.errors import DatasetError
+from toolchain.features import is_audio_path
+
+DEFAULT_DATA = Path("../shared/data/fsdd/recordings")
+
+
+def _clips(sources: list[Path], count: int) -> tuple[str, ...]:
+    files: list[Path] = []
+    for source in sources:
+        if source.is_dir():
+            files += sorted(p for p in source.rglob("*") if p.is_file() and is_audio_path(p))
+        elif source.suffix.lower() == ".csv":
+            from toolchain.data import load_dataset
+
+            files += [Path(s.path) for s in load_dataset(source)]
+        else:
+            raise DatasetError(f"--data {source} is neither a folder nor a CSV manifest")
+    if not files:
+        raise DatasetError(f"no audio files under {', '.join(map(str, sources))}: pass --data with real clips")
+    step = max(1, len(files) // count)
+    return tuple(str(p.resolve()) for p in files[::step][:count])
+
+
+@app.command("bench")
+@user_errors
+def bench(
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint (.pth) the ONNX model was exported from.")],
+    model: Annotated[Path, typer.Option(help="fp32 ONNX model written by `toolchain export-onnx`.")],
+    int8_model: Annotated[
+        Path | None, typer.Option("--int8-model", help="INT8 model (default: model.int8.onnx beside --model).")
+    ] = None,
+    data: Annotated[
+        list[Path] | None, typer.Option(help="Audio folder or CSV manifest; repeatable. Default: FSDD recordings.")
+    ] = None,
+    clips: Annotated[int, typer.Option(min=16, help="Clips used by every measurement (spread evenly).")] = 96,
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size for every model run.")] = 16,
+    out: Annotated[Path, typer.Option(help="Where to write the JSON figures.")] = Path("artifacts/bench.json"),
+) -> None:
+    """Measure clips/s of (a) the seed-style loop, (b) eager PyTorch, (c) ORT fp32, (d) ORT INT8, (e) our engine."""
+    from toolchain.bench import BenchConfig, run_benchmark, write_result
+
+    if int8_model is None and model.with_suffix(".int8.onnx").is_file():
+        int8_model = model.with_suffix(".int8.onnx")
+    selected = _clips(data or [DEFAULT_DATA], clips)
+    config = BenchConfig(checkpoint=checkpoint, model=model, clips=selected, int8_model=int8_model,
+                         batch_size=batch_size)
+    with rich_progress() as progress:
+        result = run_benchmark(config, progress)
+    write_result(result, out)
+
+    table = Table(title=f"{result.clips} real clips, batch {batch_size}, {result.machine['cores']} cores")
+    table.add_column("measurement")
+    table.add_column("clips/s", justify="right")
+    for name, value in result.throughput.items():
+        table.add_row(name, f"{value:.2f}")
+    for name, value in result.ratios.items():
+        table.add_row(f"ratio {name}", f"{value:.2f}x")
+    for name, value in result.feature_ms_per_clip.items():
+        table.add_row(f"{name} ms/clip (1 core)", f"{value:.2f}")
+    if result.int8_top1_agreement is not None:
+        table.add_row("INT8 top-1 agreement with fp32", f"{100 * result.int8_top1_agreement:.1f} %")
+    table.add_row("engine provider", result.engine_provider)
+    console.print(table)
+    console.print(f"figures written to {out}")
