@@ -6,7 +6,6 @@ measured on the very clips the quantization ranges were fitted to.
 
 from __future__ import annotations
 
-import csv
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from toolchain.checkpoint import Checkpoint
+from toolchain.data import load_dataset
 from toolchain.errors import AudioDecodeError, DatasetError, ParityError
 from toolchain.features import FeatureConfig, features_from_path, is_audio_path, stack_channels
 from toolchain.progress import NullProgress, ProgressReporter
@@ -37,41 +37,30 @@ class ClipSelection:
     source: str  # Human-readable origin, recorded in the reports.
 
 
-def _clips_from_csv(path: Path) -> list[Clip]:
-    """`filename[,label,...]` manifest; relative filenames are relative to the CSV's folder."""
-    try:
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"parity data {path} is not a readable CSV ({exc}): pass a folder or a filename,label CSV")
-    if not rows or "filename" not in rows[0]:
-        raise DatasetError(f"parity data {path} has no 'filename' column: write a header 'filename,label'")
-    clips = []
-    for row in rows:
-        file = Path(row["filename"])
-        label = (row.get("label") or "").strip() or None
-        clips.append(Clip(file if file.is_absolute() else path.parent / file, label))
-    return clips
-
-
-def _clips_from_dir(root: Path) -> list[Clip]:
-    """Audio files under `root`. A `labels.csv` at the top wins (FSDD layout); else class = parent folder name."""
-    if (root / "labels.csv").is_file():
-        return _clips_from_csv(root / "labels.csv")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and is_audio_path(p))
-    return [Clip(p, p.parent.name if p.parent != root else None) for p in files]
+def _unlabelled_audio(root: Path) -> list[Clip]:
+    files = sorted(p for p in root.rglob("*") if p.is_file() and is_audio_path(p) and not p.name.startswith("."))
+    return [Clip(p) for p in files]
 
 
 def clips_from_parity_data(source: str | Path) -> list[Clip]:
-    source = Path(source)
-    if source.is_dir():
-        clips = _clips_from_dir(source)
-    elif source.is_file():
-        clips = _clips_from_csv(source)
-    else:
+    """Clips from a training-style dataset (`toolchain.data.load_dataset`: class folders or filename,label CSV).
+
+    A folder with a top-level `labels.csv` (the FSDD layout) is read through that manifest; any other folder
+    that is not a class tree (flat, one class) is walked for audio files, unlabelled: parity needs no labels.
+    """
+    source = Path(source).expanduser()
+    if source.is_dir() and (source / "labels.csv").is_file():
+        source = source / "labels.csv"
+    if not source.exists():
         raise DatasetError(f"parity data {source} does not exist: pass a folder of audio files or a CSV manifest")
+    try:
+        clips = [Clip(Path(s.path), s.label) for s in load_dataset(source)]
+    except DatasetError:
+        if not source.is_dir():
+            raise
+        clips = _unlabelled_audio(source)
     if not clips:
-        raise DatasetError(f"parity data {source} holds no audio files ({', '.join(['.wav', '.flac', '...'])})")
+        raise DatasetError(f"parity data {source} holds no audio files (.wav, .flac, .ogg, .mp3, ...)")
     return clips
 
 

@@ -1,0 +1,139 @@
+"""`toolchain export-onnx` and `toolchain verify-onnx`: thin shells over `toolchain.certify`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from toolchain.certify import ExportOptions, export_and_certify, verify_model
+from toolchain.cli import app
+from toolchain.cli.common import console, rich_progress, user_errors
+from toolchain.errors import ParityError
+from toolchain.parity import ParityReport
+from toolchain.parity_data import DEFAULT_PARITY_SAMPLES
+from toolchain.quantize import VariantRejectedError, VariantReport
+
+ParityData = Annotated[
+    Path | None,
+    typer.Option(
+        "--parity-data",
+        help="Folder (class subfolders, or a labels.csv) or CSV manifest of real clips; "
+        "default: the checkpoint's validation files.",
+    ),
+]
+ParitySamples = Annotated[int, typer.Option("--parity-samples", min=1, help="Clips the gate compares on.")]
+
+
+def parity_table(report: ParityReport) -> Table:
+    """One row per provider and batch size, with the thresholds in the header."""
+    t = report.thresholds
+    table = Table(
+        title=f"Parity {report.precision} vs PyTorch on {len(report.clips)} clips "
+        f"(opset {report.opset}; rel logit <= {t.logit_rtol:g}, prob <= {t.prob_atol:g}, top-1 >= {t.top1_agreement:.0%})"
+    )
+    for column in ("provider", "batch", "max abs logit", "max rel logit", "max abs prob", "top-1", "result"):
+        table.add_column(column, justify="left" if column in ("provider", "result") else "right")
+    for r in report.results:
+        table.add_row(
+            r.provider.removesuffix("ExecutionProvider"), str(r.batch_size), f"{r.max_abs_logit_diff:.2e}",
+            f"{r.max_rel_logit_diff:.2e}", f"{r.max_abs_prob_diff:.2e}", f"{r.top1_agreement:.1%}",
+            "[green]pass[/]" if r.passed else "[red]FAIL[/]",
+        )
+    return table
+
+
+def variant_table(reports: tuple[VariantReport, ...]) -> Table:
+    table = Table(title="Reduced-precision variants vs the fp32 ONNX model")
+    for column in ("variant", "EP", "top-1 agree", "max Δprob", "accuracy fp32→var", "clips/s fp32→var", "kept"):
+        table.add_column(column, justify="left" if column in ("variant", "EP", "kept") else "right")
+
+    def fmt(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    for r in reports:
+        table.add_row(
+            r.precision, r.provider.removesuffix("ExecutionProvider"),
+            f"{fmt(r.top1_agreement, '.1%')} of {r.n_clips}", fmt(r.max_abs_prob_diff, ".1e"),
+            f"{fmt(r.accuracy_fp32, '.0%')}→{fmt(r.accuracy_variant, '.0%')}",
+            f"{fmt(r.clips_per_s_fp32, '.1f')}→{fmt(r.clips_per_s_variant, '.1f')}",
+            "[green]yes[/]" if r.kept else "[red]deleted[/]",
+        )
+    return table
+
+
+def _print_notes(report: ParityReport) -> None:
+    for note in report.notes:
+        console.print(f"note: {note}")
+
+
+@app.command("export-onnx")
+@user_errors
+def export_onnx_command(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Checkpoint .pth written by `toolchain train`.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output .onnx (or folder); default: model.onnx beside the checkpoint.")
+    ] = None,
+    parity_data: ParityData = None,
+    parity_samples: ParitySamples = DEFAULT_PARITY_SAMPLES,
+    opset: Annotated[int | None, typer.Option("--opset", min=7, help="ONNX opset; default: torch's choice.")] = None,
+    int8: Annotated[bool, typer.Option("--int8", help="Also write model.int8.onnx (static QDQ, for CPU).")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Also write model.fp16.onnx (for CUDA).")] = False,
+) -> None:
+    """Export a checkpoint to a self-describing ONNX model, certified by a parity gate on real clips.
+
+    Writes model.onnx and parity.json only when ONNX Runtime reproduces the PyTorch outputs at batch 1, 2 and 3;
+    otherwise exits non-zero and leaves no model.onnx.
+    """
+    options = ExportOptions(out=out, parity_data=parity_data, parity_samples=parity_samples, opset=opset,
+                            int8=int8, fp16=fp16)
+    try:
+        with rich_progress() as progress:
+            result = export_and_certify(checkpoint, options, progress)
+    except ParityError as exc:
+        report = getattr(exc, "report", None)
+        if report is not None and report.results:
+            console.print(parity_table(report))
+        raise
+    except VariantRejectedError as exc:
+        partial = getattr(exc, "result", None)
+        if partial is not None:
+            console.print(parity_table(partial.parity))
+            console.print(variant_table(partial.variants))
+        raise
+    console.print(parity_table(result.parity))
+    _print_notes(result.parity)
+    if result.variants:
+        console.print(variant_table(result.variants))
+    typer.echo(f"wrote {result.model_path} (parity report {result.parity_path})")
+    for variant in result.variants:
+        typer.echo(f"wrote {variant.model_path}")
+
+
+@app.command("verify-onnx")
+@user_errors
+def verify_onnx_command(
+    model: Annotated[Path, typer.Option("--model", help="The .onnx file to check.")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="The checkpoint it was exported from.")],
+    parity_data: ParityData = None,
+    parity_samples: ParitySamples = DEFAULT_PARITY_SAMPLES,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Also write the parity report as JSON to this path.")
+    ] = None,
+) -> None:
+    """Re-run the parity gate on an existing model/checkpoint pair; exits non-zero when they disagree."""
+    try:
+        with rich_progress() as progress:
+            result = verify_model(model, checkpoint, parity_data=parity_data, parity_samples=parity_samples,
+                                  report_path=report, progress=progress)
+    except ParityError as exc:
+        failed = getattr(exc, "report", None)
+        if failed is not None and failed.results:
+            console.print(parity_table(failed))
+        raise
+    console.print(parity_table(result))
+    _print_notes(result)
+    typer.echo(f"parity passed: {model} computes what {checkpoint} computes")
+
