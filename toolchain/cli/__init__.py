@@ -20,3 +20,4 @@ app = typer.Typer(
 from toolchain.cli import train  # noqa: E402,F401
 from toolchain.cli import demo  # noqa: E402,F401
 from toolchain.cli import export  # noqa: E402,F401
+from toolchain.cli import bench  # noqa: E402,F401
