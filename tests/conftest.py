@@ -63,3 +63,20 @@ def tiny_checkpoint(tmp_path_factory, fsdd_dir) -> Path:
                            train_args={"arch": "resnet18"}, val_files=val)
     out = tmp_path_factory.mktemp("tiny") / best_checkpoint_name("resnet18")
     return save_checkpoint(payload, out)
+
+
+@pytest.fixture(scope="session")
+def exported_model(request, tmp_path_factory):
+    """Issue 3: `export_and_certify` run once per session -> `ExportResult` (model.onnx + parity.json, 6 clips).
+
+    Exports `trained_checkpoint` when the suite defines it, else `tiny_checkpoint`; the checkpoint path is
+    `result.parity.checkpoint_path`. Tests that alter the model must work on a copy.
+    """
+    from toolchain.certify import ExportOptions, export_and_certify
+
+    try:
+        checkpoint = request.getfixturevalue("trained_checkpoint")
+    except pytest.FixtureLookupError:
+        checkpoint = request.getfixturevalue("tiny_checkpoint")
+    out = tmp_path_factory.mktemp("exported") / "model.onnx"
+    return export_and_certify(checkpoint, ExportOptions(out=out, parity_samples=6))
