@@ -21,3 +21,4 @@ from toolchain.cli import train  # noqa: E402,F401
 from toolchain.cli import demo  # noqa: E402,F401
 from toolchain.cli import export  # noqa: E402,F401
 from toolchain.cli import bench  # noqa: E402,F401
+from toolchain.cli import score  # noqa: E402,F401

@@ -1,0 +1,115 @@
+"""`toolchain score` (one folder, no Prefect) and `toolchain serve` (Prefect deployments of `score-folder`)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from toolchain.cli import app
+from toolchain.cli.common import console, rich_progress, user_errors
+from toolchain.engine import EngineConfig
+from toolchain.errors import ScoringError
+
+
+class Provider(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+ModelOption = Annotated[Path, typer.Option("--model", help="ONNX model written by `toolchain export-onnx`.")]
+BatchOption = Annotated[int, typer.Option("--batch-size", min=1, help="Clips per ONNX Runtime call.")]
+WorkersOption = Annotated[
+    int | None,
+    typer.Option("--workers", min=0, help="Decode worker processes (0 = decode inline); default: half the cores."),
+]
+ThreadsOption = Annotated[
+    int | None, typer.Option("--threads", min=1, help="ONNX Runtime intra-op threads; default: the other cores.")
+]
+ProviderOption = Annotated[
+    Provider, typer.Option("--provider", help="auto = CUDA when it really starts, else CPU.")
+]
+
+
+@app.command("score")
+@user_errors
+def score_command(
+    model: ModelOption,
+    input: Annotated[Path, typer.Option("--input", help="Folder of audio files (searched recursively).")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory: CSVs go to OUT/<folder name>/.")] = Path(
+        "predictions"
+    ),
+    batch_size: BatchOption = 16,
+    workers: WorkersOption = None,
+    threads: ThreadsOption = None,
+    provider: ProviderOption = Provider.auto,
+) -> None:
+    """Score every audio file under INPUT with MODEL into OUT/<folder name>/predictions_<UTC>.csv.
+
+    Labels and feature settings come from the model file. Files that do not decode get status=error rows;
+    files without an audio extension are ignored. The run is recorded in OUT/ledger.sqlite. Prints the CSV path.
+    """
+    from toolchain.scoring import score_folder
+
+    config = EngineConfig(batch_size=batch_size, provider=provider.value, decode_workers=workers,
+                          intra_op_threads=threads)
+    with rich_progress() as progress:
+        summary = score_folder(model, input, out, config, progress)
+    console.print(
+        f"scored {summary.files_total} files ({summary.files_ok} ok, {summary.files_error} error) in "
+        f"{summary.seconds:.1f} s = {summary.files_per_second:.1f} files/s on {summary.provider}; "
+        f"model sha256 {summary.model_sha256[:12]}; run {summary.run_id}"
+    )
+    if summary.files_error:
+        console.print(f"{summary.files_error} file(s) could not be decoded: see the 'error' column")
+    typer.echo(summary.csv_path)
+
+
+@app.command("serve")
+@user_errors
+def serve_command(
+    model: ModelOption,
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="Where CSVs and ledger.sqlite go.")],
+    inbox: Annotated[
+        Path | None,
+        typer.Option("--inbox", help="Folder whose new subfolders the scheduled deployment scores."),
+    ] = None,
+    interval: Annotated[
+        float | None, typer.Option("--interval", min=1, help="Scan the inbox every N seconds (default 300).")
+    ] = None,
+    cron: Annotated[
+        str | None, typer.Option("--cron", help="Scan the inbox on this cron schedule instead, e.g. '0 * * * *'.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Flow runs executed at once by this process.")] = 1,
+    batch_size: BatchOption = 16,
+    workers: WorkersOption = None,
+    threads: ThreadsOption = None,
+    provider: ProviderOption = Provider.auto,
+) -> None:
+    """Serve the deployments `score-folder/on-demand` and (with --inbox) `score-folder/inbox-scan`.
+
+    Needs a Prefect server: `prefect server start`, then PREFECT_API_URL=http://127.0.0.1:4200/api in this
+    shell. Trigger an on-demand run with
+    `prefect deployment run 'score-folder/on-demand' --param 'folder="/data/day1"'` (values are JSON). Runs until
+    Ctrl-C; flow runs execute in this process's children.
+    """
+    from flows.deploy import DEFAULT_INTERVAL_SECONDS, ServeOptions, serve_deployments
+
+    if interval is not None and cron is not None:
+        raise ScoringError("pass either --interval or --cron, not both")
+    if (interval is not None or cron is not None) and inbox is None:
+        raise ScoringError("--interval/--cron schedule the inbox scan: pass --inbox too")
+    options = ServeOptions(
+        model=str(model.expanduser().resolve()),
+        output_dir=str(output_dir.expanduser().resolve()),
+        inbox=str(inbox.expanduser().resolve()) if inbox else None,
+        interval_seconds=None if cron else (interval or DEFAULT_INTERVAL_SECONDS),
+        cron=cron,
+        limit=limit,
+        engine=EngineConfig(batch_size=batch_size, provider=provider.value, decode_workers=workers,
+                            intra_op_threads=threads),
+    )
+    serve_deployments(options)

@@ -1,0 +1,279 @@
+"""The scoring engine: audio files -> (label, confidence, probabilities) rows through ONNX Runtime.
+
+Shared by `toolchain score` and the Prefect flow `score-folder`. The model file is the only source of truth: its
+metadata (`toolchain.onnx_metadata`) gives the class labels and the feature config, and a model whose config this
+library cannot reproduce is refused before any audio is read.
+
+Pipeline: decode + featurize (`toolchain.features`) in spawned worker processes, at most `max_in_flight` files
+ahead of the model, while the main thread runs batched ONNX Runtime inference (ORT releases the GIL). Rows come out
+as an iterator in the order of the input list, so memory stays bounded whatever the number of files, and a
+caller can score any explicit list of files (a shard) on its own.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolchain.decoding import DecodeResult, ordered_decode, shared_pool
+from toolchain.digest import file_sha256
+from toolchain.errors import ModelMetadataError, ScoringError
+from toolchain.features import FeatureConfig, stack_channels
+from toolchain.onnx_metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata, metadata_from_session
+from toolchain.progress import NullProgress, ProgressReporter
+
+PROVIDERS = ("auto", "cpu", "cuda")
+CUDA_EP = "CUDAExecutionProvider"
+CPU_EP = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How to run a model; nothing here changes what it computes. `None` means "size for this machine"."""
+
+    batch_size: int = 16  # Clips per ORT call: amortizes per-call overhead; 16 x 3x128x216 fp32 = 5.3 MB.
+    provider: str = "auto"  # auto = CUDA EP when it really starts, else CPU; cuda = fail unless CUDA runs.
+    decode_workers: int | None = None  # Worker processes decoding audio; 0 = decode in the calling thread.
+    intra_op_threads: int | None = None  # ORT threads; with the workers they should not exceed the cores.
+    max_in_flight: int | None = None  # Files decoded ahead of the model; None = 2 x batch_size.
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ScoringError(f"batch_size={self.batch_size} must be at least 1")
+        if self.provider not in PROVIDERS:
+            raise ScoringError(f"provider={self.provider!r} is not one of {', '.join(PROVIDERS)}")
+        for name in ("decode_workers", "intra_op_threads", "max_in_flight"):
+            value = getattr(self, name)
+            if value is not None and value < (0 if name == "decode_workers" else 1):
+                raise ScoringError(f"{name}={value} is out of range: pass a positive number or leave it unset")
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (respects taskset/cgroup affinity, unlike os.cpu_count())."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(config: EngineConfig, on_gpu: bool, cores: int | None = None) -> tuple[int, int]:
+    """(decode_workers, intra_op_threads) for this machine.
+
+    On CPU the cores are split between decoding and the model, so neither starves the other (ORT threads are also
+    told not to spin while idle). On a GPU the model needs one feeding thread and every core decodes.
+    """
+    cores = cores or available_cores()
+    if on_gpu:
+        workers, threads = cores, 1
+    else:
+        workers = max(1, cores // 2)
+        threads = max(1, cores - workers)
+    if multiprocessing.current_process().daemon:
+        workers = 0  # Daemonic processes (e.g. Dask workers) may not start children: decode inline.
+    if config.decode_workers is not None:
+        workers = config.decode_workers
+    if config.intra_op_threads is not None:
+        threads = config.intra_op_threads
+    return workers, threads
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    """An open ONNX Runtime session plus what the model says about itself."""
+
+    path: Path
+    sha256: str  # sha256 of the .onnx file: the identity of "the model" in CSVs and the ledger.
+    metadata: ModelMetadata
+    provider: str  # The execution provider that actually runs (session.get_providers()[0]).
+    session: Any  # onnxruntime.InferenceSession
+    decode_workers: int
+    intra_op_threads: int
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.metadata.classes
+
+    @property
+    def feature_config(self) -> FeatureConfig:
+        return self.metadata.feature_config
+
+
+def cuda_driver_present() -> bool:
+    """True when the NVIDIA driver library loads; without it the CUDA EP cannot start (and ORT logs an error)."""
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        return True
+    except OSError:
+        return False
+
+
+def _requested_providers(provider: str, available: list[str]) -> list[str]:
+    if provider == "cpu":
+        return [CPU_EP]
+    cuda_possible = CUDA_EP in available and cuda_driver_present()
+    if provider == "cuda" and not cuda_possible:
+        raise ScoringError(
+            "provider 'cuda' requested but the CUDA execution provider cannot start here "
+            f"(onnxruntime providers: {available}; NVIDIA driver found: {cuda_driver_present()}): "
+            "install onnxruntime-gpu and the NVIDIA driver, or use --provider auto"
+        )
+    if not cuda_possible:
+        return [CPU_EP]
+    import onnxruntime as ort
+
+    try:
+        # onnxruntime-gpu >= 1.27 needs CUDA 13 / cuDNN 9 libraries; torch's CUDA build ships them as pip packages
+        # and preload_dlls() loads those before the EP looks for them on the system path.
+        ort.preload_dlls()
+    except Exception:  # Missing or partial libraries: the session falls back and we report what runs.
+        pass
+    return [CUDA_EP, CPU_EP]
+
+
+def _check_signature(session: Any, meta: ModelMetadata, source: str) -> None:
+    """Refuse a graph whose input/output does not match what its metadata promises."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+    if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
+        raise ModelMetadataError(
+            f"{source} has inputs {sorted(inputs)} and outputs {sorted(outputs)}, expected '{INPUT_NAME}' -> "
+            f"'{OUTPUT_NAME}': export it with `toolchain export-onnx`"
+        )
+    expected = (None, *meta.feature_config.input_shape)
+    shape = inputs[INPUT_NAME].shape
+    fixed = [(got, want) for got, want in zip(shape, expected) if want is not None and isinstance(got, int)]
+    if len(shape) != 4 or any(got != want for got, want in fixed):
+        raise ModelMetadataError(
+            f"{source} input shape {shape} does not match its feature config {meta.feature_config.input_shape}: "
+            "re-export the model"
+        )
+    n_out = outputs[OUTPUT_NAME].shape[-1]
+    if isinstance(n_out, int) and n_out != len(meta.classes):
+        raise ModelMetadataError(
+            f"{source} outputs {n_out} logits but its metadata lists {len(meta.classes)} classes: re-export it"
+        )
+
+
+def _open_session(path: Path, providers: list[str], threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Idle ORT threads busy-wait by default; on a small CPU that spinning steals the decode workers' cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # Errors only: the CUDA -> CPU fallback is reported by us.
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ScoringError(
+            f"cannot load ONNX model {path}: {first[:300]}; pass a file written by `toolchain export-onnx`"
+        ) from None
+
+
+def load_model(path: str | Path, config: EngineConfig = EngineConfig()) -> ScoringModel:
+    """Open `path` with ONNX Runtime (CUDA EP first when it can start, then CPU) and read its metadata.
+
+    Raises `ScoringError` for a missing/unreadable file, `ModelMetadataError` / `FeatureConfigError` for a model
+    without our metadata or with a feature config this library cannot reproduce.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ScoringError(f"model {path} does not exist: pass the .onnx file written by `toolchain export-onnx`")
+    import onnxruntime as ort
+
+    providers = _requested_providers(config.provider, ort.get_available_providers())
+    workers, threads = resolve_threads(config, on_gpu=providers[0] == CUDA_EP)
+    if workers:
+        shared_pool(workers)  # Start (or reuse) the decode workers now: they warm up while ORT loads the model.
+    session = _open_session(path, providers, threads)
+    provider = session.get_providers()[0]
+    if providers[0] == CUDA_EP and provider != CUDA_EP:
+        if config.provider == "cuda":
+            raise ScoringError(
+                f"provider 'cuda' requested but ONNX Runtime fell back to {provider}: the CUDA 13 / cuDNN 9 "
+                "libraries are missing (install torch's CUDA build or the nvidia-* wheels), or use --provider auto"
+            )
+        # The GPU split (1 ORT thread, all cores decoding) is wrong for CPU: reopen sized for CPU.
+        workers, threads = resolve_threads(config, on_gpu=False)
+        session = _open_session(path, [CPU_EP], threads)
+        provider = session.get_providers()[0]
+    meta = metadata_from_session(session, str(path))
+    _check_signature(session, meta, str(path))
+    return ScoringModel(path, file_sha256(path), meta, provider, session, workers, threads)
+
+
+@dataclass(frozen=True)
+class ScoredRow:
+    """One output row. `probabilities` follow `classes` order; None for error rows."""
+
+    file: str  # As given by the caller (relative posix path for folder scoring).
+    status: str  # "ok" | "error"
+    label: str = ""
+    confidence: float = float("nan")
+    error: str = ""
+    probabilities: tuple[float, ...] | None = None
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """(batch, n_classes) logits -> probabilities, computed in float64 (logits of untrained nets reach 1e7)."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _infer(model: ScoringModel, chunk: list[tuple[str, DecodeResult]]) -> list[ScoredRow]:
+    ok = [(name, result.features) for name, result in chunk if result.features is not None]
+    rows: dict[str, ScoredRow] = {}
+    if ok:
+        cfg = model.feature_config
+        batch = np.stack([stack_channels(f, cfg) for _, f in ok]).astype(np.float32, copy=False)
+        logits = model.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        probs = softmax(np.asarray(logits))
+        for (name, _), p in zip(ok, probs):
+            k = int(p.argmax())
+            rows[name] = ScoredRow(name, "ok", model.classes[k], float(p[k]), "", tuple(float(v) for v in p))
+    return [rows.get(name) or ScoredRow(name, "error", error=result.error) for name, result in chunk]
+
+
+def score_files(
+    model: ScoringModel,
+    root: str | Path,
+    files: Sequence[str],
+    config: EngineConfig = EngineConfig(),
+    progress: ProgressReporter = NullProgress(),
+) -> Iterator[ScoredRow]:
+    """Score `files` (paths relative to `root`, or absolute) and yield one row per file, in input order.
+
+    A file that cannot be decoded yields an error row and never stops the run; features are computed with the
+    model's own feature config.
+    """
+    root = Path(root)
+    paths = [str(root / f) for f in files]
+    progress.start("score", f"scoring {len(files)} files on {model.provider}", len(files))
+    in_flight = config.max_in_flight or 2 * config.batch_size
+    try:
+        chunk: list[tuple[str, DecodeResult]] = []
+        decoded = ordered_decode(paths, model.feature_config, model.decode_workers, in_flight)
+        with closing(decoded):
+            for name, result in zip(files, decoded):
+                chunk.append((name, result))
+                if len(chunk) == config.batch_size:
+                    yield from _infer(model, chunk)
+                    progress.advance("score", len(chunk))
+                    chunk = []
+            if chunk:
+                yield from _infer(model, chunk)
+                progress.advance("score", len(chunk))
+    finally:
+        progress.finish("score")
