@@ -80,3 +80,48 @@ def exported_model(request, tmp_path_factory):
         checkpoint = request.getfixturevalue("tiny_checkpoint")
     out = tmp_path_factory.mktemp("exported") / "model.onnx"
     return export_and_certify(checkpoint, ExportOptions(out=out, parity_samples=6))
+
+
+# Speakers of the trained_checkpoint fixture: five for train + val (the split holds one out whole), one for test.
+TRAINED_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo")
+TRAINED_TEST_SPEAKER = "yweweler"
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory, fsdd_dir) -> Path:
+    """The best checkpoint of one real, brief training run (the only training of that size in the suite).
+
+    What it is: resnet18, `--weights none`, lr 1e-3, default feature config, trained by `toolchain.train.train`
+    on FSDD takes 0-5 of five speakers (TRAINED_SPEAKERS) with group = speaker, so the group-aware split holds
+    one whole speaker out as validation: `checkpoint.val_files` are that speaker's real FSDD clips (absolute
+    paths) and `metrics["val_acc"]` is speaker-held-out accuracy (well above the 10 % chance level).
+    Its folder (`path.parent`) is a complete run folder: resnet_18_last.pth, metrics.csv, training_curves.png,
+    confusion_matrix.png, classification_report.txt, test_* reports, test_predictions_resnet.csv, summary.json.
+    The training manifest (`train_args["data"]`) also lists one undecodable file (`broken.wav`, excluded and
+    named in summary.json); the test set (`train_args["test"]`) is takes 0-1 of TRAINED_TEST_SPEAKER plus one
+    undecodable file (an error row in the predictions CSV). The feature cache is `train_args["cache_dir"]`.
+    Read-only for users: copy it before modifying anything.
+    """
+    from toolchain.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("trained")
+    broken = root / "broken.wav"
+    broken.write_bytes(b"RIFF\x24\x00\x00\x00WAVEnot really audio at all")
+    manifest = write_fsdd_manifest(fsdd_dir, root / "train.csv", speakers=set(TRAINED_SPEAKERS), takes=range(6))
+    with manifest.open("a", newline="") as f:
+        csv.writer(f).writerow([str(broken), "zero", "george"])
+    test_csv = write_fsdd_manifest(fsdd_dir, root / "test.csv", speakers={TRAINED_TEST_SPEAKER}, takes=range(2))
+    with test_csv.open("a", newline="") as f:
+        csv.writer(f).writerow([str(broken), "one", TRAINED_TEST_SPEAKER])
+    config = TrainConfig(
+        data=str(manifest), test=str(test_csv), out=str(root / "run"), arch="resnet18", weights="none",
+        epochs=6, lr=1e-3, patience=6, cache_dir=str(root / "cache"), num_workers=2,
+    )
+    return train(config).best_checkpoint
+
+
+@pytest.fixture(scope="session")
+def onnx_model(exported_model) -> Path:
+    """Issue 4: the trained model as scoring sees it, a self-describing `.onnx` (the parity-certified export of
+    `trained_checkpoint`, shared with the export tests so the suite exports once). Read-only: copy to modify."""
+    return exported_model.model_path
