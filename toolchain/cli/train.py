@@ -20,17 +20,15 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
-# Option defaults mirror TrainConfig's (tests/test_cli_train.py checks they agree).
-ExistingPath = dict(exists=True, dir_okay=True, file_okay=True, resolve_path=False)
-
-
+# Option defaults mirror TrainConfig's (tests/test_cli_train.py checks they agree). Paths are checked by the
+# library, whose one-line errors say what to pass instead.
 @app.command()
 @user_errors
 def train(
     data: Annotated[Path, typer.Option(help="Labelled clips: a folder with one subfolder per class, or a CSV "
-                                            "manifest with filename,label[,group] columns.", **ExistingPath)],
+                                            "manifest with filename,label[,group] columns.")],
     test: Annotated[Optional[Path], typer.Option(help="Optional labelled test set (same layouts); gets its own "
-                                                      "reports and test_predictions_resnet.csv.", **ExistingPath)] = None,
+                                                      "reports and test_predictions_resnet.csv.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run folder (with --resume: the checkpoint's folder).",
                                                 show_default="artifacts/runs/<UTC timestamp>/")] = None,
     arch: Annotated[Arch, typer.Option(help="ResNet depth; resnet18 for quick runs.")] = Arch.resnet152,
@@ -46,7 +44,7 @@ def train(
     patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without val-accuracy "
                                                       "improvement.")] = 6,
     resume: Annotated[Optional[Path], typer.Option(help="Continue from a resnet_<depth>_last.pth at its next "
-                                                        "epoch.", exists=True, dir_okay=False)] = None,
+                                                        "epoch.")] = None,
     cache_dir: Annotated[Path, typer.Option(help="Feature cache folder (shared across runs).")] = DEFAULT_CACHE_DIR,
     num_workers: Annotated[Optional[int], typer.Option(min=0, help="Feature-extraction processes (0: in this "
                                                                    "process).", show_default="one per CPU core")] = None,
@@ -88,10 +86,9 @@ def train(
 @app.command()
 @user_errors
 def predict(
-    checkpoint: Annotated[Path, typer.Option(help="A .pth written by `toolchain train`.", exists=True,
-                                             dir_okay=False)],
+    checkpoint: Annotated[Path, typer.Option(help="A .pth written by `toolchain train`.")],
     input: Annotated[Path, typer.Option(help="A folder of audio files (searched recursively), a CSV with a "
-                                             "filename column, or one audio file.", exists=True)],
+                                             "filename column, or one audio file.")],
     out: Annotated[Path, typer.Option(help="Predictions CSV to write.")] = Path("predictions.csv"),
     device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = Device.auto,
     batch_size: Annotated[int, typer.Option(min=1, help="Clips per forward pass.")] = 32,

@@ -1,0 +1,138 @@
+"""`toolchain train` / `toolchain predict` through Typer's CliRunner: exit codes, one-line errors, outputs.
+
+Audio: Free Spoken Digit Dataset (Jakobovski/free-spoken-digit-dataset), CC BY-SA 4.0.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+import typer.main
+from typer.testing import CliRunner
+
+from conftest import fsdd_rows, write_fsdd_manifest
+from toolchain.cli import app
+from toolchain.model import Arch, imagenet_weights_path
+from toolchain.train import TrainConfig
+
+runner = CliRunner()
+
+
+def _one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.output, result.output
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory, fsdd_dir) -> Path:
+    """30 clips: 3 speakers x 10 digits x take 0."""
+    root = tmp_path_factory.mktemp("cli_data")
+    return write_fsdd_manifest(fsdd_dir, root / "tiny.csv", speakers={"george", "jackson", "lucas"}, takes=range(1))
+
+
+def test_help_covers_every_option():
+    for name in ("train", "predict"):
+        result = runner.invoke(app, [name, "--help"])
+        assert result.exit_code == 0, result.output
+        command = typer.main.get_command(app).commands[name]
+        undocumented = [p.name for p in command.params if not getattr(p, "help", None) and p.name != "help"]
+        assert undocumented == []
+
+
+def test_option_defaults_match_train_config():
+    defaults = {p.name: p.default for p in typer.main.get_command(app).commands["train"].params}
+    config = TrainConfig(data="x")
+    for name in ("arch", "weights", "device", "epochs", "batch_size", "lr", "val_fraction", "seed", "patience"):
+        value = defaults[name]
+        assert getattr(value, "value", value) == getattr(config, name), name
+    assert str(defaults["cache_dir"]) == config.cache_dir
+
+
+def test_missing_data_path(tmp_path):
+    result = runner.invoke(app, ["train", "--data", str(tmp_path / "nowhere"), "--weights", "none"])
+    _one_line_error(result, "nowhere", "does not exist")
+
+
+def test_one_class_only(tmp_path, fsdd_dir):
+    (tmp_path / "one").mkdir()
+    for row in [r for r in fsdd_rows(fsdd_dir) if r["label"] == "one"][:2]:
+        shutil.copyfile(fsdd_dir / row["filename"], tmp_path / "one" / Path(row["filename"]).name)
+    result = runner.invoke(app, ["train", "--data", str(tmp_path), "--weights", "none"])
+    _one_line_error(result, "error: ", "only one class")
+
+
+def test_unreadable_csv(tmp_path):
+    bad = tmp_path / "labels.csv"
+    bad.write_bytes(b"\xff\xfe\x00\x81 binary junk")
+    _one_line_error(runner.invoke(app, ["train", "--data", str(bad), "--weights", "none"]),
+                    "cannot read CSV manifest", "labels.csv")
+
+
+def test_csv_missing_columns(tmp_path):
+    bad = tmp_path / "labels.csv"
+    bad.write_text("path,class\na.wav,x\n")
+    _one_line_error(runner.invoke(app, ["train", "--data", str(bad), "--weights", "none"]),
+                    "lacks column(s) filename, label")
+
+
+def test_unknown_arch(manifest):
+    result = runner.invoke(app, ["train", "--data", str(manifest), "--arch", "resnet9"])
+    _one_line_error(result, "resnet9", "resnet18")
+
+
+def test_imagenet_weights_offline(manifest, tmp_path, monkeypatch):
+    """No network and no cached file: the message names the .pth to place and the --weights none way out."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+
+    def offline(url, *args, **kwargs):  # The network is outside our control: simulate having none.
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    expected = imagenet_weights_path(Arch.resnet18)
+    assert str(tmp_path) in str(expected)
+    result = runner.invoke(app, ["train", "--data", str(manifest), "--arch", "resnet18", "--weights", "imagenet",
+                                 "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run")])
+    _one_line_error(result, expected.name, "--weights none")
+    assert not (tmp_path / "cache").exists()  # Refused before any audio was decoded.
+
+
+def test_train_then_predict(manifest, tmp_path, fsdd_dir):
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--data", str(manifest), "--arch", "resnet18", "--weights", "none",
+                                 "--epochs", "2", "--batch-size", "8", "--lr", "1e-3", "--out", str(run),
+                                 "--cache-dir", str(tmp_path / "cache"), "--num-workers", "0", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    checkpoint = run / "resnet_18_model.pth"
+    for path in (checkpoint, run / "metrics.csv", run / "training_curves.png", run / "summary.json"):
+        assert str(path) in result.output and path.is_file()
+    assert "epoch 2:" in result.output
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    clips = [fsdd_dir / r["filename"] for r in fsdd_rows(fsdd_dir) if r["speaker"] == "theo"][:3]
+    for clip in clips:
+        shutil.copyfile(clip, incoming / clip.name)
+    (incoming / "broken.wav").write_bytes(b"")
+    out = tmp_path / "pred.csv"
+    result = runner.invoke(app, ["predict", "--checkpoint", str(checkpoint), "--input", str(incoming),
+                                 "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--num-workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert str(out) in result.output
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4
+    digits = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"}
+    assert all(r["predicted_label"] in digits for r in rows if not r["error"])
+    assert [Path(r["filename"]).name for r in rows if r["error"]] == ["broken.wav"]
+
+
+def test_predict_missing_checkpoint(tmp_path):
+    result = runner.invoke(app, ["predict", "--checkpoint", str(tmp_path / "x.pth"), "--input", str(tmp_path)])
+    _one_line_error(result, "x.pth")
