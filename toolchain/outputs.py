@@ -82,7 +82,8 @@ def write_part(path: Path, rows: Iterable[ScoredRow], classes: tuple[str, ...], 
     tmp = path.with_name(path.name + ".tmp")
     labels: Counter[str] = Counter()
     errors = 0
-    with tmp.open("w", newline="") as f:
+    # Line-buffered: each row reaches the file as it is scored (progress is visible; the cost is one write per row).
+    with tmp.open("w", newline="", buffering=1) as f:
         writer = csv.writer(f)
         writer.writerow(csv_columns(classes))
         for row in rows:

@@ -96,12 +96,11 @@ def serve_command(
     `prefect deployment run 'score-folder/on-demand' --param 'folder="/data/day1"'` (values are JSON). Runs until
     Ctrl-C; flow runs execute in this process's children.
     """
-    from flows.deploy import DEFAULT_INTERVAL_SECONDS, ServeOptions, serve_deployments
-
     if interval is not None and cron is not None:
         raise ScoringError("pass either --interval or --cron, not both")
     if (interval is not None or cron is not None) and inbox is None:
         raise ScoringError("--interval/--cron schedule the inbox scan: pass --inbox too")
+    from flows.deploy import DEFAULT_INTERVAL_SECONDS, ServeOptions, serve_deployments  # Prefect: ~2 s to import.
     options = ServeOptions(
         model=str(model.expanduser().resolve()),
         output_dir=str(output_dir.expanduser().resolve()),

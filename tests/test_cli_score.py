@@ -1,0 +1,121 @@
+"""`toolchain score` / `toolchain serve` through the CLI, and crash safety with a real SIGKILLed process.
+
+FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from toolchain.cli import app
+from toolchain.ledger import Ledger
+from toolchain.outputs import published_csvs
+
+runner = CliRunner()
+TOOLCHAIN = [str(Path(sys.executable).with_name("toolchain"))]  # The console script of this venv.
+
+
+def copy_clips(fsdd_dir: Path, dest: Path, n: int) -> list[str]:
+    dest.mkdir(parents=True)
+    names = sorted(p.name for p in (fsdd_dir / "recordings").glob("*.wav"))[:n]
+    for name in names:
+        shutil.copy(fsdd_dir / "recordings" / name, dest / name)
+    return names
+
+
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_score_prints_the_csv_and_a_summary(onnx_model, fsdd_dir, tmp_path):
+    names = copy_clips(fsdd_dir, tmp_path / "in" / "day1", 6)
+    result = runner.invoke(app, ["score", "--model", str(onnx_model), "--input", str(tmp_path / "in" / "day1"),
+                                 "--out", str(tmp_path / "out"), "--workers", "0", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    csv_path = Path(result.stdout.strip().splitlines()[-1])
+    assert csv_path.parent == tmp_path / "out" / "day1" and csv_path.is_file()
+    assert [r["file"] for r in read_rows(csv_path)] == names
+    assert "6 files (6 ok, 0 error)" in result.stderr and "CPUExecutionProvider" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--input", "{tmp}/missing"], "input folder {tmp}/missing does not exist"),
+        (["--input", "{tmp}", "--model", "{tmp}/garbage.onnx"], "cannot load ONNX model"),
+        (["--input", "{tmp}", "--model", "{tmp}/absent.onnx"], "absent.onnx does not exist"),
+    ],
+)
+def test_user_errors_are_one_line_without_traceback(onnx_model, tmp_path, args, message):
+    (tmp_path / "garbage.onnx").write_bytes(b"not an onnx model")
+    args = [a.format(tmp=tmp_path) for a in args]
+    if "--model" not in args:
+        args += ["--model", str(onnx_model)]
+    result = runner.invoke(app, ["score", *args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert message.format(tmp=tmp_path) in result.stderr
+    assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_serve_rejects_conflicting_schedules(onnx_model, tmp_path):
+    result = runner.invoke(app, ["serve", "--model", str(onnx_model), "--output-dir", str(tmp_path),
+                                 "--inbox", str(tmp_path), "--interval", "5", "--cron", "* * * * *"])
+    assert result.exit_code == 2 and "either --interval or --cron" in result.stderr
+
+
+def test_help_for_every_scoring_command():
+    for command in ("score", "serve"):
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0 and "--model" in result.stdout
+
+
+def test_killed_mid_folder_then_rerun_leaves_one_complete_csv(onnx_model, fsdd_dir, tmp_path):
+    folder, out = tmp_path / "in" / "day1", tmp_path / "out"
+    names = copy_clips(fsdd_dir, folder, 40)
+    command = [*TOOLCHAIN, "score", "--model", str(onnx_model), "--input", str(folder), "--out", str(out),
+               "--batch-size", "4", "--workers", "1", "--threads", "1"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        # Mid-folder: scored rows have reached the part file on disk (more than its header line), no CSV yet.
+        deadline, rows_on_disk = time.monotonic() + 240, 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            parts = list((out / "day1").glob(".parts_*/part_*.csv.tmp"))
+            rows_on_disk = len(parts[0].read_text().splitlines()) - 1 if parts else 0
+            if rows_on_disk > 0:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"scoring ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+    assert 0 < rows_on_disk < len(names)
+    assert published_csvs(out / "day1") == []  # Killed: no predictions_*.csv, partial or otherwise.
+    assert list((out / "day1").glob(".parts_*"))  # ...only dot-file leftovers.
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=400)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    csvs = published_csvs(out / "day1")
+    assert len(csvs) == 1 and str(csvs[0]) == rerun.stdout.strip().splitlines()[-1]
+    files = [r["file"] for r in read_rows(csvs[0])]
+    assert files == names  # Every file exactly once, sorted.
+    assert sorted(p.name for p in (out / "day1").iterdir()) == [".lock", csvs[0].name]  # Leftovers cleaned.
+
+    ledger = Ledger.in_dir(out)
+    states = sorted(r.state for r in ledger.folder_runs())
+    assert states == ["completed", "crashed"]
+    assert sorted(r.state for r in ledger.runs()) == ["completed", "crashed"]
+    assert ledger.scored_csv(str(folder.resolve()), read_rows(csvs[0])[0]["model_sha256"]) == str(csvs[0])

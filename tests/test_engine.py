@@ -1,0 +1,246 @@
+"""The scoring engine and folder scoring on real FSDD clips and on generated bad input.
+
+FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import soundfile as sf
+
+from conftest import TRAINED_SPEAKERS, fsdd_rows
+from toolchain.engine import EngineConfig, cuda_driver_present, load_model, resolve_threads, score_files
+from toolchain.errors import FeatureConfigError, ModelMetadataError, ScoringError
+from toolchain.ledger import Ledger
+from toolchain.onnx_metadata import PREFIX
+from toolchain.outputs import csv_columns, published_csvs
+from toolchain.scoring import (
+    describe_model,
+    discover_audio_files,
+    folder_job,
+    record_folder,
+    score_folder,
+    score_shard,
+    shard,
+    write_predictions,
+)
+
+# Two decode workers exercise the process pool; one ORT thread keeps a 2-core CI box from oversubscribing.
+CONFIG = EngineConfig(batch_size=8, decode_workers=1, intra_op_threads=1)
+
+
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def model(onnx_model):
+    return load_model(onnx_model, CONFIG)
+
+
+def test_scores_unseen_fsdd_takes_well_above_chance(model, fsdd_dir):
+    # Take 40 of the training speakers: never seen in training (takes 0-5 were).
+    rows = [r for r in fsdd_rows(fsdd_dir) if r["speaker"] in TRAINED_SPEAKERS and r["take"] == "40"]
+    files = [r["filename"] for r in rows]
+    scored = list(score_files(model, fsdd_dir, files, CONFIG))
+
+    assert [s.file for s in scored] == files  # One row per file, in input order.
+    assert all(s.status == "ok" for s in scored)
+    assert {s.label for s in scored} <= set(model.classes)
+    for s in scored:
+        assert s.probabilities is not None and len(s.probabilities) == len(model.classes)
+        assert sum(s.probabilities) == pytest.approx(1.0, abs=1e-6)
+        assert s.confidence == max(s.probabilities)
+    accuracy = np.mean([s.label == r["label"] for s, r in zip(scored, rows)])
+    # 0.35 on 50 clips is > 4 standard deviations above chance (0.10) and leaves room for training variance.
+    assert accuracy >= 0.35, f"accuracy {accuracy:.2f} on {len(rows)} unseen takes (chance 0.10)"
+
+
+def test_engine_reproduces_the_training_validation_accuracy(model, trained_checkpoint, fsdd_dir):
+    """ONNX scoring of the checkpoint's validation clips agrees with what training measured on them."""
+    from toolchain.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(trained_checkpoint)
+    labels = {str(fsdd_dir / r["filename"]): r["label"] for r in fsdd_rows(fsdd_dir)}
+    files = [f for f in ckpt.val_files if f in labels]
+    assert len(files) == len(ckpt.val_files) >= 30
+    scored = list(score_files(model, "/", files, CONFIG))
+    accuracy = np.mean([s.label == labels[f] for s, f in zip(scored, files)])
+    assert model.metadata.metrics["val_acc"] == pytest.approx(ckpt.metrics["val_acc"])
+    assert accuracy == pytest.approx(ckpt.metrics["val_acc"], abs=2 / len(files) + 1e-9)
+
+
+def test_provider_is_reported_and_threads_fit_the_cores(model):
+    assert model.provider == model.session.get_providers()[0]
+    assert model.provider in ("CUDAExecutionProvider", "CPUExecutionProvider")
+    assert resolve_threads(EngineConfig(), on_gpu=False, cores=2) == (1, 1)
+    assert resolve_threads(EngineConfig(), on_gpu=True, cores=8) == (8, 1)
+    assert resolve_threads(EngineConfig(decode_workers=0, intra_op_threads=3), on_gpu=False, cores=2) == (0, 3)
+
+
+def test_cuda_demanded_runs_on_cuda_or_refuses_clearly(onnx_model):
+    if cuda_driver_present():
+        try:
+            assert load_model(onnx_model, EngineConfig(provider="cuda")).provider == "CUDAExecutionProvider"
+        except ScoringError as exc:  # Driver present but CUDA 13 libraries missing: must say so.
+            assert "CUDA" in str(exc)
+    else:
+        with pytest.raises(ScoringError, match="provider 'cuda' requested"):
+            load_model(onnx_model, EngineConfig(provider="cuda"))
+
+
+def test_auto_provider_falls_back_to_cpu_without_cuda(onnx_model):
+    loaded = load_model(onnx_model, EngineConfig(provider="auto", decode_workers=0, intra_op_threads=1))
+    if not cuda_driver_present():
+        assert loaded.provider == "CPUExecutionProvider"
+
+
+def make_bad_input_folder(root: Path, fsdd_dir: Path) -> dict[str, str]:
+    """Every case of issue 4 point 8, plus real clips in awkward places. Returns {relative path: expected status}."""
+    root.mkdir(parents=True)
+    real = fsdd_dir / "recordings" / "3_theo_30.wav"
+    y, sr = sf.read(real, dtype="float32")
+    (root / "empty.wav").write_bytes(b"")
+    (root / "garbage.wav").write_bytes(np.random.default_rng(0).bytes(4096))
+    sf.write(root / "header_only.wav", np.zeros(0, dtype=np.float32), 8000)
+    sf.write(root / "full.wav", y, sr)
+    data = (root / "full.wav").read_bytes()
+    (root / "truncated.wav").write_bytes(data[: len(data) // 2])
+    (root / "full.wav").unlink()
+    sf.write(root / "silent.wav", np.zeros(8000, dtype=np.float32), 8000)
+    t = np.arange(600 * 8000) / 8000  # 10 minutes at 8 kHz.
+    sf.write(root / "very_long.wav", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 8000)
+    (root / "not_audio.wav").write_text("this is a text file with an audio extension\n")
+    (root / "notes.txt").write_text("ignored: not an audio extension\n")
+    shutil.copy(real, root / "UPPER.WAV")
+    (root / "nested" / "deeper").mkdir(parents=True)
+    sf.write(root / "nested" / "deeper" / "clip.flac", y, sr)
+    return {
+        "UPPER.WAV": "ok", "empty.wav": "error", "garbage.wav": "error", "header_only.wav": "error",
+        "nested/deeper/clip.flac": "ok", "not_audio.wav": "error", "silent.wav": "ok", "truncated.wav": "error",
+        "very_long.wav": "ok",
+    }
+
+
+@pytest.fixture(scope="module")
+def bad_input_folder(tmp_path_factory, fsdd_dir) -> tuple[Path, dict[str, str]]:
+    root = tmp_path_factory.mktemp("bad") / "drop-2024-01-02"
+    return root, make_bad_input_folder(root, fsdd_dir)
+
+
+def test_bad_input_folder_gives_one_row_per_audio_file(onnx_model, bad_input_folder, tmp_path):
+    folder, expected = bad_input_folder
+    summary = score_folder(onnx_model, folder, tmp_path / "out", CONFIG)
+
+    rows = read_rows(summary.csv_path)
+    assert [r["file"] for r in rows] == sorted(expected)  # Sorted, relative, posix; notes.txt ignored.
+    assert {r["file"]: r["status"] for r in rows} == expected
+    for r in rows:
+        assert r["model_sha256"] == describe_model(onnx_model).sha256 and r["run_id"] == summary.run_id
+        if r["status"] == "error":
+            assert r["error"] and not r["label"] and not r["confidence"]
+        else:
+            assert not r["error"] and r["label"] and 0 < float(r["confidence"]) <= 1
+    assert "empty" in next(r["error"] for r in rows if r["file"] == "empty.wav")
+    assert "truncated" in next(r["error"] for r in rows if r["file"] == "truncated.wav")
+    assert (summary.files_ok, summary.files_error) == (4, 5)
+    assert Path(summary.csv_path).parent == tmp_path / "out" / "drop-2024-01-02"
+    assert Path(summary.csv_path).name.startswith("predictions_") and Path(summary.csv_path).name.endswith("Z.csv")
+    assert list(read_rows(summary.csv_path)[0]) == csv_columns(describe_model(onnx_model).metadata.classes)
+    assert sorted(p.name for p in summary_dir_files(Path(summary.csv_path).parent)) == [Path(summary.csv_path).name]
+
+
+def summary_dir_files(folder: Path) -> list[Path]:
+    """Everything in an output folder except its lock file: no temporary files may remain."""
+    return [p for p in folder.iterdir() if p.name != ".lock"]
+
+
+def test_shards_concatenate_to_the_single_pass_result(model, bad_input_folder, tmp_path):
+    folder, expected = bad_input_folder
+    files = discover_audio_files(folder)
+    assert files == sorted(expected)
+    ledger = Ledger.in_dir(tmp_path)
+    ledger.start_run("r1", mode="folder", target=str(folder), model_path=str(model.path), model_sha256=model.sha256)
+    with folder_job(ledger, folder, tmp_path, "r1", model.sha256) as job:
+        shards = [score_shard(model, job, i, part, CONFIG) for i, part in enumerate(shard(files, 4))]
+        assert len(shards) == 3
+        path = write_predictions(job, list(reversed(shards)))  # Order comes from the shard index.
+        record_folder(job, shards, path)
+    sharded = read_rows(path)
+    single = [s for s in score_files(model, folder, files, CONFIG)]
+    assert [r["file"] for r in sharded] == files
+    for row, s in zip(sharded, single):
+        assert (row["status"], row["label"]) == (s.status, s.label)
+        if s.status == "ok":
+            assert float(row["confidence"]) == pytest.approx(s.confidence, abs=1e-6)
+    assert ledger.scored_csv(str(folder), model.sha256) == str(path)
+
+
+def test_rescoring_writes_a_new_csv_and_keeps_the_old(onnx_model, bad_input_folder, tmp_path):
+    folder, _ = bad_input_folder
+    first = score_folder(onnx_model, folder, tmp_path, EngineConfig(decode_workers=0, intra_op_threads=1))
+    second = score_folder(onnx_model, folder, tmp_path, EngineConfig(decode_workers=0, intra_op_threads=1))
+    assert first.csv_path != second.csv_path  # Same second: the name moves on by a second, never overwrites.
+    assert published_csvs(Path(first.csv_path).parent) == sorted([Path(first.csv_path), Path(second.csv_path)])
+    assert read_rows(first.csv_path)[0]["file"] == read_rows(second.csv_path)[0]["file"]
+
+
+def test_missing_folder_and_unreadable_model_fail_with_one_line(onnx_model, tmp_path):
+    with pytest.raises(ScoringError, match="does not exist: pass a directory"):
+        score_folder(onnx_model, tmp_path / "nope", tmp_path / "out")
+    garbage = tmp_path / "model.onnx"
+    garbage.write_bytes(b"\x00not a model")
+    (tmp_path / "in").mkdir()
+    with pytest.raises(ScoringError, match="cannot load ONNX model") as info:
+        score_folder(garbage, tmp_path / "in", tmp_path / "out")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ScoringError, match="does not exist"):
+        load_model(tmp_path / "missing.onnx")
+    assert not (tmp_path / "out" / "in").exists() or not published_csvs(tmp_path / "out" / "in")
+
+
+def with_metadata(onnx_model: Path, out: Path, **changes: str | None) -> Path:
+    """A copy of the model with some toolchain metadata values replaced (None removes the key)."""
+    proto = onnx.load(str(onnx_model))
+    props = {p.key: p.value for p in proto.metadata_props}
+    for key, value in changes.items():
+        if value is None:
+            props.pop(PREFIX + key, None)
+        else:
+            props[PREFIX + key] = value
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(out))
+    return out
+
+
+def test_model_without_metadata_is_refused(onnx_model, tmp_path):
+    stripped = with_metadata(onnx_model, tmp_path / "bare.onnx", classes=None, feature_config=None)
+    with pytest.raises(ModelMetadataError, match="no toolchain metadata"):
+        load_model(stripped)
+
+
+def test_feature_config_this_library_cannot_reproduce_is_refused(onnx_model, tmp_path):
+    foreign = with_metadata(onnx_model, tmp_path / "foreign.onnx", feature_fingerprint='"0123456789abcdef"')
+    with pytest.raises(FeatureConfigError, match="fingerprint"):
+        load_model(foreign)
+    newer = with_metadata(
+        onnx_model, tmp_path / "newer.onnx",
+        feature_config='{"sample_rate": 22050, "pcen": true}',
+    )
+    with pytest.raises(FeatureConfigError, match="unknown fields"):
+        load_model(newer)
+
+
+def test_labels_that_disagree_with_the_graph_are_refused(onnx_model, tmp_path):
+    wrong = with_metadata(onnx_model, tmp_path / "wrong.onnx", classes='["a", "b", "c"]')
+    with pytest.raises(ModelMetadataError, match="3 classes"):
+        load_model(wrong)

@@ -1,0 +1,138 @@
+"""The Prefect flow `score-folder` under Prefect's own test harness (a real temporary API server).
+
+FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+
+from flows.score_folder import score_folder_flow
+from test_engine import make_bad_input_folder
+from toolchain.ledger import Ledger
+from toolchain.outputs import FAULT_ENV, published_csvs
+
+ENGINE = {"decode_workers": 1, "intra_op_threads": 1, "batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    from prefect.testing.utilities import prefect_test_harness
+
+    # The harness server takes ~17 s to start here (more on a busy box); its 30 s default is too tight.
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+def copy_clips(fsdd_dir: Path, dest: Path, start: int, n: int) -> list[str]:
+    dest.mkdir(parents=True)
+    names = sorted(p.name for p in (fsdd_dir / "recordings").glob("*.wav"))[start:start + n]
+    for name in names:
+        shutil.copy(fsdd_dir / "recordings" / name, dest / name)
+    return names
+
+
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def flow_runs_by_name() -> dict[str, list]:
+    from prefect.client.orchestration import get_client
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_flow_runs()
+
+    runs: dict[str, list] = {}
+    for run in asyncio.run(read()):
+        runs.setdefault(run.name, []).append(run)
+    return runs
+
+
+def test_inbox_scores_each_new_folder_once(prefect_api, onnx_model, fsdd_dir, tmp_path):
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    expected = {name: copy_clips(fsdd_dir, inbox / name, 4 * i, 4) for i, name in enumerate(("day-a", "day-b"))}
+    (inbox / "still-empty").mkdir()  # No audio yet: left for a later scan.
+
+    first = score_folder_flow(model=str(onnx_model), output_dir=str(out), inbox=str(inbox), **ENGINE)
+    assert sorted(Path(f["folder"]).name for f in first["folders"]) == ["day-a", "day-b"]
+    for name, names in expected.items():
+        csvs = published_csvs(out / name)
+        assert len(csvs) == 1 and [r["file"] for r in read_rows(csvs[0])] == names
+    ledger = Ledger.in_dir(out)
+    rows = ledger.folder_runs()
+    assert [r.state for r in rows] == ["completed", "completed"] and all(r.flow_run_id for r in rows)
+    parent = ledger.run(first["run_id"])
+    assert (parent.mode, parent.state, parent.folders, parent.files_ok) == ("inbox", "completed", 2, 8)
+
+    second = score_folder_flow(model=str(onnx_model), output_dir=str(out), inbox=str(inbox), **ENGINE)
+    assert second["folders"] == []
+    assert all(len(published_csvs(out / name)) == 1 for name in expected)
+    assert len(ledger.folder_runs()) == 2
+
+    copy_clips(fsdd_dir, inbox / "day-c", 8, 3)
+    third = score_folder_flow(model=str(onnx_model), output_dir=str(out), inbox=str(inbox), **ENGINE)
+    assert [Path(f["folder"]).name for f in third["folders"]] == ["day-c"]
+    assert len(published_csvs(out / "day-c")) == 1 and len(ledger.folder_runs()) == 3
+    assert not (out / "still-empty").exists()
+
+    names = flow_runs_by_name()
+    assert {"score-day-a", "score-day-b", "score-day-c"} <= set(names)  # Run names carry the folder name.
+    assert len(names["inbox-inbox"]) == 3
+
+
+def test_injected_transient_failure_is_retried_and_recorded(prefect_api, onnx_model, fsdd_dir, tmp_path,
+                                                            monkeypatch, caplog):
+    from prefect.artifacts import Artifact
+
+    folder, out = tmp_path / "Retry Me", tmp_path / "out"
+    copy_clips(fsdd_dir, folder, 20, 3)
+    monkeypatch.setenv(FAULT_ENV, "write:1")  # Our own write step fails on its first attempt.
+    state = score_folder_flow(model=str(onnx_model), output_dir=str(out), folder=str(folder),
+                              retry_delay_seconds=0.5, return_state=True, **ENGINE)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert summary["task_retries"] == 1 and len(published_csvs(out / "Retry Me")) == 1
+
+    [row] = Ledger.in_dir(out).folder_runs()
+    assert (row.state, row.task_retries) == ("completed", 1)
+    assert Ledger.in_dir(out).run(row.run_id).task_retries == 1
+    logs = caplog.text
+    assert "injected transient failure in step 'write'" in logs and "Retry 1/2 will start" in logs
+    assert f"sha256={summary['model_sha256']}" in logs and "task retries 1" in logs
+
+    table = Artifact.get("predictions-retry-me")
+    markdown = Artifact.get("scoring-summary-retry-me")
+    assert table is not None and table.type == "table" and "(error)" in str(table.data)
+    assert markdown is not None and summary["csv_path"] in str(markdown.data)
+
+
+def test_bad_input_folder_completes_with_error_rows(prefect_api, onnx_model, fsdd_dir, tmp_path):
+    folder = tmp_path / "bad-drop"
+    expected = make_bad_input_folder(folder, fsdd_dir)
+    state = score_folder_flow(model=str(onnx_model), output_dir=str(tmp_path / "out"), folder=str(folder),
+                              shard_size=4, return_state=True, **ENGINE)
+    assert state.is_completed(), state.message
+    rows = read_rows(state.result()["csv_path"])
+    assert {r["file"]: r["status"] for r in rows} == expected  # Three shards, one row per file, sorted.
+    assert [r["file"] for r in rows] == sorted(expected)
+    assert all(r["error"] for r in rows if r["status"] == "error")
+
+
+def test_missing_folder_fails_the_run_with_a_clear_message(prefect_api, onnx_model, tmp_path):
+    state = score_folder_flow(model=str(onnx_model), output_dir=str(tmp_path / "out"),
+                              folder=str(tmp_path / "nowhere"), return_state=True, **ENGINE)
+    assert state.is_failed() and "nowhere does not exist" in state.message
+    [run] = Ledger.in_dir(tmp_path / "out").runs()
+    assert run.state == "failed" and "does not exist" in run.error
+
+
+def test_needs_exactly_one_of_folder_or_inbox(prefect_api, onnx_model, tmp_path):
+    state = score_folder_flow(model=str(onnx_model), output_dir=str(tmp_path), return_state=True)
+    assert state.is_failed() and "exactly one of" in state.message

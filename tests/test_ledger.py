@@ -1,0 +1,112 @@
+"""The SQLite run ledger: schema, 'scored' semantics, crash reconciliation, concurrent writers (real processes)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from toolchain.ledger import Ledger
+
+
+def start(ledger: Ledger, run_id: str, **kw) -> None:
+    ledger.start_run(run_id, mode=kw.pop("mode", "folder"), target="/in/day1", model_path="/m.onnx",
+                     model_sha256=kw.pop("sha", "a" * 64), **kw)
+
+
+def test_schema_is_wal_and_documented_tables_exist(tmp_path):
+    ledger = Ledger.in_dir(tmp_path)
+    db = sqlite3.connect(ledger.path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"runs", "folder_runs"} <= tables
+    columns = {r[1] for r in db.execute("PRAGMA table_info(folder_runs)")}
+    assert {"run_id", "flow_run_id", "folder", "model_sha256", "started_at", "finished_at", "files_ok",
+            "files_error", "task_retries", "state", "csv_path"} <= columns
+
+
+def test_folder_counts_as_scored_only_once_completed(tmp_path):
+    ledger = Ledger.in_dir(tmp_path)
+    start(ledger, "r1", flow_run_id="f-1")
+    fid = ledger.start_folder("r1", "/in/day1", str(tmp_path / "day1"), "a" * 64, "f-1")
+    assert ledger.scored_csv("/in/day1", "a" * 64) is None
+    ledger.set_csv_path(fid, "/out/day1/predictions_x.csv")
+    assert ledger.scored_csv("/in/day1", "a" * 64) is None  # Path noted, CSV not yet recorded complete.
+    ledger.finish_folder(fid, "completed", files_ok=3, files_error=1, task_retries=2)
+    assert ledger.scored_csv("/in/day1", "a" * 64) == "/out/day1/predictions_x.csv"
+    assert ledger.scored_csv("/in/day1", "b" * 64) is None  # Another model has not scored it.
+    run = ledger.finish_run("r1", "completed")
+    assert (run.state, run.folders, run.files_ok, run.files_error, run.task_retries) == ("completed", 1, 3, 1, 2)
+    assert run.flow_run_id == "f-1" and run.finished_at is not None
+
+
+def test_inbox_run_totals_include_its_child_runs(tmp_path):
+    ledger = Ledger.in_dir(tmp_path)
+    start(ledger, "parent", mode="inbox")
+    for i in range(2):
+        start(ledger, f"child{i}", parent_run_id="parent")
+        fid = ledger.start_folder(f"child{i}", f"/in/d{i}", f"/out/d{i}", "a" * 64)
+        ledger.finish_folder(fid, "completed", files_ok=5, files_error=i)
+        ledger.finish_run(f"child{i}", "completed")
+    parent = ledger.finish_run("parent", "completed")
+    assert (parent.folders, parent.files_ok, parent.files_error) == (2, 10, 1)
+
+
+def test_reconcile_settles_rows_left_by_killed_runs(tmp_path):
+    ledger = Ledger.in_dir(tmp_path)
+    start(ledger, "dead")
+    out = tmp_path / "day1"
+    out.mkdir()
+    published = out / "predictions_20240101T000000Z.csv"
+    published.write_text("file,label,confidence,status,error\na.wav,x,0.9,ok,\nb.wav,,,error,bad\n")
+    never_written = ledger.start_folder("dead", "/in/day1", str(out), "a" * 64)
+    renamed = ledger.start_folder("dead", "/in/day1", str(out), "a" * 64)
+    ledger.set_csv_path(renamed, str(published))  # Died after the rename, before recording.
+
+    settled = {r.id: r for r in ledger.reconcile_folder(str(out))}
+    assert settled[never_written].state == "crashed"
+    assert settled[renamed].state == "completed" and "recovered" in settled[renamed].error
+    assert (settled[renamed].files_ok, settled[renamed].files_error) == (1, 1)
+    assert ledger.scored_csv("/in/day1", "a" * 64) == str(published)
+    assert ledger.reconcile_folder(str(out)) == []
+
+
+def test_runs_of_dead_processes_are_reaped(tmp_path):
+    code = (
+        "import sys; from toolchain.ledger import Ledger; "
+        "Ledger(sys.argv[1]).start_run('ghost', mode='folder', target='/x', model_path='/m', model_sha256='s')"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "ledger.sqlite")], check=True)
+    ledger = Ledger.in_dir(tmp_path)
+    start(ledger, "alive")
+    assert ledger.reap_dead_runs() == 1
+    states = {r.run_id: r.state for r in ledger.runs()}
+    assert states == {"ghost": "crashed", "alive": "running"}
+
+
+def _writer(path: str, prefix: str, n: int) -> None:
+    ledger = Ledger(path)
+    for i in range(n):
+        run_id = f"{prefix}-{i}"
+        ledger.start_run(run_id, mode="folder", target=f"/in/{run_id}", model_path="/m", model_sha256="s")
+        fid = ledger.start_folder(run_id, f"/in/{run_id}", f"/out/{run_id}", "s")
+        ledger.finish_folder(fid, "completed", files_ok=1)
+        ledger.finish_run(run_id, "completed")
+
+
+def test_two_processes_writing_at_once_lose_nothing(tmp_path):
+    path = str(tmp_path / "ledger.sqlite")
+    Ledger(path)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, p, 40)) for p in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    ledger = Ledger(path)
+    runs = ledger.runs()
+    assert len(runs) == 80 and all(r.state == "completed" and r.files_ok == 1 for r in runs)
+    assert len(ledger.folder_runs()) == 80

@@ -1,0 +1,146 @@
+"""Real end to end: `prefect server start` -> `toolchain serve` -> `prefect deployment run ... --watch`.
+
+Everything is a real process on loopback with its own PREFECT_HOME; all of it is torn down (process groups
+killed) even when an assertion fails. The scheduled inbox deployment must also produce a run by itself.
+
+FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from toolchain.ledger import Ledger
+from toolchain.outputs import published_csvs
+
+BIN = Path(sys.executable).parent
+STARTUP_TIMEOUT_S = 240  # Cold server start is ~20-26 s on an idle 2-core box; CI boxes are busier.
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group (serve pauses its schedule on the way out), SIGKILL after 15 s."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def wait_until(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            break
+        time.sleep(1)
+    tail = log.read_text()[-3000:] if log and log.exists() else ""
+    pytest.fail(f"timed out waiting for {what}\n{tail}")
+
+
+def healthy(api_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def prefect_env(tmp_path) -> Iterator[dict[str, str]]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect-home"),
+        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_RUNNER_POLL_FREQUENCY="1",
+        PREFECT_SERVER_API_HOST="127.0.0.1",
+    )
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
+                                   str(port)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: healthy(env["PREFECT_API_URL"]), STARTUP_TIMEOUT_S, "prefect server", server, log)
+        yield env
+    finally:
+        stop(server)
+
+
+def copy_clips(fsdd_dir: Path, dest: Path, start: int, n: int) -> list[str]:
+    dest.mkdir(parents=True)
+    names = sorted(p.name for p in (fsdd_dir / "recordings").glob("*.wav"))[start:start + n]
+    for name in names:
+        shutil.copy(fsdd_dir / "recordings" / name, dest / name)
+    return names
+
+
+def test_server_serve_and_deployment_run(prefect_env, onnx_model, fsdd_dir, tmp_path):
+    env, out = prefect_env, tmp_path / "out"
+    on_demand = copy_clips(fsdd_dir, tmp_path / "requests" / "on-demand-day", 0, 3)
+    copy_clips(fsdd_dir, tmp_path / "inbox" / "scheduled-day", 3, 2)
+    log = tmp_path / "serve.log"
+    with log.open("w") as sink:
+        serve = subprocess.Popen(
+            [str(BIN / "toolchain"), "serve", "--model", str(onnx_model), "--output-dir", str(out), "--inbox",
+             str(tmp_path / "inbox"), "--interval", "10", "--limit", "2", "--workers", "1", "--threads", "1"],
+            env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        prefect = str(BIN / "prefect")
+
+        def deployed() -> bool:
+            return subprocess.run([prefect, "deployment", "inspect", "score-folder/on-demand"], env=env,
+                                  capture_output=True).returncode == 0
+
+        wait_until(deployed, STARTUP_TIMEOUT_S, "the served deployments", serve, log)
+        folder = tmp_path / "requests" / "on-demand-day"
+        run = subprocess.run(
+            [prefect, "deployment", "run", "score-folder/on-demand", "--param", f'folder="{folder}"', "--watch",
+             "--watch-timeout", "400"],
+            env=env, capture_output=True, text=True, timeout=450,
+        )
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:] + log.read_text()[-3000:]
+        assert "Completed" in run.stdout
+        [csv_path] = published_csvs(out / "on-demand-day")
+        with csv_path.open(newline="") as f:
+            assert [r["file"] for r in csv.DictReader(f)] == on_demand
+
+        # Nobody triggers the inbox scan: its interval schedule must produce a run that scores the new folder.
+        wait_until(lambda: bool(published_csvs(out / "scheduled-day")), STARTUP_TIMEOUT_S,
+                   "the scheduled inbox scan", serve, log)
+        wait_until(lambda: any(r.mode == "inbox" and r.state == "completed" for r in Ledger.in_dir(out).runs()),
+                   120, "the inbox run's ledger record", serve, log)
+        ledger = Ledger.in_dir(out)
+        folders = {Path(r.folder).name: r for r in ledger.folder_runs()}
+        assert folders["on-demand-day"].state == "completed" and folders["on-demand-day"].flow_run_id
+        assert folders["scheduled-day"].state == "completed" and folders["scheduled-day"].flow_run_id
+        assert len([r for r in ledger.folder_runs() if Path(r.folder).name == "scheduled-day"]) == 1
+    finally:
+        stop(serve)
