@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import atexit
 import multiprocessing
+import sys
 import threading
+import types
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,10 +78,28 @@ def shared_pool(workers: int, broken: Executor | None = None) -> ProcessPoolExec
             # spawn, not fork: the parent holds ORT and (under Prefect) event-loop threads a fork would copy mid-state.
             pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                        initializer=limit_worker_threads)
-            for _ in range(workers):
-                pool.submit(_warm_up)
+            with _main_hidden():
+                for _ in range(workers):  # With spawn, each submit to a pool without idle workers starts one.
+                    pool.submit(_warm_up)
             _pools[workers] = pool
         return pool
+
+
+@contextmanager
+def _main_hidden() -> Iterator[None]:
+    """Start workers without re-importing the parent's `__main__`.
+
+    spawn re-runs the parent's main script in every worker. For the `toolchain` console script that imports every
+    CLI module, torch included (~800 MB per worker, seconds to start), for nothing: workers only run functions of
+    this module. While workers start, `__main__` is a bare module with no file or spec, which spawn skips.
+    """
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
 
 
 @atexit.register

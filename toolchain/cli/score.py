@@ -60,9 +60,10 @@ def score_command(
         summary = score_folder(model, input, out, config, progress)
     console.print(
         f"scored {summary.files_total} files ({summary.files_ok} ok, {summary.files_error} error) in "
-        f"{summary.seconds:.1f} s = {summary.files_per_second:.1f} files/s on {summary.provider}; "
-        f"model sha256 {summary.model_sha256[:12]}; run {summary.run_id}"
+        f"{summary.seconds:.1f} s = {summary.files_per_second:.1f} files/s", soft_wrap=True,
     )
+    console.print(f"provider {summary.provider}; model sha256 {summary.model_sha256}; run {summary.run_id}",
+                  soft_wrap=True)
     if summary.files_error:
         console.print(f"{summary.files_error} file(s) could not be decoded: see the 'error' column")
     typer.echo(summary.csv_path)
