@@ -244,3 +244,26 @@ def test_labels_that_disagree_with_the_graph_are_refused(onnx_model, tmp_path):
     wrong = with_metadata(onnx_model, tmp_path / "wrong.onnx", classes='["a", "b", "c"]')
     with pytest.raises(ModelMetadataError, match="3 classes"):
         load_model(wrong)
+
+
+def test_decoder_worker_killed_mid_stream_is_replaced(model, fsdd_dir):
+    """SIGKILL the decode worker while files are in flight: every file still gets its features, in order."""
+    import multiprocessing
+    import os
+    import signal
+
+    from toolchain.decoding import ordered_decode, shared_pool
+
+    paths = [str(p) for p in sorted((fsdd_dir / "recordings").glob("*_theo_4*.wav"))[:12]]
+    pool = shared_pool(1)
+    results = ordered_decode(paths, model.feature_config, workers=1, max_in_flight=8)
+    first = next(results)
+    for child in multiprocessing.active_children():
+        os.kill(child.pid, signal.SIGKILL)
+    rest = list(results)
+    assert shared_pool(1) is not pool  # The broken pool was replaced...
+    assert first.features is not None and len(rest) == len(paths) - 1  # ...and no file was lost or blamed.
+    assert all(r.features is not None and r.error == "" for r in rest)
+    reference = [r.features for r in ordered_decode(paths, model.feature_config, workers=0, max_in_flight=1)]
+    for got, want in zip([first, *rest], reference):
+        np.testing.assert_allclose(got.features, want, atol=1e-5)  # BLAS thread counts differ: float noise.
