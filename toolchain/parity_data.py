@@ -1,7 +1,8 @@
 """Which real clips certify an export: `--parity-data DIR_OR_CSV`, else the checkpoint's validation files.
 
-The same selection feeds INT8 calibration, from a disjoint part of the candidates so the INT8 agreement is not
-measured on the very clips the quantization ranges were fitted to.
+INT8 calibration draws from the training clips when the training dataset is still readable, else from the parity
+candidates, always disjoint from the evaluation clips when possible, so INT8 agreement is not measured on the very
+clips the quantization ranges were fitted to.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from toolchain.progress import NullProgress, ProgressReporter
 
 DEFAULT_PARITY_SAMPLES = 16  # 3 batch sizes x 16 clips: ~20 s for ResNet152 on 2 cores, enough to catch a broken graph.
 DEFAULT_CALIBRATION_SAMPLES = 32  # ORT's MinMax calibration settles within a few dozen clips on this data.
-SELECTION_SEED = 0  # The sample is drawn reproducibly: the same command certifies with the same clips.
+SELECTION_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,17 @@ def clips_from_parity_data(source: str | Path) -> list[Clip]:
     return clips
 
 
+def training_clips(ckpt: Checkpoint) -> list[Clip]:
+    """The labelled dataset the checkpoint was trained on (`train_args["data"]`), if it is still readable here."""
+    data = ckpt.train_args.get("data")
+    if not data:
+        return []
+    try:
+        return [Clip(Path(s.path), s.label) for s in load_dataset(data)]
+    except DatasetError:  # Moved or edited since training: fall back to the parity candidates.
+        return []
+
+
 def select_clips(
     ckpt: Checkpoint,
     parity_data: str | Path | None = None,
@@ -71,31 +83,42 @@ def select_clips(
     parity_samples: int = DEFAULT_PARITY_SAMPLES,
     calibration_samples: int = 0,
 ) -> ClipSelection:
-    """Draw `parity_samples` clips (and `calibration_samples` disjoint ones when there are enough).
+    """Draw `parity_samples` clips, and `calibration_samples` calibration clips disjoint from them.
 
-    Without `parity_data`, the checkpoint's `val_files` that still exist are used; none left is a `ParityError`
-    asking for `--parity-data`.
+    Without `parity_data`, the checkpoint's `val_files` that still exist are used (labelled when the training
+    dataset is still readable); none left is a `ParityError` asking for `--parity-data`. Calibration prefers the
+    training clips (what the quantization ranges should describe), else the remaining parity candidates, else,
+    when there are no others, the parity clips themselves.
     """
     if parity_samples < 1:
         raise ParityError(f"--parity-samples {parity_samples}: at least 1 clip is needed")
+    training = training_clips(ckpt)
     if parity_data is not None:
         candidates = clips_from_parity_data(parity_data)
         source = str(parity_data)
     else:
-        candidates = [Clip(Path(f)) for f in ckpt.val_files if Path(f).is_file()]
+        labels = {str(c.path): c.label for c in training}
+        candidates = [Clip(Path(f), labels.get(str(f))) for f in ckpt.val_files if Path(f).is_file()]
         source = f"validation files of {ckpt.path.name}"
         if not candidates:
             raise ParityError(
                 f"checkpoint {ckpt.path} lists {len(ckpt.val_files)} validation files and none exist here: "
                 "pass real clips with --parity-data DIR_OR_CSV"
             )
-    ordered = sorted(candidates, key=lambda c: str(c.path))
-    random.Random(SELECTION_SEED).shuffle(ordered)
-    parity = ordered[:parity_samples]
-    rest = ordered[parity_samples:]
-    # Too few clips for a disjoint calibration set: reuse the parity clips rather than calibrate on nothing.
-    calibration = (rest or parity)[:calibration_samples] if calibration_samples else []
+    parity = _shuffled(candidates)[:parity_samples]
+    chosen = {str(c.path) for c in parity}
+    held_out = chosen | set(ckpt.val_files)
+    pool = [c for c in training if str(c.path) not in held_out]
+    pool = pool or [c for c in candidates if str(c.path) not in chosen] or list(parity)
+    calibration = _shuffled(pool)[:calibration_samples] if calibration_samples else []
     return ClipSelection(tuple(parity), tuple(calibration), source)
+
+
+def _shuffled(clips: Sequence[Clip]) -> list[Clip]:
+    """A reproducible sample order: the same command certifies and calibrates with the same clips."""
+    ordered = sorted(clips, key=lambda c: str(c.path))
+    random.Random(SELECTION_SEED).shuffle(ordered)
+    return ordered
 
 
 def featurize_clips(

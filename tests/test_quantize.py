@@ -1,0 +1,91 @@
+"""INT8 (static QDQ) and FP16 variants: built for real with ORT's tools, reported, kept or deleted by rule.
+
+Real clips: FSDD (Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from toolchain.onnx_metadata import INPUT_NAME, OUTPUT_NAME, read_metadata
+from toolchain.onnx_session import open_session
+from toolchain.parity_data import Clip, featurize_clips
+from toolchain.quantize import Int8Mode, VariantRejectedError, convert_fp16, quantize_int8
+
+
+@pytest.fixture(scope="module")
+def clip_features(exported_model, fsdd_dir):
+    """4 labelled evaluation clips and 3 disjoint calibration clips (a test needs ranges, not accuracy)."""
+    config = read_metadata(exported_model.model_path).feature_config
+    recordings = fsdd_dir / "recordings"
+    evaluation = [Clip(recordings / f"{d}_lucas_2.wav", label) for d, label in ((0, "zero"), (3, "three"), (7, "seven"), (9, "nine"))]
+    calibration = [Clip(recordings / f"{d}_theo_3.wav") for d in (1, 5, 8)]
+    features, used, _ = featurize_clips(evaluation, config)
+    calib, _, _ = featurize_clips(calibration, config)
+    return features, [c.label for c in used], calib
+
+
+def test_int8_kept_when_agreement_meets_threshold(exported_model, clip_features, tmp_path):
+    features, labels, calibration = clip_features
+    out, report_path = tmp_path / "model.int8.onnx", tmp_path / "parity.int8.json"
+    report = quantize_int8(exported_model.model_path, out, calibration, features, labels=labels,
+                           min_agreement=0.0, report_path=report_path)
+    assert report.kept and out.is_file() and report.model_path == str(out)
+    assert 0.0 <= report.top1_agreement <= 1.0 and report.n_clips == len(features)
+    assert report.accuracy_fp32 is not None and report.accuracy_variant is not None  # Labels were known.
+    assert report.settings["mode"] == Int8Mode.s8s8_reduce.value and report.settings["per_channel"]
+
+    data = json.loads(report_path.read_text())
+    assert data["status"] == "kept" and data["top1_agreement"] == report.top1_agreement
+    meta = read_metadata(out)
+    assert meta.precision == "int8" and meta.classes == read_metadata(exported_model.model_path).classes
+    ops = {node.op_type for node in onnx.load(str(out)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # Really QDQ, not a renamed fp32 copy.
+    (logits,) = open_session(out).run([OUTPUT_NAME], {INPUT_NAME: features[:3]})
+    assert logits.shape == (3, len(meta.classes)) and np.all(np.isfinite(logits))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.int8.onnx", "parity.int8.json"]
+
+
+def test_int8_deleted_when_agreement_below_threshold(exported_model, clip_features, tmp_path):
+    features, labels, calibration = clip_features
+    out, report_path = tmp_path / "model.int8.onnx", tmp_path / "parity.int8.json"
+    out.write_bytes(b"stale variant from an earlier export")
+    # Agreement is a fraction: no model reaches 101 %, so the rule must reject whatever was measured.
+    with pytest.raises(VariantRejectedError, match="int8 model deleted: top-1 agreement") as info:
+        quantize_int8(exported_model.model_path, out, calibration, features, labels=labels,
+                      min_agreement=1.01, report_path=report_path)
+    assert not out.exists()
+    assert "\n" not in str(info.value)
+    data = json.loads(report_path.read_text())
+    assert data["status"] == "deleted" and data["threshold"] == 1.01 and data["top1_agreement"] is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["parity.int8.json"]
+
+
+def test_fp16_variant_keeps_float32_io_and_reports_honestly(exported_model, clip_features, tmp_path):
+    features, labels, _ = clip_features
+    out = tmp_path / "model.fp16.onnx"
+    try:
+        report = convert_fp16(exported_model.model_path, out, features, labels=labels,
+                              report_path=tmp_path / "parity.fp16.json")
+    except VariantRejectedError as exc:  # Allowed outcome, but then the file must be gone and the reason given.
+        report = exc.report
+        assert not out.exists() and report.reason
+    else:
+        assert report.kept and report.top1_agreement >= report.threshold
+        model = onnx.load(str(out))
+        assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+        assert read_metadata(out).precision == "fp16"
+    assert json.loads((tmp_path / "parity.fp16.json").read_text())["provider"] == report.provider
+
+
+def test_no_calibration_clips_is_refused(exported_model, clip_features, tmp_path):
+    features, _, calibration = clip_features
+    with pytest.raises(VariantRejectedError, match="calibration"):
+        quantize_int8(exported_model.model_path, tmp_path / "q.onnx", calibration[:0], features)
+    assert list(tmp_path.iterdir()) == []
