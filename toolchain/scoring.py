@@ -93,7 +93,8 @@ def has_audio(folder: Path) -> bool:
 def unscored_folders(inbox: str | Path, ledger: Ledger, model_sha256: str) -> list[Path]:
     """Subfolders of `inbox` holding audio and not yet scored by this model, sorted by name."""
     root = check_folder(inbox)
-    subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    # Resolved like `check_folder` does, so a symlinked subfolder matches its ledger key.
+    subfolders = sorted(p.resolve() for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     return [p for p in subfolders if ledger.scored_csv(str(p), model_sha256) is None and has_audio(p)]
 
 
