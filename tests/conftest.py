@@ -82,40 +82,47 @@ def exported_model(request, tmp_path_factory):
     return export_and_certify(checkpoint, ExportOptions(out=out, parity_samples=6))
 
 
-# Speakers of the trained_checkpoint fixture: five for train + val (the split holds one out whole), one for test.
-TRAINED_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo")
-TRAINED_TEST_SPEAKER = "yweweler"
+# The trained_checkpoint fixture's data: every FSDD speaker, a few takes each; the split holds one speaker out.
+TRAINED_TAKES = range(8)
+TRAINED_TEST_TAKE = 49
+# FSDD clips are 0.2-2.3 s (99 % under 1 s): 1-s clips keep the speech and make images 5x narrower than the 5-s
+# default (128 x 44 instead of 128 x 216), so a from-scratch network learns in a few CPU epochs.
+TRAINED_FEATURES = {"clip_seconds": 1.0}
 
 
 @pytest.fixture(scope="session")
 def trained_checkpoint(tmp_path_factory, fsdd_dir) -> Path:
     """The best checkpoint of one real, brief training run (the only training of that size in the suite).
 
-    What it is: resnet18, `--weights none`, lr 1e-3, default feature config, trained by `toolchain.train.train`
-    on FSDD takes 0-5 of five speakers (TRAINED_SPEAKERS) with group = speaker, so the group-aware split holds
-    one whole speaker out as validation: `checkpoint.val_files` are that speaker's real FSDD clips (absolute
-    paths) and `metrics["val_acc"]` is speaker-held-out accuracy (well above the 10 % chance level).
+    What it is: resnet18, `--weights none`, lr 1e-3, 6 epochs, trained by `toolchain.train.train` on FSDD takes
+    0-7 of all six speakers (480 clips) with group = speaker, so the group-aware split holds one whole speaker out
+    as validation: `checkpoint.val_files` are that speaker's 80 real FSDD clips (absolute paths) and
+    `metrics["val_acc"]` is speaker-held-out accuracy (well above the 10 % chance level).
+    NOTE its feature config is NOT the default: clip_seconds=1.0, so inputs are (3, 128, 44). Take shapes from
+    `load_checkpoint(path).feature_config` (or the ONNX metadata), never from DEFAULT_CONFIG.
     Its folder (`path.parent`) is a complete run folder: resnet_18_last.pth, metrics.csv, training_curves.png,
     confusion_matrix.png, classification_report.txt, test_* reports, test_predictions_resnet.csv, summary.json.
     The training manifest (`train_args["data"]`) also lists one undecodable file (`broken.wav`, excluded and
-    named in summary.json); the test set (`train_args["test"]`) is takes 0-1 of TRAINED_TEST_SPEAKER plus one
-    undecodable file (an error row in the predictions CSV). The feature cache is `train_args["cache_dir"]`.
+    named in summary.json); the test set (`train_args["test"]`) is take 49 of every speaker plus that undecodable
+    file (an error row in the predictions CSV). Features are cached in `train_args["cache_dir"]`.
     Read-only for users: copy it before modifying anything.
     """
+    from toolchain.features import FeatureConfig
     from toolchain.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("trained")
     broken = root / "broken.wav"
     broken.write_bytes(b"RIFF\x24\x00\x00\x00WAVEnot really audio at all")
-    manifest = write_fsdd_manifest(fsdd_dir, root / "train.csv", speakers=set(TRAINED_SPEAKERS), takes=range(6))
+    manifest = write_fsdd_manifest(fsdd_dir, root / "train.csv", takes=TRAINED_TAKES)
     with manifest.open("a", newline="") as f:
         csv.writer(f).writerow([str(broken), "zero", "george"])
-    test_csv = write_fsdd_manifest(fsdd_dir, root / "test.csv", speakers={TRAINED_TEST_SPEAKER}, takes=range(2))
+    test_csv = write_fsdd_manifest(fsdd_dir, root / "test.csv", takes=range(TRAINED_TEST_TAKE, TRAINED_TEST_TAKE + 1))
     with test_csv.open("a", newline="") as f:
-        csv.writer(f).writerow([str(broken), "one", TRAINED_TEST_SPEAKER])
+        csv.writer(f).writerow([str(broken), "one", "george"])
     config = TrainConfig(
         data=str(manifest), test=str(test_csv), out=str(root / "run"), arch="resnet18", weights="none",
-        epochs=6, lr=1e-3, patience=6, cache_dir=str(root / "cache"), num_workers=2,
+        epochs=6, lr=1e-3, cache_dir=str(root / "cache"), num_workers=2,
+        feature_config=FeatureConfig(**TRAINED_FEATURES),
     )
     return train(config).best_checkpoint
 

@@ -18,7 +18,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -28,12 +27,15 @@ from toolchain.checkpoint import (
     best_checkpoint_name, last_checkpoint_name, load_checkpoint, make_payload, save_checkpoint,
 )
 from toolchain.digest import file_sha256
+from toolchain.epochs import Evaluation, evaluate, train_one_epoch
 from toolchain.errors import TrainingError
 from toolchain.features import DEFAULT_CONFIG, FeatureConfig
 from toolchain.model import build_model, parse_arch
 from toolchain.progress import NullProgress, ProgressReporter
 from toolchain.runtime import DEVICES, Runtime, resolve_runtime, seed_everything
 from toolchain.training_data import PreparedData, load_labelled, loader_for, prepare_data
+
+__all__ = ["Evaluation", "TrainConfig", "TrainResult", "evaluate", "train", "train_one_epoch"]
 
 
 @dataclass(frozen=True)
@@ -83,20 +85,6 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class Evaluation:
-    """An eval pass: mean loss, accuracy, softmax probabilities (N, classes) and targets (N,)."""
-
-    loss: float
-    accuracy: float
-    probabilities: np.ndarray
-    targets: np.ndarray
-
-    @property
-    def predictions(self) -> np.ndarray:
-        return self.probabilities.argmax(axis=1)
-
-
-@dataclass(frozen=True)
 class TrainResult:
     """What a run produced. `outputs` maps a name (metrics, curves, ...) to its file in `run_dir`."""
 
@@ -113,72 +101,23 @@ class TrainResult:
 
 
 @dataclass
-class _Progress:
-    """Early-stopping state; travels in the last checkpoint for --resume."""
+class _StopState:
+    """Best-so-far and early-stopping state; travels in the last checkpoint (these key names) for --resume."""
 
-    next_epoch: int = 1
     best_val_acc: float = -1.0
     best_epoch: int = 0
     epochs_without_improvement: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _batches(loader, runtime: Runtime):
-    for images, targets in loader:
-        images = images.to(runtime.device, non_blocking=True).contiguous(memory_format=runtime.memory_format)
-        yield images, targets.to(runtime.device, non_blocking=True)
-
-
-def train_one_epoch(
-    model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer, runtime: Runtime,
-    scaler: torch.amp.GradScaler, progress: ProgressReporter, description: str = "train",
-) -> tuple[float, float]:
-    """One pass over `loader` (images (B, 3, n_mels, frames), targets (B,)). Returns (mean loss, accuracy)."""
-    model.train()
-    total_loss, correct, seen = 0.0, 0, 0
-    progress.start("train", description, total=len(loader))
-    for images, targets in _batches(loader, runtime):
-        optimizer.zero_grad(set_to_none=True)
-        with runtime.autocast():
-            logits = model(images)
-            loss = criterion(logits, targets)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        total_loss += loss.item() * len(targets)
-        correct += (logits.argmax(dim=1) == targets).sum().item()
-        seen += len(targets)
-        progress.advance("train", description=f"{description} loss {total_loss / seen:.3f} acc {correct / seen:.3f}")
-    progress.finish("train")
-    return total_loss / max(seen, 1), correct / max(seen, 1)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, loader, criterion: nn.Module, runtime: Runtime, progress: ProgressReporter,
-    description: str = "val",
-) -> Evaluation:
-    """Eval-mode pass in loader order: mean loss, accuracy, float32 softmax probabilities."""
-    model.eval()
-    total_loss, probs, targets_all = 0.0, [], []
-    progress.start("eval", description, total=len(loader))
-    for images, targets in _batches(loader, runtime):
-        with runtime.autocast():
-            logits = model(images)
-        logits = logits.float()
-        total_loss += criterion(logits, targets).item() * len(targets)
-        probs.append(torch.softmax(logits, dim=1).cpu().numpy())
-        targets_all.append(targets.cpu().numpy())
-        progress.advance("eval")
-    progress.finish("eval")
-    probabilities = np.concatenate(probs) if probs else np.zeros((0, 0), dtype=np.float32)
-    targets_np = np.concatenate(targets_all) if targets_all else np.zeros(0, dtype=np.int64)
-    accuracy = float((probabilities.argmax(axis=1) == targets_np).mean()) if len(targets_np) else 0.0
-    return Evaluation(total_loss / max(len(targets_np), 1), accuracy, probabilities, targets_np)
-
-
-def default_run_dir() -> Path:
-    return Path("artifacts") / "runs" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+def default_run_dir(root: Path = Path("artifacts") / "runs") -> Path:
+    """`<root>/<UTC YYYYmmddTHHMMSSZ>`, with a `-2`, `-3`... suffix when two runs start in the same second."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    candidate, n = root / stamp, 1
+    while candidate.exists():
+        n += 1
+        candidate = root / f"{stamp}-{n}"
+    return candidate
 
 
 def _resume_state(path: Path, config: TrainConfig, classes: list[str]) -> dict[str, Any]:
@@ -219,15 +158,15 @@ def train(
         optimizer, mode="max", factor=config.lr_factor, patience=config.lr_patience)
     scaler = runtime.grad_scaler()
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    state = _Progress()
+    state, start_epoch = _StopState(), 1
     if raw is not None:
-        model.load_state_dict(raw["state_dict"])
-        optimizer.load_state_dict(raw["optimizer"])
-        scheduler.load_state_dict(raw["scheduler"])
-        if raw.get("scaler"):
-            scaler.load_state_dict(raw["scaler"])
-        state = _Progress(int(raw["epoch"]) + 1, float(raw["best_val_acc"]), int(raw["best_epoch"]),
-                          int(raw["epochs_without_improvement"]), list(raw["history"]))
+        for part, saved in ((model, raw["state_dict"]), (optimizer, raw["optimizer"]),
+                            (scheduler, raw["scheduler"]), (scaler, raw.get("scaler"))):
+            if saved:
+                part.load_state_dict(saved)
+        state = _StopState(float(raw["best_val_acc"]), int(raw["best_epoch"]),
+                           int(raw["epochs_without_improvement"]), list(raw["history"]))
+        start_epoch = int(raw["epoch"]) + 1
         if not _carry_best(Path(config.resume), run_dir, best_checkpoint_name(config.arch)):
             state.best_val_acc = -1.0  # No earlier best to carry over: the first resumed epoch becomes it.
 
@@ -236,7 +175,7 @@ def train(
     val_loader = loader_for(data, data.val, config.batch_size, runtime)
     best_path, last_path = run_dir / best_checkpoint_name(config.arch), run_dir / last_checkpoint_name(config.arch)
     epochs_run, stopped_early = 0, state.epochs_without_improvement >= config.patience
-    for epoch in range(state.next_epoch, config.epochs + 1):
+    for epoch in range(start_epoch, config.epochs + 1):
         if stopped_early:
             break
         started = time.perf_counter()
@@ -256,23 +195,20 @@ def train(
         else:
             state.epochs_without_improvement += 1
         stopped_early = state.epochs_without_improvement >= config.patience
-        common = dict(epoch=epoch, metrics={k: v for k, v in row.items() if k != "epoch"},
-                      train_args={**config.to_train_args(), "out": str(run_dir)}, val_files=data.val_paths)
+        payload = make_payload(model, config.arch, classes, config.feature_config, epoch=epoch,
+                               metrics={k: v for k, v in row.items() if k != "epoch"},
+                               train_args={**config.to_train_args(), "out": str(run_dir)}, val_files=data.val_paths)
         if improved:
-            save_checkpoint(make_payload(model, config.arch, classes, config.feature_config, **common), best_path)
-        save_checkpoint(make_payload(
-            model, config.arch, classes, config.feature_config, **common,
-            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
-            best_val_acc=state.best_val_acc, best_epoch=state.best_epoch,
-            epochs_without_improvement=state.epochs_without_improvement, history=state.history,
-        ), last_path)
+            save_checkpoint(payload, best_path)
+        save_checkpoint({**payload, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "scaler": scaler.state_dict(), **dataclasses.asdict(state)}, last_path)
         reports.write_metrics_csv(state.history, run_dir / "metrics.csv")
         epochs_run += 1
         if on_epoch is not None:
             on_epoch(row)
     if not best_path.is_file():
         raise TrainingError(f"no best checkpoint in {run_dir}: nothing was trained; raise --epochs above "
-                            f"{state.next_epoch - 1}")
+                            f"{start_epoch - 1}")
 
     outputs, scores = _final_reports(model, best_path, data, criterion, runtime, progress, run_dir, state.history)
     result = TrainResult(run_dir, best_path, last_path, state.best_epoch, state.best_val_acc, epochs_run,

@@ -1,0 +1,217 @@
+"""Training: it learns on a speaker-held-out split, writes every run output, checkpoints load safely, resume works.
+
+Audio: Free Spoken Digit Dataset (Jakobovski/free-spoken-digit-dataset), CC BY-SA 4.0.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_fsdd_manifest
+from toolchain.checkpoint import load_checkpoint, save_checkpoint
+from toolchain.digest import file_sha256
+from toolchain.errors import TrainingError
+from toolchain.reports import METRIC_COLUMNS, PREDICTIONS_NAME, prediction_columns
+from toolchain.train import TrainConfig, default_run_dir, train
+
+RUN_FILES = ("resnet_18_model.pth", "resnet_18_last.pth", "metrics.csv", "training_curves.png",
+             "confusion_matrix.png", "classification_report.txt", "test_confusion_matrix.png",
+             "test_classification_report.txt", PREDICTIONS_NAME, "summary.json")
+
+
+def _speaker(path: str) -> str:
+    return Path(path).stem.split("_")[1]  # FSDD names: {digit}_{speaker}_{take}.wav
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_learns_on_a_held_out_speaker(trained_checkpoint):
+    checkpoint = load_checkpoint(trained_checkpoint)
+    val_speakers = {_speaker(p) for p in checkpoint.val_files}
+    listed = [r["filename"] for r in _rows(Path(checkpoint.train_args["data"])) if "broken" not in r["filename"]]
+    train_speakers = {_speaker(p) for p in listed if p not in set(checkpoint.val_files)}
+    assert len(val_speakers) == 1 and not val_speakers & train_speakers  # The split held a whole speaker out.
+    assert len(checkpoint.val_files) == 80  # One speaker x 10 digits x 8 takes.
+    assert checkpoint.metrics["val_acc"] > 0.3, checkpoint.metrics  # Chance is 0.1 over ten digits.
+
+
+def test_run_folder_has_every_output(trained_checkpoint):
+    run = trained_checkpoint.parent
+    assert all((run / name).is_file() for name in RUN_FILES), sorted(p.name for p in run.iterdir())
+    assert not list(run.glob(".*tmp*"))  # Atomic writes leave no temporaries.
+
+    metrics = _rows(run / "metrics.csv")
+    assert list(metrics[0]) == list(METRIC_COLUMNS)
+    assert [int(r["epoch"]) for r in metrics] == list(range(1, len(metrics) + 1))
+    assert all(0 <= float(r[k]) <= 1 for r in metrics for k in ("train_acc", "val_acc"))
+    assert all(float(r["lr"]) > 0 and float(r["seconds"]) > 0 for r in metrics)
+
+    for name in ("training_curves.png", "confusion_matrix.png", "test_confusion_matrix.png"):
+        image = matplotlib.image.imread(run / name)
+        assert image.ndim == 3 and min(image.shape[:2]) > 200
+    classes = load_checkpoint(trained_checkpoint).classes
+    for name in ("classification_report.txt", "test_classification_report.txt"):
+        text = (run / name).read_text()
+        assert all(c in text for c in classes) and "accuracy" in text
+
+
+def test_test_predictions_csv(trained_checkpoint):
+    checkpoint = load_checkpoint(trained_checkpoint)
+    rows = _rows(trained_checkpoint.parent / PREDICTIONS_NAME)
+    listed = [r["filename"] for r in _rows(Path(checkpoint.train_args["test"]))]
+    assert list(rows[0]) == prediction_columns(checkpoint.classes)
+    assert [r["filename"] for r in rows] == listed  # Every test file, in manifest order.
+    errors = [r for r in rows if r["error"]]
+    assert [Path(r["filename"]).name for r in errors] == ["broken.wav"]
+    assert errors[0]["predicted_label"] == "" and "broken.wav" not in errors[0]["error"]  # The cause, not the name.
+    for row in rows:
+        if row["error"]:
+            continue
+        probs = np.array([float(row[f"prob_{c}"]) for c in checkpoint.classes])
+        assert probs.sum() == pytest.approx(1.0, abs=1e-4)
+        assert row["predicted_label"] == checkpoint.classes[int(probs.argmax())]
+        assert float(row["confidence"]) == pytest.approx(probs.max(), abs=1e-6)
+
+
+def _assert_plain(value, where="train_args"):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            assert isinstance(k, str), where
+            _assert_plain(v, f"{where}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _assert_plain(v, f"{where}[{i}]")
+    else:
+        assert value is None or type(value) in (str, int, float, bool), f"{where} is {type(value).__name__}"
+
+
+def test_checkpoints_are_plain_and_complete(trained_checkpoint):
+    run = trained_checkpoint.parent
+    best = torch.load(trained_checkpoint, map_location="cpu", weights_only=True)
+    last = torch.load(run / "resnet_18_last.pth", map_location="cpu", weights_only=True)
+    _assert_plain(best["train_args"])
+    assert best["arch"] == "resnet18" and best["classes"] == sorted(best["classes"]) and len(best["classes"]) == 10
+    assert best["feature_fingerprint"] and all(Path(p).is_absolute() for p in best["val_files"])
+    assert {"optimizer", "scheduler", "best_val_acc", "best_epoch", "epochs_without_improvement"} <= set(last)
+    assert last["best_epoch"] == best["epoch"] and last["best_val_acc"] == best["metrics"]["val_acc"]
+    assert len(last["history"]) == last["epoch"]
+
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["checkpoint_sha256"] == file_sha256(trained_checkpoint)
+    assert summary["best_val_acc"] == pytest.approx(best["metrics"]["val_acc"])
+    assert summary["num_val"] == len(best["val_files"]) and summary["grouped_split"] is True
+    assert [Path(f["file"]).name for f in summary["undecodable_files"]] == ["broken.wav"]
+    assert all(Path(p).is_file() for p in summary["outputs"].values())
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, fsdd_dir) -> dict:
+    """30 clips (3 speakers x 10 digits x take 0): seconds per epoch, enough to exercise resume."""
+    root = tmp_path_factory.mktemp("tiny_train")
+    manifest = write_fsdd_manifest(fsdd_dir, root / "tiny.csv", speakers={"george", "jackson", "lucas"},
+                                   takes=range(1))
+    return dict(data=str(manifest), arch="resnet18", weights="none", lr=1e-3, batch_size=8,
+                cache_dir=str(root / "cache"), num_workers=0)
+
+
+class Recorder:
+    """A ProgressReporter that remembers which bars were started."""
+
+    def __init__(self):
+        self.started: list[str] = []
+
+    def start(self, key, description, total):
+        self.started.append(description)
+
+    def advance(self, key, amount=1, description=None):
+        pass
+
+    def finish(self, key):
+        pass
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny, tmp_path_factory):
+    """An unbroken 3-epoch run, plus a copy of its folder's checkpoints as they were after epoch 2."""
+    root = tmp_path_factory.mktemp("tiny_runs")
+    snapshot = root / "after_epoch_2"
+
+    def keep_epoch_2(row):
+        if row["epoch"] == 2:
+            shutil.copytree(root / "straight", snapshot, ignore=shutil.ignore_patterns("*.png", "*.csv"))
+
+    straight = train(TrainConfig(**tiny, epochs=3, out=str(root / "straight")), on_epoch=keep_epoch_2)
+    return straight, snapshot
+
+
+def test_resume_starts_at_the_next_epoch(tiny, tiny_run, tmp_path):
+    straight, snapshot = tiny_run
+    recorder = Recorder()
+    resumed = train(TrainConfig(**tiny, epochs=3, out=str(tmp_path / "resumed"),
+                                resume=str(snapshot / "resnet_18_last.pth")), progress=recorder)
+    assert resumed.epochs_run == 1
+    assert [d for d in recorder.started if d.startswith("epoch")] == ["epoch 3/3 train", "epoch 3/3 val"]
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    assert resumed.history[:2] == straight.history[:2]
+    assert len(_rows(resumed.run_dir / "metrics.csv")) == 3
+    assert resumed.best_checkpoint.is_file()  # Carried over from the snapshot or improved in epoch 3.
+    assert load_checkpoint(resumed.last_checkpoint).epoch == 3
+    # Same shuffle, same optimizer state: epoch 3 after a resume is epoch 3 of an unbroken run.
+    for key in ("train_loss", "val_loss"):
+        assert resumed.history[2][key] == pytest.approx(straight.history[2][key], rel=1e-3)
+
+
+def test_resume_after_early_stop_trains_nothing(tiny, tiny_run, tmp_path):
+    _, snapshot = tiny_run
+    run = tmp_path / "stopped"
+    shutil.copytree(snapshot, run)
+    raw = torch.load(run / "resnet_18_last.pth", map_location="cpu", weights_only=True)
+    raw["epochs_without_improvement"] = 6
+    save_checkpoint(raw, run / "resnet_18_last.pth")
+    again = train(TrainConfig(**tiny, epochs=5, resume=str(run / "resnet_18_last.pth")))
+    assert again.run_dir == run  # No --out: continue in the checkpoint's folder.
+    assert (again.epochs_run, again.stopped_early) == (0, True)
+    assert (run / "summary.json").is_file() and (run / "confusion_matrix.png").is_file()
+
+
+def test_resume_refuses_a_best_checkpoint_and_other_arch(tiny, tiny_run):
+    straight, snapshot = tiny_run
+    with pytest.raises(TrainingError, match="no optimizer state.*resnet_18_last.pth"):
+        train(TrainConfig(**tiny, epochs=4, resume=str(straight.best_checkpoint)))
+    with pytest.raises(TrainingError, match="--arch resnet18"):
+        train(TrainConfig(**{**tiny, "arch": "resnet34"}, epochs=4, resume=str(snapshot / "resnet_18_last.pth")))
+
+
+@pytest.mark.parametrize("field,value", [("epochs", 0), ("lr", -1.0), ("val_fraction", 1.0), ("device", "tpu"),
+                                         ("batch_size", 0)])
+def test_config_rejects_bad_values(field, value):
+    with pytest.raises(TrainingError, match=field if field != "device" else "tpu"):
+        TrainConfig(data="x", **{field: value})
+
+
+def test_config_defaults_are_the_seed_recipe():
+    config = TrainConfig(data="x")
+    assert (config.batch_size, config.lr, config.epochs, config.label_smoothing, config.patience, config.seed,
+            config.val_fraction, config.arch, config.weights) == (16, 1e-4, 40, 0.1, 6, 42, 0.2, "resnet152",
+                                                                   "imagenet")
+    _assert_plain(config.to_train_args())
+
+
+def test_default_run_dir_is_a_fresh_utc_stamp(tmp_path):
+    first = default_run_dir(tmp_path)
+    assert re.fullmatch(r"\d{8}T\d{6}Z", first.name)
+    first.mkdir()
+    second = default_run_dir(tmp_path)
+    assert second != first and not second.exists()

@@ -1,0 +1,84 @@
+"""One pass over a DataLoader: `train_one_epoch` (optimizer steps) and `evaluate` (no grad, probabilities).
+
+Batches are images (B, 3, n_mels, frames) float32 and targets (B,) int64 (toolchain.training_data.loader_for).
+On CUDA they run under autocast in channels-last memory format; on CPU in fp32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from toolchain.progress import ProgressReporter
+from toolchain.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """An eval pass: mean loss, accuracy, softmax probabilities (N, classes) and targets (N,)."""
+
+    loss: float
+    accuracy: float
+    probabilities: np.ndarray
+    targets: np.ndarray
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+
+def _batches(loader, runtime: Runtime):
+    for images, targets in loader:
+        images = images.to(runtime.device, non_blocking=True).contiguous(memory_format=runtime.memory_format)
+        yield images, targets.to(runtime.device, non_blocking=True)
+
+
+def train_one_epoch(
+    model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer, runtime: Runtime,
+    scaler: torch.amp.GradScaler, progress: ProgressReporter, description: str = "train",
+) -> tuple[float, float]:
+    """One pass over `loader` (images (B, 3, n_mels, frames), targets (B,)). Returns (mean loss, accuracy)."""
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    progress.start("train", description, total=len(loader))
+    for images, targets in _batches(loader, runtime):
+        optimizer.zero_grad(set_to_none=True)
+        with runtime.autocast():
+            logits = model(images)
+            loss = criterion(logits, targets)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total_loss += loss.item() * len(targets)
+        correct += (logits.argmax(dim=1) == targets).sum().item()
+        seen += len(targets)
+        progress.advance("train", description=f"{description} loss {total_loss / seen:.3f} acc {correct / seen:.3f}")
+    progress.finish("train")
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, loader, criterion: nn.Module, runtime: Runtime, progress: ProgressReporter,
+    description: str = "val",
+) -> Evaluation:
+    """Eval-mode pass in loader order: mean loss, accuracy, float32 softmax probabilities."""
+    model.eval()
+    total_loss, probs, targets_all = 0.0, [], []
+    progress.start("eval", description, total=len(loader))
+    for images, targets in _batches(loader, runtime):
+        with runtime.autocast():
+            logits = model(images)
+        logits = logits.float()
+        total_loss += criterion(logits, targets).item() * len(targets)
+        probs.append(torch.softmax(logits, dim=1).cpu().numpy())
+        targets_all.append(targets.cpu().numpy())
+        progress.advance("eval")
+    progress.finish("eval")
+    probabilities = np.concatenate(probs) if probs else np.zeros((0, 0), dtype=np.float32)
+    targets_np = np.concatenate(targets_all) if targets_all else np.zeros(0, dtype=np.int64)
+    accuracy = float((probabilities.argmax(axis=1) == targets_np).mean()) if len(targets_np) else 0.0
+    return Evaluation(total_loss / max(len(targets_np), 1), accuracy, probabilities, targets_np)
