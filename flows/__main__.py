@@ -1,0 +1,49 @@
+"""`python -m flows`: run the `score-folder` flow once, in this process.
+
+Without PREFECT_API_URL, Prefect starts a temporary in-process server (no `prefect server start` needed); with it,
+the run is recorded on that server and shows in its UI. `make demo` scores its inbox this way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@cli.command()
+def run(
+    model: Annotated[Path, typer.Option(help="ONNX model written by `toolchain export-onnx`.")],
+    output_dir: Annotated[Path, typer.Option(help="Where prediction CSVs and ledger.sqlite go.")],
+    folder: Annotated[Path | None, typer.Option(help="Score this folder.")] = None,
+    inbox: Annotated[Path | None, typer.Option(help="Score each subfolder of this inbox not yet scored.")] = None,
+) -> None:
+    """Run the Prefect flow `score-folder` once over --folder or --inbox."""
+    if (folder is None) == (inbox is None):
+        typer.echo("error: pass exactly one of --folder or --inbox", err=True)
+        raise typer.Exit(2)
+    from prefect.states import State
+
+    from flows.score_folder import score_folder_flow
+
+    state: State = score_folder_flow(
+        model=str(model.resolve()),
+        output_dir=str(output_dir.resolve()),
+        folder=str(folder.resolve()) if folder else None,
+        inbox=str(inbox.resolve()) if inbox else None,
+        return_state=True,
+    )
+    if not state.is_completed():
+        typer.echo(f"error: flow run ended {state.name}: {state.message}", err=True)
+        raise typer.Exit(1)
+    result = state.result()
+    for item in result.get("folders", [result]) if isinstance(result, dict) else []:
+        if isinstance(item, dict) and item.get("csv_path"):
+            typer.echo(f"predictions: {item['csv_path']}")
+
+
+if __name__ == "__main__":
+    cli()
