@@ -38,6 +38,20 @@ def test_default_is_val_files_labelled_from_training_data(checkpoint_with_traini
     assert select_clips(ckpt, parity_samples=4, calibration_samples=5) == selection
 
 
+def test_variant_evaluation_extends_the_gate_clips(checkpoint_with_training_data, fsdd_dir):
+    ckpt = checkpoint_with_training_data
+    selection = select_clips(ckpt, parity_samples=3, calibration_samples=4, variant_samples=8)
+    assert selection.evaluation[:3] == selection.parity and len(selection.evaluation) == 8
+    # From --parity-data without training data in reach, calibration still avoids the evaluation clips.
+    manifest = write_fsdd_manifest(fsdd_dir, ckpt.path.parent / "other.csv", speakers={"lucas"}, takes=range(1))
+    raw = torch.load(ckpt.path, map_location="cpu", weights_only=True)
+    raw["train_args"] = {}
+    bare = load_checkpoint(save_checkpoint(raw, ckpt.path.parent / "bare.pth"))
+    selection = select_clips(bare, manifest, parity_samples=2, calibration_samples=3, variant_samples=100)
+    assert len(selection.evaluation) == 7 and len(selection.calibration) == 3
+    assert not {c.path for c in selection.calibration} & {c.path for c in selection.evaluation}
+
+
 def test_missing_val_files_ask_for_parity_data(tiny_checkpoint, tmp_path):
     raw = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
     raw["val_files"] = [str(tmp_path / "gone.wav")]

@@ -37,7 +37,9 @@ def test_int8_kept_when_agreement_meets_threshold(exported_model, clip_features,
     assert report.kept and out.is_file() and report.model_path == str(out)
     assert 0.0 <= report.top1_agreement <= 1.0 and report.n_clips == len(features)
     assert report.accuracy_fp32 is not None and report.accuracy_variant is not None  # Labels were known.
-    assert report.settings["mode"] == Int8Mode.s8s8_reduce.value and report.settings["per_channel"]
+    # `auto` keeps the first mode that passes: with no bar, the fast one.
+    assert report.settings["mode"] == Int8Mode.u8s8_reduce.value and report.settings["per_channel"]
+    assert "rejected" not in report.settings
 
     data = json.loads(report_path.read_text())
     assert data["status"] == "kept" and data["top1_agreement"] == report.top1_agreement
@@ -59,9 +61,11 @@ def test_int8_deleted_when_agreement_below_threshold(exported_model, clip_featur
         quantize_int8(exported_model.model_path, out, calibration, features, labels=labels,
                       min_agreement=1.01, report_path=report_path)
     assert not out.exists()
-    assert "\n" not in str(info.value)
+    assert "\n" not in str(info.value) and "also rejected: u8s8-reduce" in str(info.value)
     data = json.loads(report_path.read_text())
     assert data["status"] == "deleted" and data["threshold"] == 1.01 and data["top1_agreement"] is not None
+    # `auto` tried the fast mode, then u8u8; the report is the last attempt's and lists the earlier one.
+    assert data["settings"]["mode"] == "u8u8" and data["settings"]["rejected"][0].startswith("u8s8-reduce")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["parity.int8.json"]
 
 
@@ -82,6 +86,15 @@ def test_fp16_variant_keeps_float32_io_and_reports_honestly(exported_model, clip
         assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
         assert read_metadata(out).precision == "fp16"
     assert json.loads((tmp_path / "parity.fp16.json").read_text())["provider"] == report.provider
+
+
+def test_explicit_mode_is_used_alone(exported_model, clip_features, tmp_path):
+    features, _, calibration = clip_features
+    with pytest.raises(VariantRejectedError) as info:
+        quantize_int8(exported_model.model_path, tmp_path / "q.onnx", calibration, features, mode=Int8Mode.u8u8,
+                      min_agreement=1.01, report_path=tmp_path / "r.json")
+    assert "also rejected" not in str(info.value)
+    assert json.loads((tmp_path / "r.json").read_text())["settings"]["mode"] == "u8u8"
 
 
 def test_no_calibration_clips_is_refused(exported_model, clip_features, tmp_path):

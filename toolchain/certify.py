@@ -21,6 +21,7 @@ from toolchain.parity import DEFAULT_BATCH_SIZES, ParityReport, ParityThresholds
 from toolchain.parity_data import (
     DEFAULT_CALIBRATION_SAMPLES,
     DEFAULT_PARITY_SAMPLES,
+    DEFAULT_VARIANT_SAMPLES,
     ClipSelection,
     featurize_clips,
     select_clips,
@@ -56,6 +57,7 @@ class ExportOptions:
     int8_mode: Int8Mode = DEFAULT_INT8_MODE
     int8_min_agreement: float = INT8_MIN_AGREEMENT
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES
+    variant_samples: int = DEFAULT_VARIANT_SAMPLES  # Clips a variant is judged on (at most what the source holds).
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,8 @@ def _certify_fp32(ckpt, out: Path, selection: ClipSelection, options: ExportOpti
 
 def _variants(out: Path, ckpt, selection: ClipSelection, options: ExportOptions, progress) -> list[VariantReport]:
     """Build the asked-for variants; every one is attempted before a rejection is raised."""
-    features, used, _ = featurize_clips(selection.parity, ckpt.feature_config, progress, key="variant-features")
+    clips = selection.evaluation or selection.parity
+    features, used, _ = featurize_clips(clips, ckpt.feature_config, progress, key="variant-features")
     labels = [c.label for c in used]
     reports: list[VariantReport] = []
     errors: list[str] = []
@@ -163,6 +166,7 @@ def export_and_certify(
     selection = select_clips(
         ckpt, options.parity_data, parity_samples=options.parity_samples,
         calibration_samples=options.calibration_samples if options.int8 else 0,
+        variant_samples=options.variant_samples if options.int8 or options.fp16 else 0,
     )
     report = _certify_fp32(ckpt, out, selection, options, progress)
     result = ExportResult(out, out.parent / PARITY_REPORT, report)

@@ -22,6 +22,8 @@ from toolchain.progress import NullProgress, ProgressReporter
 
 DEFAULT_PARITY_SAMPLES = 16  # 3 batch sizes x 16 clips: ~20 s for ResNet152 on 2 cores, enough to catch a broken graph.
 DEFAULT_CALIBRATION_SAMPLES = 32  # ORT's MinMax calibration settles within a few dozen clips on this data.
+# Judging a variant against ">= 99 % agreement" needs more than the gate's 16 clips (16 clips resolve 6 %).
+DEFAULT_VARIANT_SAMPLES = 200
 SELECTION_SEED = 0
 
 
@@ -33,9 +35,10 @@ class Clip:
 
 @dataclass(frozen=True)
 class ClipSelection:
-    parity: tuple[Clip, ...]
-    calibration: tuple[Clip, ...]
+    parity: tuple[Clip, ...]  # The fp32 gate's clips.
+    calibration: tuple[Clip, ...]  # INT8 calibration, disjoint from `evaluation` whenever the data allows.
     source: str  # Human-readable origin, recorded in the reports.
+    evaluation: tuple[Clip, ...] = ()  # Variant judging: `parity` first, then more clips from the same source.
 
 
 def _unlabelled_audio(root: Path) -> list[Clip]:
@@ -82,8 +85,10 @@ def select_clips(
     *,
     parity_samples: int = DEFAULT_PARITY_SAMPLES,
     calibration_samples: int = 0,
+    variant_samples: int = 0,
 ) -> ClipSelection:
-    """Draw `parity_samples` clips, and `calibration_samples` calibration clips disjoint from them.
+    """Draw `parity_samples` gate clips, up to `variant_samples` evaluation clips (a superset of the gate's) and
+    `calibration_samples` calibration clips disjoint from those.
 
     Without `parity_data`, the checkpoint's `val_files` that still exist are used (labelled when the training
     dataset is still readable); none left is a `ParityError` asking for `--parity-data`. Calibration prefers the
@@ -105,13 +110,18 @@ def select_clips(
                 f"checkpoint {ckpt.path} lists {len(ckpt.val_files)} validation files and none exist here: "
                 "pass real clips with --parity-data DIR_OR_CSV"
             )
-    parity = _shuffled(candidates)[:parity_samples]
-    chosen = {str(c.path) for c in parity}
-    held_out = chosen | set(ckpt.val_files)
-    pool = [c for c in training if str(c.path) not in held_out]
-    pool = pool or [c for c in candidates if str(c.path) not in chosen] or list(parity)
+    ordered = _shuffled(candidates)
+    pool = [c for c in training if str(c.path) not in {str(v) for v in ckpt.val_files}]
+    n_eval = max(parity_samples, variant_samples)
+    if not pool and calibration_samples:
+        # Calibration must come from the same candidates: leave it its share (never fewer than the gate's clips).
+        n_eval = max(parity_samples, min(n_eval, len(ordered) - calibration_samples))
+    evaluation = ordered[:n_eval]
+    chosen = {str(c.path) for c in evaluation}
+    pool = [c for c in pool if str(c.path) not in chosen] or [c for c in ordered if str(c.path) not in chosen]
+    pool = pool or evaluation  # Nothing else exists: calibrating on the evaluation clips beats not at all.
     calibration = _shuffled(pool)[:calibration_samples] if calibration_samples else []
-    return ClipSelection(tuple(parity), tuple(calibration), source)
+    return ClipSelection(tuple(evaluation[:parity_samples]), tuple(calibration), source, tuple(evaluation))
 
 
 def _shuffled(clips: Sequence[Clip]) -> list[Clip]:

@@ -13,8 +13,8 @@ from toolchain.cli import app
 from toolchain.cli.common import console, rich_progress, user_errors
 from toolchain.errors import ParityError
 from toolchain.parity import ParityReport
-from toolchain.parity_data import DEFAULT_PARITY_SAMPLES
-from toolchain.quantize import VariantRejectedError, VariantReport
+from toolchain.parity_data import DEFAULT_PARITY_SAMPLES, DEFAULT_VARIANT_SAMPLES
+from toolchain.quantize import DEFAULT_INT8_MODE, Int8Mode, VariantRejectedError, VariantReport
 
 ParityData = Annotated[
     Path | None,
@@ -81,6 +81,12 @@ def export_onnx_command(
     opset: Annotated[int | None, typer.Option("--opset", min=7, help="ONNX opset; default: torch's choice.")] = None,
     int8: Annotated[bool, typer.Option("--int8", help="Also write model.int8.onnx (static QDQ, for CPU).")] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="Also write model.fp16.onnx (for CUDA).")] = False,
+    variant_samples: Annotated[
+        int, typer.Option("--variant-samples", min=1, help="Clips the INT8/FP16 variants are judged on.")
+    ] = DEFAULT_VARIANT_SAMPLES,
+    int8_mode: Annotated[
+        Int8Mode, typer.Option("--int8-mode", help="INT8 activation/weight types (u8u8 keeps accuracy without VNNI).")
+    ] = DEFAULT_INT8_MODE,
 ) -> None:
     """Export a checkpoint to a self-describing ONNX model, certified by a parity gate on real clips.
 
@@ -88,7 +94,8 @@ def export_onnx_command(
     otherwise exits non-zero and leaves no model.onnx.
     """
     options = ExportOptions(out=out, parity_data=parity_data, parity_samples=parity_samples, opset=opset,
-                            int8=int8, fp16=fp16)
+                            int8=int8, fp16=fp16, int8_mode=int8_mode,
+                            variant_samples=variant_samples)
     try:
         with rich_progress() as progress:
             result = export_and_certify(checkpoint, options, progress)
