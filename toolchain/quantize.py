@@ -204,6 +204,10 @@ def convert_fp16(
         onnx.save_model(model, str(pending), save_as_external_data=False)
 
     settings = {"tool": "onnxruntime.transformers.float16.convert_float_to_float16", "keep_io_types": True}
+    if provider == CPU:
+        # ORT's CPU EP lacks float16 kernels for most ops and inserts casts to float32 around them: the figures
+        # show the cost of rounding weights to float16, not CUDA's float16 arithmetic or speed.
+        settings["note"] = "evaluated on the CPU EP (no CUDA device): weight rounding only, CPU float32 compute"
     progress.start("fp16", f"FP16: converting and evaluating on {provider.removesuffix('ExecutionProvider')}", None)
     try:
         return build_and_judge("fp16", Path(fp32_path), Path(out_path), build, evaluation, labels, provider,

@@ -47,7 +47,7 @@ def parity_table(report: ParityReport) -> Table:
 
 def variant_table(reports: tuple[VariantReport, ...]) -> Table:
     table = Table(title="Reduced-precision variants vs the fp32 ONNX model")
-    for column in ("variant", "EP", "top-1 agree", "max Δprob", "accuracy fp32→var", "clips/s fp32→var", "kept"):
+    for column in ("variant", "EP", "top-1 agree (clips)", "max Δprob", "accuracy fp32→var", "clips/s fp32→var", "kept"):
         table.add_column(column, justify="left" if column in ("variant", "EP", "kept") else "right")
 
     def fmt(value: float | None, spec: str) -> str:
@@ -56,7 +56,7 @@ def variant_table(reports: tuple[VariantReport, ...]) -> Table:
     for r in reports:
         table.add_row(
             r.precision, r.provider.removesuffix("ExecutionProvider"),
-            f"{fmt(r.top1_agreement, '.1%')} of {r.n_clips}", fmt(r.max_abs_prob_diff, ".1e"),
+            f"{fmt(r.top1_agreement, '.1%')} ({r.n_clips})", fmt(r.max_abs_prob_diff, ".1e"),
             f"{fmt(r.accuracy_fp32, '.0%')}→{fmt(r.accuracy_variant, '.0%')}",
             f"{fmt(r.clips_per_s_fp32, '.1f')}→{fmt(r.clips_per_s_variant, '.1f')}",
             "[green]yes[/]" if r.kept else "[red]deleted[/]",
