@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from toolchain.scoring import DEFAULT_SHARD_SIZE
+
 cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
@@ -20,6 +22,10 @@ def run(
     output_dir: Annotated[Path, typer.Option(help="Where prediction CSVs and ledger.sqlite go.")],
     folder: Annotated[Path | None, typer.Option(help="Score this folder.")] = None,
     inbox: Annotated[Path | None, typer.Option(help="Score each subfolder of this inbox not yet scored.")] = None,
+    dask_address: Annotated[
+        str | None, typer.Option(help="Dask scheduler (tcp://HOST:8786) to score the shards on; default: here.")
+    ] = None,
+    shard_size: Annotated[int, typer.Option(min=1, help="Files per shard (one task each).")] = DEFAULT_SHARD_SIZE,
 ) -> None:
     """Run the Prefect flow `score-folder` once over --folder or --inbox."""
     if (folder is None) == (inbox is None):
@@ -34,6 +40,8 @@ def run(
         output_dir=str(output_dir.resolve()),
         folder=str(folder.resolve()) if folder else None,
         inbox=str(inbox.resolve()) if inbox else None,
+        dask_address=dask_address,
+        shard_size=shard_size,
         return_state=True,
     )
     if not state.is_completed():

@@ -7,7 +7,8 @@ the CSV format and the ledger live in the library, callable without Prefect (`to
 Retries sit on the tasks that touch the disk (discover, score, write, record) and show in the logs as
 "Retry 1/2 will start ..."; each folder's ledger row records how many retries it took. Shards are mapped on the
 flow's task runner: one thread by default (the decode workers and ORT threads already fill the cores); pass another
-runner with `score_folder_flow.with_options(task_runner=...)` (e.g. prefect-dask's DaskTaskRunner) to spread shards.
+runner with `score_folder_flow.with_options(task_runner=...)`, or pass `dask_address` to send the shards to a Dask
+cluster through prefect-dask's DaskTaskRunner (`flows/dask_runner.py`).
 Schedules live in `flows/deploy.py`, not here.
 """
 
@@ -24,6 +25,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run, task_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.dask_runner import shard_runner
 from toolchain.engine import EngineConfig
 from toolchain.errors import ScoringError
 from toolchain.ledger import Ledger
@@ -139,7 +141,8 @@ def publish_artifacts(summary: FolderSummary) -> None:
 
 
 def _score_one(model: str, output_dir: str, folder: str, config: EngineConfig, shard_size: int,
-               retry_delay_seconds: float, skip_scored: bool, parent_run_id: str | None) -> dict[str, Any]:
+               retry_delay_seconds: float, skip_scored: bool, parent_run_id: str | None,
+               dask_address: str | None = None) -> dict[str, Any]:
     logger = get_run_logger()
     identity = describe_model(model)
     ledger = Ledger.in_dir(output_dir)
@@ -156,10 +159,19 @@ def _score_one(model: str, output_dir: str, folder: str, config: EngineConfig, s
                     return {"folder": folder, "skipped": "already scored"}
                 discovered = discover_task.with_options(**delays)(folder)
                 shards = shard(discovered.value, shard_size)
-                futures = score_shard_task.with_options(**delays).map(
-                    unmapped(model), unmapped(job), list(range(len(shards))), shards, unmapped(config)
-                )
-                results = [f.result() for f in futures]
+                shard_task = score_shard_task.with_options(**delays)
+                with shard_runner(dask_address) as runner:
+                    if runner is None:
+                        futures = shard_task.map(
+                            unmapped(model), unmapped(job), list(range(len(shards))), shards, unmapped(config)
+                        )
+                    else:
+                        logger.info("scoring %d shard(s) on the Dask cluster at %s", len(shards), dask_address)
+                        futures = runner.map(shard_task, parameters={
+                            "model": unmapped(model), "job": unmapped(job), "index": list(range(len(shards))),
+                            "files": shards, "config": unmapped(config),
+                        })
+                    results = [f.result() for f in futures]
                 ledger.set_provider(run_id, results[0].provider)
                 written = write_task.with_options(**delays)(job, results)
                 retries = (discovered.attempt - 1) + (written.attempt - 1) + sum(r.attempt - 1 for r in results)
@@ -217,12 +229,14 @@ def score_folder_flow(
     retry_delay_seconds: float = 5.0,
     skip_scored: bool = False,
     parent_run_id: str | None = None,
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
     """Score `folder` (or each new subfolder of `inbox`) with the ONNX `model` into
     `<output_dir>/<folder name>/predictions_<UTC>.csv`, recorded in `<output_dir>/ledger.sqlite`.
 
     `skip_scored` skips a folder this model already scored (inbox scans set it); `parent_run_id` is set by inbox
-    scans on their per-folder runs. The engine settings (batch_size, decode_workers, intra_op_threads, provider)
+    scans on their per-folder runs. `dask_address` (e.g. "tcp://10.0.0.5:8786") scores the shards on that Dask
+    cluster instead of in this process. The engine settings (batch_size, decode_workers, intra_op_threads, provider)
     change speed only, never results.
     """
     if (folder is None) == (inbox is None):
@@ -231,7 +245,8 @@ def score_folder_flow(
                           intra_op_threads=intra_op_threads)
     if inbox is not None:
         params = dict(batch_size=batch_size, shard_size=shard_size, decode_workers=decode_workers,
-                      intra_op_threads=intra_op_threads, provider=provider, retry_delay_seconds=retry_delay_seconds)
+                      intra_op_threads=intra_op_threads, provider=provider, retry_delay_seconds=retry_delay_seconds,
+                      dask_address=dask_address)
         return _scan_inbox(model, output_dir, inbox, params)
     return _score_one(model, output_dir, folder, config, shard_size, retry_delay_seconds, skip_scored,
-                      parent_run_id)
+                      parent_run_id, dask_address)
