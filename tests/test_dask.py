@@ -65,7 +65,11 @@ def test_dask_run_writes_the_same_csv_as_the_in_process_run(prefect_api, dask_cl
     assert sum(executed.values()) == 3
 
 
-def test_unreachable_scheduler_fails_the_run_with_a_clear_message(prefect_api, onnx_model, fsdd_dir, tmp_path):
+def test_unreachable_scheduler_fails_the_run_with_a_clear_message(prefect_api, onnx_model, fsdd_dir, tmp_path,
+                                                                  monkeypatch):
+    import flows.dask_runner
+
+    monkeypatch.setattr(flows.dask_runner, "CONNECT_TIMEOUT_S", 3)  # Nothing listens there: no need to wait 30 s.
     folder = tmp_path / "drop"
     copy_clips(fsdd_dir, folder, 0, 1)
     state = score_folder_flow(model=str(onnx_model), output_dir=str(tmp_path / "out"), folder=str(folder),
