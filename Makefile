@@ -22,7 +22,7 @@ venv: $(STAMP)
 DEMO := artifacts/demo
 DEMO_ARCH ?= resnet18
 DEMO_WEIGHTS ?= none
-DEMO_EPOCHS ?= 8
+DEMO_EPOCHS ?= 5
 DEMO_DEPTH = $(subst resnet,,$(DEMO_ARCH))
 
 demo: $(STAMP)

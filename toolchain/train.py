@@ -27,7 +27,7 @@ from toolchain.checkpoint import (
     best_checkpoint_name, last_checkpoint_name, load_checkpoint, make_payload, save_checkpoint,
 )
 from toolchain.digest import file_sha256
-from toolchain.epochs import Evaluation, evaluate, train_one_epoch
+from toolchain.epochs import Evaluation, evaluate, recalibrate_batchnorm, train_one_epoch
 from toolchain.errors import TrainingError
 from toolchain.features import DEFAULT_CONFIG, FeatureConfig
 from toolchain.model import build_model, parse_arch
@@ -61,6 +61,9 @@ class TrainConfig:
     resume: str | None = None  # A *_last.pth to continue from; training resumes at its epoch + 1.
     cache_dir: str = str(DEFAULT_CACHE_DIR)  # Feature cache shared by every run with the same feature config.
     num_workers: int | None = None  # Feature-extraction processes; None -> one per CPU core.
+    # Not in the seed: recompute BatchNorm statistics on this many training batches before each evaluation, or
+    # eval mode lags the weights (from scratch, 100 % train accuracy but chance in eval). 0 turns it off.
+    bn_recalibration_batches: int = 32
     feature_config: FeatureConfig = DEFAULT_CONFIG  # The front end; stored in every checkpoint.
 
     def __post_init__(self) -> None:
@@ -70,6 +73,7 @@ class TrainConfig:
             "weight_decay": self.weight_decay >= 0, "label_smoothing": 0 <= self.label_smoothing < 1,
             "lr_factor": 0 < self.lr_factor < 1, "lr_patience": self.lr_patience >= 0, "patience": self.patience >= 1,
             "val_fraction": 0 < self.val_fraction < 1, "num_workers": self.num_workers is None or self.num_workers >= 0,
+            "bn_recalibration_batches": self.bn_recalibration_batches >= 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -184,6 +188,8 @@ def train(
         tag = f"epoch {epoch}/{config.epochs}"
         train_loss, train_acc = train_one_epoch(model, train_loader, criterion, optimizer, runtime, scaler,
                                                 progress, f"{tag} train")
+        recalibrate_batchnorm(model, train_loader, runtime, progress, config.bn_recalibration_batches,
+                              f"{tag} batchnorm statistics")
         val = evaluate(model, val_loader, criterion, runtime, progress, f"{tag} val")
         scheduler.step(val.accuracy)
         row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val.loss,

@@ -48,6 +48,8 @@ def train(
     cache_dir: Annotated[Path, typer.Option(help="Feature cache folder (shared across runs).")] = DEFAULT_CACHE_DIR,
     num_workers: Annotated[Optional[int], typer.Option(min=0, help="Feature-extraction processes (0: in this "
                                                                    "process).", show_default="one per CPU core")] = None,
+    bn_recalibration_batches: Annotated[int, typer.Option(min=0, help="Recompute BatchNorm statistics on this "
+                                                          "many training batches before each evaluation (0: off).")] = 32,
 ) -> None:
     """Fine-tune a ResNet on log-mel spectrograms of labelled audio clips.
 
@@ -60,7 +62,7 @@ def train(
         data=str(data), test=str(test) if test else None, out=str(out) if out else None, arch=arch.value,
         weights=weights, device=device.value, epochs=epochs, batch_size=batch_size, lr=lr,
         val_fraction=val_fraction, seed=seed, patience=patience, resume=str(resume) if resume else None,
-        cache_dir=str(cache_dir), num_workers=num_workers,
+        cache_dir=str(cache_dir), num_workers=num_workers, bn_recalibration_batches=bn_recalibration_batches,
     )
 
     def report_epoch(row: dict[str, float]) -> None:
