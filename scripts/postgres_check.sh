@@ -133,7 +133,9 @@ PY
 fi
 FOLDER="$WORK/requests/pg-day"
 mkdir -p "$FOLDER"
-ls "$FSDD/recordings"/*.wav | sort | head -5 | xargs -I{} cp {} "$FOLDER/"
+CLIPS=("$FSDD"/recordings/*.wav)  # Glob order is sorted; no `ls | head` (SIGPIPE under pipefail).
+[ -f "${CLIPS[0]}" ] || die "no FSDD recordings under $FSDD/recordings: set TOOLCHAIN_FSDD"
+cp "${CLIPS[@]:0:5}" "$FOLDER/"
 OUT="$WORK/out"
 setsid "$BIN/toolchain" serve --model "$MODEL" --output-dir "$OUT" --workers 1 --threads 1 > "$WORK/serve.log" 2>&1 &
 PIDS+=($!)
