@@ -1,0 +1,80 @@
+"""Issue 6.3: the Prefect UI shows our flow run and its artifact, checked in a real headless Chromium.
+
+Opt-in (needs Debian's `chromium` and the `playwright` Python package; no browser download happens):
+
+    apt-get install -y chromium && .venv/bin/pip install -e '.[browser]'
+    TOOLCHAIN_BROWSER=1 .venv/bin/python -m pytest -m browser tests/test_ui_browser.py
+    # MODEL=path.onnx skips the suite's training fixture and uses that model instead.
+
+Starts `prefect server start` on loopback (the `prefect_env` fixture of test_serve_e2e), runs `python -m flows`
+against it, then opens the flow run's page and the artifact's page and waits for their names to render.
+Screenshots: artifacts/ui_flow_run.png, artifacts/ui_artifact.png.
+
+FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_serve_e2e import copy_clips, prefect_env  # noqa: F401 (prefect_env is a fixture)
+from toolchain.ledger import Ledger
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run"]
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts"
+RENDER_TIMEOUT_MS = 120_000  # The UI is a single-page app: first load compiles a lot of JS on a busy box.
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(os.environ.get("TOOLCHAIN_BROWSER") != "1", reason="opt-in: set TOOLCHAIN_BROWSER=1"),
+]
+
+
+@pytest.fixture
+def ui_model(request) -> Path:
+    if os.environ.get("MODEL"):
+        return Path(os.environ["MODEL"]).resolve()
+    return request.getfixturevalue("onnx_model")
+
+
+def test_flow_run_and_artifact_show_in_the_ui(prefect_env, ui_model, fsdd_dir, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    env, out = prefect_env, tmp_path / "out"
+    folder = tmp_path / "ui-day"
+    copy_clips(fsdd_dir, folder, 40, 3)
+    run = subprocess.run([sys.executable, "-m", "flows", "--model", str(ui_model), "--output-dir", str(out),
+                          "--folder", str(folder)], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    [record] = Ledger.in_dir(out).runs()
+    assert record.state == "completed" and record.flow_run_id
+
+    ui = env["PREFECT_API_URL"].removesuffix("/api")
+    SCREENSHOTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 900},
+        )
+        try:
+            page = browser.new_page()
+            page.goto(f"{ui}/runs/flow-run/{record.flow_run_id}")
+            page.get_by_text("score-ui-day").first.wait_for(timeout=RENDER_TIMEOUT_MS)  # The run's name.
+            page.get_by_text("Completed").first.wait_for(timeout=RENDER_TIMEOUT_MS)
+            page.screenshot(path=str(SCREENSHOTS / "ui_flow_run.png"), full_page=True)
+
+            page.goto(f"{ui}/artifacts/key/predictions-ui-day")
+            page.get_by_text("predictions-ui-day").first.wait_for(timeout=RENDER_TIMEOUT_MS)
+            page.get_by_text("(error)").first.wait_for(timeout=RENDER_TIMEOUT_MS)  # A row of the table artifact.
+            page.screenshot(path=str(SCREENSHOTS / "ui_artifact.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (SCREENSHOTS / "ui_flow_run.png").stat().st_size > 0
