@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# The main job end to end, offline: synthesize labelled clips, train, export + certify ONNX (and INT8), then score
+# The main job end to end, offline: synthesize labelled clips, train, export + certify ONNX, then score
 # a two-day inbox through the Prefect flow (in-process, no server). ImageNet weights cannot be downloaded offline,
 # so the demo trains from scratch; resnet18 learns the demo classes in a few minutes on 2 cores.
 # Override: make demo DEMO_ARCH=resnet152 DEMO_WEIGHTS=imagenet DEMO_EPOCHS=10
@@ -30,7 +30,7 @@ demo: $(STAMP)
 	$(BIN)/toolchain demo-data --out $(DEMO)/data --per-class 24
 	$(BIN)/toolchain train --data $(DEMO)/data/train --test $(DEMO)/data/test --arch $(DEMO_ARCH) \
 		--weights $(DEMO_WEIGHTS) --epochs $(DEMO_EPOCHS) --lr 1e-3 --out $(DEMO)/run
-	$(BIN)/toolchain export-onnx --checkpoint $(DEMO)/run/resnet_$(DEMO_DEPTH)_model.pth --int8
+	$(BIN)/toolchain export-onnx --checkpoint $(DEMO)/run/resnet_$(DEMO_DEPTH)_model.pth
 	$(BIN)/python -m flows --model $(DEMO)/run/model.onnx --inbox $(DEMO)/data/inbox --output-dir $(DEMO)/predictions
 	@echo "demo outputs: $(DEMO)/run (checkpoint, plots, reports, model.onnx, parity.json) and $(DEMO)/predictions"
 
