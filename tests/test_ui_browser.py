@@ -73,8 +73,10 @@ def test_flow_run_and_artifact_show_in_the_ui(prefect_env, ui_model, fsdd_dir, t
 
             page.goto(f"{ui}/artifacts/key/predictions-ui-day")
             page.get_by_text("predictions-ui-day").first.wait_for(timeout=RENDER_TIMEOUT_MS)
-            page.get_by_text("(error)").first.wait_for(timeout=RENDER_TIMEOUT_MS)  # A row of the table artifact.
+            page.wait_for_load_state("networkidle")
             page.screenshot(path=str(SCREENSHOTS / "ui_artifact.png"), full_page=True)
+            page.get_by_text("ui-day: 3 files").first.wait_for(timeout=RENDER_TIMEOUT_MS)  # The table's description.
+            page.get_by_text("score-ui-day").first.wait_for(timeout=RENDER_TIMEOUT_MS)  # Linked to our flow run.
         finally:
             browser.close()
     assert (SCREENSHOTS / "ui_flow_run.png").stat().st_size > 0
