@@ -49,13 +49,20 @@ class ParityToleranceError(ParityError):
     """Outputs differ from the checkpoint's beyond the thresholds."""
 
 
+# Below this logit scale the relative bound turns absolute: ORT and PyTorch fp32 legitimately differ by ~1e-4 on
+# the logits of a trained ResNet152 (measured: 1.4e-4 abs on logits below 1, probabilities within 5e-5).
+LOGIT_SCALE_FLOOR = 10.0
+
+
 @dataclass(frozen=True)
 class ParityThresholds:
     """Pass criteria; defaults are for fp32 (measured: ResNet152 ORT CPU vs eager max rel logit diff ~1e-6)."""
 
     prob_atol: float = 1e-4  # Max |p_onnx - p_torch| over every softmax probability.
     top1_agreement: float = 1.0  # Fraction of clips whose argmax agrees: fp32 must agree on every clip.
-    logit_rtol: float = 1e-4  # Max over clips of max|l_onnx - l_torch| / max|l_torch| (the clip's logit scale).
+    # Max over clips of max|l_onnx - l_torch| / max(max|l_torch|, LOGIT_SCALE_FLOOR): relative for large logits
+    # (random-init ResNet152 reaches 1e7), absolute (1e-3) for trained models whose logits are O(1).
+    logit_rtol: float = 1e-4
 
 
 @dataclass(frozen=True)
@@ -125,7 +132,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     """Figures for (n, n_classes) logits: abs/rel logit diff, abs probability diff, top-1 agreement."""
     diff = np.abs(candidate.astype(np.float64) - reference.astype(np.float64))
-    scale = np.maximum(np.abs(reference.astype(np.float64)).max(axis=1), np.finfo(np.float32).tiny)
+    scale = np.maximum(np.abs(reference.astype(np.float64)).max(axis=1), LOGIT_SCALE_FLOOR)
     return {
         "max_abs_logit_diff": float(diff.max()),
         "max_rel_logit_diff": float((diff.max(axis=1) / scale).max()),
