@@ -49,7 +49,8 @@ def test_help_covers_every_option():
 def test_option_defaults_match_train_config():
     defaults = {p.name: p.default for p in typer.main.get_command(app).commands["train"].params}
     config = TrainConfig(data="x")
-    for name in ("arch", "weights", "device", "epochs", "batch_size", "lr", "val_fraction", "seed", "patience"):
+    for name in ("arch", "weights", "device", "epochs", "batch_size", "lr", "val_fraction", "seed", "patience",
+                 "bn_recalibration_batches"):
         value = defaults[name]
         assert getattr(value, "value", value) == getattr(config, name), name
     assert str(defaults["cache_dir"]) == config.cache_dir

@@ -6,7 +6,8 @@ still a hit, and a changed file is a miss; keying by fingerprint means a changed
 arrays. Writes are atomic (temporary file + rename), so a killed run leaves no half-written entry.
 
 Uncached files are extracted in worker processes (spawn context: safe next to torch's threads, and identical on
-every OS). This module does not import torch, so workers start light.
+every OS). This module does not import torch, so workers start light. As with any spawn pool, a script that calls
+`ensure` (or `train.train`) at import level needs the `if __name__ == "__main__":` guard.
 
 `extract_features` below is the one place where the feature function is chosen: a faster implementation (with a
 parity test against librosa) can be swapped in there.

@@ -108,4 +108,4 @@ def predict(
     with rich_progress() as progress:
         path = run_predict(checkpoint, input, out, progress, device=device.value, batch_size=batch_size,
                            cache_dir=cache_dir, num_workers=num_workers)
-    typer.echo(f"predictions: {path}")
+    typer.echo(f"predictions: {path.resolve()}")
