@@ -81,7 +81,8 @@ def test_engine_reproduces_the_training_validation_accuracy(model, trained_check
 def test_provider_is_reported_and_threads_fit_the_cores(model):
     assert model.provider == model.session.get_providers()[0]
     assert model.provider in ("CUDAExecutionProvider", "CPUExecutionProvider")
-    assert resolve_threads(EngineConfig(), on_gpu=False, cores=2) == (1, 1)
+    assert resolve_threads(EngineConfig(), on_gpu=False, cores=2) == (1, 2)
+    assert resolve_threads(EngineConfig(), on_gpu=False, cores=16) == (4, 16)
     assert resolve_threads(EngineConfig(), on_gpu=True, cores=8) == (8, 1)
     assert resolve_threads(EngineConfig(decode_workers=0, intra_op_threads=3), on_gpu=False, cores=2) == (0, 3)
 

@@ -24,10 +24,10 @@ ModelOption = Annotated[Path, typer.Option("--model", help="ONNX model written b
 BatchOption = Annotated[int, typer.Option("--batch-size", min=1, help="Clips per ONNX Runtime call.")]
 WorkersOption = Annotated[
     int | None,
-    typer.Option("--workers", min=0, help="Decode worker processes (0 = decode inline); default: half the cores."),
+    typer.Option("--workers", min=0, help="Decode worker processes (0 = decode inline); default: one per four cores."),
 ]
 ThreadsOption = Annotated[
-    int | None, typer.Option("--threads", min=1, help="ONNX Runtime intra-op threads; default: the other cores.")
+    int | None, typer.Option("--threads", min=1, help="ONNX Runtime intra-op threads; default: all cores.")
 ]
 ProviderOption = Annotated[
     Provider, typer.Option("--provider", help="auto = CUDA when it really starts, else CPU.")
