@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -47,6 +49,9 @@ def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
     model = build_model("resnet18", 3)
     save_checkpoint(make_payload(model, "resnet18", CLASSES, DEFAULT_CONFIG), tmp_path / "a.pth")
     assert [p.name for p in tmp_path.iterdir()] == ["a.pth"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.pth").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_foreign_or_damaged_checkpoints_are_refused(tmp_path):

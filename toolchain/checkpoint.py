@@ -110,6 +110,9 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a checkpoint is shared like any other output.
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
