@@ -26,6 +26,7 @@ import torch
 
 from toolchain.checkpoint import Checkpoint, load_checkpoint
 from toolchain.digest import file_sha256
+from toolchain.engine import softmax
 from toolchain.errors import ModelMetadataError, ParityError
 from toolchain.onnx_metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata, metadata_from_session
 from toolchain.onnx_session import CPU, candidate_providers, open_session, run_onnx
@@ -120,13 +121,6 @@ def run_torch(model: torch.nn.Module, features: np.ndarray, batch_size: int = RE
     with torch.inference_mode():
         outputs = [model(torch.from_numpy(features[i : i + batch_size])) for i in range(0, len(features), batch_size)]
     return torch.cat(outputs).numpy().astype(np.float32, copy=False)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
