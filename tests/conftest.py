@@ -7,12 +7,28 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FSDD = Path(os.environ.get("TOOLCHAIN_FSDD", REPO.parent / "shared" / "data" / "fsdd"))
+
+
+def copy_clips(fsdd_dir: Path, dest: Path, start: int, n: int) -> list[str]:
+    """Copy FSDD recordings [start, start + n) (sorted by name) into a new folder `dest`; returns their names."""
+    dest.mkdir(parents=True)
+    names = sorted(p.name for p in (fsdd_dir / "recordings").glob("*.wav"))[start:start + n]
+    for name in names:
+        shutil.copy(fsdd_dir / "recordings" / name, dest / name)
+    return names
+
+
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    """A CSV's rows as dicts."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,7 @@ FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
 
 from __future__ import annotations
 
-import csv
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import copy_clips, read_rows
 from toolchain.cli import app
 from toolchain.ledger import Ledger
 from toolchain.outputs import published_csvs
@@ -25,21 +24,8 @@ runner = CliRunner()
 TOOLCHAIN = [str(Path(sys.executable).with_name("toolchain"))]  # The console script of this venv.
 
 
-def copy_clips(fsdd_dir: Path, dest: Path, n: int) -> list[str]:
-    dest.mkdir(parents=True)
-    names = sorted(p.name for p in (fsdd_dir / "recordings").glob("*.wav"))[:n]
-    for name in names:
-        shutil.copy(fsdd_dir / "recordings" / name, dest / name)
-    return names
-
-
-def read_rows(path: str | Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def test_score_prints_the_csv_and_a_summary(onnx_model, fsdd_dir, tmp_path):
-    names = copy_clips(fsdd_dir, tmp_path / "in" / "day1", 6)
+    names = copy_clips(fsdd_dir, tmp_path / "in" / "day1", 0, 6)
     result = runner.invoke(app, ["score", "--model", str(onnx_model), "--input", str(tmp_path / "in" / "day1"),
                                  "--out", str(tmp_path / "out"), "--workers", "0", "--threads", "1"])
     assert result.exit_code == 0, result.output
@@ -82,7 +68,7 @@ def test_help_for_every_scoring_command():
 
 def test_killed_mid_folder_then_rerun_leaves_one_complete_csv(onnx_model, fsdd_dir, tmp_path):
     folder, out = tmp_path / "in" / "day1", tmp_path / "out"
-    names = copy_clips(fsdd_dir, folder, 40)
+    names = copy_clips(fsdd_dir, folder, 0, 40)
     command = [*TOOLCHAIN, "score", "--model", str(onnx_model), "--input", str(folder), "--out", str(out),
                "--batch-size", "4", "--workers", "1", "--threads", "1"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)

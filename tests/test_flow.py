@@ -6,14 +6,13 @@ FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
 from __future__ import annotations
 
 import asyncio
-import csv
-import shutil
 from pathlib import Path
 
 import pytest
 
 from flows.score_folder import score_folder_flow
 from test_engine import make_bad_input_folder
+from conftest import copy_clips, read_rows  # noqa: F401 (re-exported for other test modules)
 from toolchain.ledger import Ledger
 from toolchain.outputs import FAULT_ENV, published_csvs
 
@@ -27,19 +26,6 @@ def prefect_api():
     # The harness server takes ~17 s to start here (more on a busy box); its 30 s default is too tight.
     with prefect_test_harness(server_startup_timeout=180):
         yield
-
-
-def copy_clips(fsdd_dir: Path, dest: Path, start: int, n: int) -> list[str]:
-    dest.mkdir(parents=True)
-    names = sorted(p.name for p in (fsdd_dir / "recordings").glob("*.wav"))[start:start + n]
-    for name in names:
-        shutil.copy(fsdd_dir / "recordings" / name, dest / name)
-    return names
-
-
-def read_rows(path: str | Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def flow_runs_by_name() -> dict[str, list]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import copy_clips  # noqa: F401 (re-exported for test_ui_browser)
 from toolchain.ledger import Ledger
 from toolchain.outputs import published_csvs
 
@@ -91,14 +91,6 @@ def prefect_env(tmp_path) -> Iterator[dict[str, str]]:
         yield env
     finally:
         stop(server)
-
-
-def copy_clips(fsdd_dir: Path, dest: Path, start: int, n: int) -> list[str]:
-    dest.mkdir(parents=True)
-    names = sorted(p.name for p in (fsdd_dir / "recordings").glob("*.wav"))[start:start + n]
-    for name in names:
-        shutil.copy(fsdd_dir / "recordings" / name, dest / name)
-    return names
 
 
 def test_server_serve_and_deployment_run(prefect_env, onnx_model, fsdd_dir, tmp_path):
