@@ -75,6 +75,11 @@ def plot_training_curves(history: Sequence[dict[str, float]], path: str | Path) 
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
+    return _save_figure(plt, fig, path)
+
+
+def _save_figure(plt, fig, path: str | Path) -> Path:
+    """Lay out, write atomically as PNG, free the figure."""
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
@@ -102,11 +107,7 @@ def plot_confusion_matrix(
     threshold = matrix.max() / 2 if matrix.size else 0
     for (i, j), count in np.ndenumerate(matrix):
         ax.text(j, i, str(count), ha="center", va="center", color="white" if count > threshold else "black")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return Path(path)
+    return _save_figure(plt, fig, path)
 
 
 def write_classification_report(
