@@ -57,6 +57,7 @@ def test_run_folder_has_every_output(trained_checkpoint):
     assert [int(r["epoch"]) for r in metrics] == list(range(1, len(metrics) + 1))
     assert all(0 <= float(r[k]) <= 1 for r in metrics for k in ("train_acc", "val_acc"))
     assert all(float(r["lr"]) > 0 and float(r["seconds"]) > 0 for r in metrics)
+    assert all(0 < float(r["train_data_share"]) < 1 for r in metrics)  # Loader waits are timed, never all of it.
 
     for name in ("training_curves.png", "confusion_matrix.png", "test_confusion_matrix.png"):
         image = matplotlib.image.imread(run / name)

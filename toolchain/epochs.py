@@ -6,6 +6,7 @@ On CUDA they run under autocast in channels-last memory format; on CPU in fp32.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,20 @@ class Evaluation:
         return self.probabilities.argmax(axis=1)
 
 
+@dataclass(frozen=True)
+class EpochStats:
+    """A training pass: mean loss, accuracy, and how much of its wall time went to waiting for batches."""
+
+    loss: float
+    accuracy: float
+    seconds: float
+    data_seconds: float  # Time blocked on the loader (cache reads, stacking, host->device copy).
+
+    @property
+    def data_share(self) -> float:
+        return self.data_seconds / self.seconds if self.seconds > 0 else 0.0
+
+
 def _batches(loader, runtime: Runtime):
     for images, targets in loader:
         images = images.to(runtime.device, non_blocking=True).contiguous(memory_format=runtime.memory_format)
@@ -39,12 +54,14 @@ def _batches(loader, runtime: Runtime):
 def train_one_epoch(
     model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer, runtime: Runtime,
     scaler: torch.amp.GradScaler, progress: ProgressReporter, description: str = "train",
-) -> tuple[float, float]:
-    """One pass over `loader` (images (B, 3, n_mels, frames), targets (B,)). Returns (mean loss, accuracy)."""
+) -> EpochStats:
+    """One pass over `loader` (images (B, 3, n_mels, frames), targets (B,))."""
     model.train()
-    total_loss, correct, seen = 0.0, 0, 0
+    total_loss, correct, seen, data_seconds = 0.0, 0, 0, 0.0
     progress.start("train", description, total=len(loader))
+    started = waiting = time.perf_counter()
     for images, targets in _batches(loader, runtime):
+        data_seconds += time.perf_counter() - waiting
         optimizer.zero_grad(set_to_none=True)
         with runtime.autocast():
             logits = model(images)
@@ -56,8 +73,9 @@ def train_one_epoch(
         correct += (logits.argmax(dim=1) == targets).sum().item()
         seen += len(targets)
         progress.advance("train", description=f"{description} loss {total_loss / seen:.3f} acc {correct / seen:.3f}")
+        waiting = time.perf_counter()  # .item() above synchronized the device: the step is over.
     progress.finish("train")
-    return total_loss / max(seen, 1), correct / max(seen, 1)
+    return EpochStats(total_loss / max(seen, 1), correct / max(seen, 1), time.perf_counter() - started, data_seconds)
 
 
 @torch.no_grad()

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+# train_data_share: fraction of the training pass spent waiting for batches (the feature cache, not the model).
+METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "train_data_share")
 PREDICTIONS_NAME = "test_predictions_resnet.csv"
 
 

@@ -186,14 +186,14 @@ def train(
         generator.manual_seed(config.seed * 1_000_003 + epoch)  # Resumable shuffle: depends on epoch only.
         lr = optimizer.param_groups[0]["lr"]
         tag = f"epoch {epoch}/{config.epochs}"
-        train_loss, train_acc = train_one_epoch(model, train_loader, criterion, optimizer, runtime, scaler,
-                                                progress, f"{tag} train")
+        stats = train_one_epoch(model, train_loader, criterion, optimizer, runtime, scaler, progress, f"{tag} train")
         recalibrate_batchnorm(model, train_loader, runtime, progress, config.bn_recalibration_batches,
                               f"{tag} batchnorm statistics")
         val = evaluate(model, val_loader, criterion, runtime, progress, f"{tag} val")
         scheduler.step(val.accuracy)
-        row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val.loss,
-               "val_acc": val.accuracy, "lr": lr, "seconds": round(time.perf_counter() - started, 3)}
+        row = {"epoch": epoch, "train_loss": stats.loss, "train_acc": stats.accuracy, "val_loss": val.loss,
+               "val_acc": val.accuracy, "lr": lr, "seconds": round(time.perf_counter() - started, 3),
+               "train_data_share": round(stats.data_share, 4)}
         state.history.append(row)
         improved = val.accuracy > state.best_val_acc
         if improved:

@@ -68,7 +68,7 @@ def train(
     def report_epoch(row: dict[str, float]) -> None:
         console.print(f"epoch {int(row['epoch'])}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
                       f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} | lr {row['lr']:.2e} | "
-                      f"{row['seconds']:.1f} s")
+                      f"{row['seconds']:.1f} s ({row['train_data_share']:.1%} of training waiting for data)")
 
     with rich_progress() as progress:
         result = run_training(config, progress, on_epoch=report_epoch)
