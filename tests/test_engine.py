@@ -92,10 +92,11 @@ def test_cuda_demanded_runs_on_cuda_or_refuses_clearly(onnx_model):
         try:
             assert load_model(onnx_model, EngineConfig(provider="cuda")).provider == "CUDAExecutionProvider"
         except ScoringError as exc:  # Driver present but CUDA 13 libraries missing: must say so.
-            assert "CUDA" in str(exc)
+            assert "CUDA 13" in str(exc) and "preload_dlls" in str(exc) and "\n" not in str(exc)
     else:
-        with pytest.raises(ScoringError, match="provider 'cuda' requested"):
+        with pytest.raises(ScoringError, match="provider 'cuda' requested") as info:
             load_model(onnx_model, EngineConfig(provider="cuda"))
+        assert "libcuda.so.1" in str(info.value) and "onnxruntime-gpu[cuda,cudnn]" in str(info.value)
 
 
 def test_auto_provider_falls_back_to_cpu_without_cuda(onnx_model):

@@ -5,7 +5,9 @@
 (c) ONNX Runtime fp32, model only
 (d) ONNX Runtime INT8, model only (when an INT8 model is given)
 (e) our end-to-end engine: decode -> fast features (worker processes) -> ORT, overlapped
-plus feature milliseconds per clip, librosa reference vs the fast path, on one core.
+plus feature milliseconds per clip, librosa reference vs the fast path, on one core, and a batch-size sweep:
+the engine's model-only path (its provider, CUDA when it runs, the fp16 choice, IO binding, padding) at each
+size in `batch_sizes`, with the fastest recorded as `best_batch_size`.
 Figures are printed and written as JSON; nothing here asserts a speed.
 """
 
@@ -33,6 +35,7 @@ class BenchConfig:
     int8_model: Path | None = None
     batch_size: int = 16  # The seed's batch size.
     threads: int = 0  # Torch/ORT threads for model-only runs; 0 = all cores.
+    batch_sizes: tuple[int, ...] = ()  # Sizes the sweep tries; () = just batch_size.
 
 
 @dataclass
@@ -44,6 +47,9 @@ class BenchResult:
     feature_ms_per_clip: dict[str, float] = field(default_factory=dict)
     int8_top1_agreement: float | None = None
     engine_provider: str = ""
+    engine_model: str = ""  # The file the engine ran (model.fp16.onnx when CUDA picked the certified variant).
+    batch_sweep: dict[str, float] = field(default_factory=dict)  # Batch size -> clips/s, engine model only.
+    best_batch_size: int = 0  # The fastest size in batch_sweep.
     machine: dict[str, Any] = field(default_factory=dict)
 
 
@@ -116,6 +122,21 @@ def _ort_logits(session, features: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate([session.run(None, {"features": b})[0] for b in _batches(features, batch_size)])
 
 
+def sweep_batch_sizes(model, features: np.ndarray, sizes: tuple[int, ...]) -> dict[int, float]:
+    """clips/s of `engine.infer_logits` (the exact call scoring makes per batch) at each size, same features.
+
+    One warm-up batch per size first: on CUDA that is where cuDNN's exhaustive search for the new shape runs.
+    """
+    from toolchain.engine import infer_logits
+
+    rates: dict[int, float] = {}
+    for size in sizes:
+        infer_logits(model, features[:size], size)
+        _, seconds = _timed(lambda: [infer_logits(model, b, size) for b in _batches(features, size)])
+        rates[size] = _rate(len(features), seconds)
+    return rates
+
+
 def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress()) -> BenchResult:
     import torch
 
@@ -131,7 +152,7 @@ def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress
     model = ckpt.build_model()
     clips, bs, n = config.clips, config.batch_size, len(config.clips)
     result = BenchResult(clips=n, batch_size=bs, machine=_machine())
-    steps = ["features", "seed", "eager", "ort_fp32", "ort_int8", "engine"]
+    steps = ["features", "seed", "eager", "ort_fp32", "ort_int8", "batch sweep", "engine"]
     progress.start("bench", "benchmark", len(steps))
 
     def step(name: str) -> None:
@@ -170,7 +191,11 @@ def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress
     step("ort_int8")
 
     engine_model = load_model(config.model, EngineConfig(batch_size=bs))
-    result.engine_provider = engine_model.provider
+    result.engine_provider, result.engine_model = engine_model.provider, str(engine_model.path)
+    sweep = sweep_batch_sizes(engine_model, features, config.batch_sizes or (bs,))
+    result.batch_sweep = {str(size): rate for size, rate in sweep.items()}
+    result.best_batch_size = max(sweep, key=sweep.__getitem__)
+    step("batch sweep")
     list(score_files(engine_model, "/", list(clips[:bs]), EngineConfig(batch_size=bs)))  # Warm-up + worker start.
     rows, seconds = _timed(lambda: list(score_files(engine_model, "/", list(clips), EngineConfig(batch_size=bs))))
     result.throughput["e_engine_end_to_end"] = _rate(len(rows), seconds)

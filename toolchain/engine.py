@@ -8,11 +8,14 @@ Pipeline: decode + featurize (`toolchain.features`) in spawned worker processes,
 ahead of the model, while the main thread runs batched ONNX Runtime inference (ORT releases the GIL). Rows come out
 as an iterator in the order of the input list, so memory stays bounded whatever the number of files, and a
 caller can score any explicit list of files (a shard) on its own.
+
+On a GPU (`toolchain.providers` holds those decisions): the CUDA EP with cuDNN's exhaustive algorithm search,
+every batch padded to one shape and run through IO binding, and the certified fp16 variant of the model when
+there is one. None of it has been run on a GPU in this project; CPU tests cover each decision and mechanism.
 """
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
@@ -28,11 +31,22 @@ from toolchain.digest import file_sha256
 from toolchain.errors import ModelMetadataError, ScoringError
 from toolchain.features import FeatureConfig, stack_channels
 from toolchain.onnx_metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata, metadata_from_session
+from toolchain.onnx_session import run_logits
 from toolchain.progress import NullProgress, ProgressReporter
+from toolchain.providers import (
+    CONV_ALGO_SEARCHES,
+    CPU_EP,
+    CUDA_EP,
+    PRECISIONS,
+    PROVIDERS,
+    choose_model_file,
+    cuda_driver_present,
+    cuda_unavailable_message,
+    execution_providers,
+    preload_cuda_libraries,
+)
 
-PROVIDERS = ("auto", "cpu", "cuda")
-CUDA_EP = "CUDAExecutionProvider"
-CPU_EP = "CPUExecutionProvider"
+IO_BINDING = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -44,12 +58,20 @@ class EngineConfig:
     decode_workers: int | None = None  # Worker processes decoding audio; 0 = decode in the calling thread.
     intra_op_threads: int | None = None  # ORT threads; with the workers they should not exceed the cores.
     max_in_flight: int | None = None  # Files decoded ahead of the model; None = 2 x batch_size.
+    precision: str = "auto"  # auto = the certified model.fp16.onnx on CUDA, the given file on CPU; fp32 = never fp16.
+    device_id: int = 0  # Which GPU the CUDA EP uses.
+    conv_algo_search: str = "EXHAUSTIVE"  # cuDNN: time every algorithm once per batch shape (HEURISTIC: guess).
+    io_binding: str = "auto"  # auto = bind inputs/outputs on CUDA, plain session.run on CPU; on/off force it.
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ScoringError(f"batch_size={self.batch_size} must be at least 1")
-        if self.provider not in PROVIDERS:
-            raise ScoringError(f"provider={self.provider!r} is not one of {', '.join(PROVIDERS)}")
+        for name, allowed in (("provider", PROVIDERS), ("precision", PRECISIONS),
+                              ("conv_algo_search", CONV_ALGO_SEARCHES), ("io_binding", IO_BINDING)):
+            if getattr(self, name) not in allowed:
+                raise ScoringError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if self.device_id < 0:
+            raise ScoringError(f"device_id={self.device_id} is out of range: pass a GPU index (0 = the first)")
         for name in ("decode_workers", "intra_op_threads", "max_in_flight"):
             value = getattr(self, name)
             if value is not None and value < (0 if name == "decode_workers" else 1):
@@ -90,13 +112,21 @@ def resolve_threads(config: EngineConfig, on_gpu: bool, cores: int | None = None
 class ScoringModel:
     """An open ONNX Runtime session plus what the model says about itself."""
 
-    path: Path
-    sha256: str  # sha256 of the .onnx file: the identity of "the model" in CSVs and the ledger.
+    path: Path  # The .onnx file that runs: the one asked for, or its certified fp16 variant on CUDA.
+    sha256: str  # sha256 of `path`: the identity of "the model" in CSVs and the ledger.
     metadata: ModelMetadata
     provider: str  # The execution provider that actually runs (session.get_providers()[0]).
     session: Any  # onnxruntime.InferenceSession
     decode_workers: int
     intra_op_threads: int
+    source_sha256: str = ""  # sha256 of the file the caller named (== sha256 unless a variant was chosen).
+    choice: str = ""  # Why `path` runs, one line (e.g. why the fp16 variant was or was not used).
+    io_binding: bool = False
+    device_id: int = 0
+
+    @property
+    def on_cuda(self) -> bool:
+        return self.provider == CUDA_EP
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -107,36 +137,16 @@ class ScoringModel:
         return self.metadata.feature_config
 
 
-def cuda_driver_present() -> bool:
-    """True when the NVIDIA driver library loads; without it the CUDA EP cannot start (and ORT logs an error)."""
-    try:
-        ctypes.CDLL("libcuda.so.1")
-        return True
-    except OSError:
-        return False
-
-
-def _requested_providers(provider: str, available: list[str]) -> list[str]:
+def _wants_cuda(provider: str, available: list[str]) -> bool:
+    """Whether to ask ORT for the CUDA EP; `ScoringError` when provider 'cuda' cannot possibly start."""
     if provider == "cpu":
-        return [CPU_EP]
-    cuda_possible = CUDA_EP in available and cuda_driver_present()
-    if provider == "cuda" and not cuda_possible:
-        raise ScoringError(
-            "provider 'cuda' requested but the CUDA execution provider cannot start here "
-            f"(onnxruntime providers: {available}; NVIDIA driver found: {cuda_driver_present()}): "
-            "install onnxruntime-gpu and the NVIDIA driver, or use --provider auto"
-        )
-    if not cuda_possible:
-        return [CPU_EP]
-    import onnxruntime as ort
-
-    try:
-        # onnxruntime-gpu >= 1.27 needs CUDA 13 / cuDNN 9 libraries; torch's CUDA build ships them as pip packages
-        # and preload_dlls() loads those before the EP looks for them on the system path.
-        ort.preload_dlls()
-    except Exception:  # Missing or partial libraries: the session falls back and we report what runs.
-        pass
-    return [CUDA_EP, CPU_EP]
+        return False
+    driver = cuda_driver_present()
+    if CUDA_EP in available and driver:
+        return True
+    if provider == "cuda":
+        raise ScoringError(cuda_unavailable_message(available, driver))
+    return False
 
 
 def _check_signature(session: Any, meta: ModelMetadata, source: str) -> None:
@@ -163,7 +173,7 @@ def _check_signature(session: Any, meta: ModelMetadata, source: str) -> None:
         )
 
 
-def _open_session(path: Path, providers: list[str], threads: int) -> Any:
+def _open_session(path: Path, providers: list[Any], threads: int) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -184,33 +194,41 @@ def _open_session(path: Path, providers: list[str], threads: int) -> Any:
 def load_model(path: str | Path, config: EngineConfig = EngineConfig()) -> ScoringModel:
     """Open `path` with ONNX Runtime (CUDA EP first when it can start, then CPU) and read its metadata.
 
-    Raises `ScoringError` for a missing/unreadable file, `ModelMetadataError` / `FeatureConfigError` for a model
-    without our metadata or with a feature config this library cannot reproduce.
+    On CUDA with precision "auto", a certified `model.fp16.onnx` beside `path` runs instead (see
+    `toolchain.providers.choose_model_file`); the returned model's `path`/`sha256` name the file that runs.
+    Raises `ScoringError` for a missing/unreadable file (or provider 'cuda' that cannot run), `ModelMetadataError` /
+    `FeatureConfigError` for a model without our metadata or with a feature config this library cannot reproduce.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise ScoringError(f"model {path} does not exist: pass the .onnx file written by `toolchain export-onnx`")
     import onnxruntime as ort
 
-    providers = _requested_providers(config.provider, ort.get_available_providers())
-    workers, threads = resolve_threads(config, on_gpu=providers[0] == CUDA_EP)
+    available = ort.get_available_providers()
+    use_cuda = _wants_cuda(config.provider, available)
+    preload_report = preload_cuda_libraries() if use_cuda else ""
+    workers, threads = resolve_threads(config, on_gpu=use_cuda)
     if workers:
         shared_pool(workers)  # Start (or reuse) the decode workers now: they warm up while ORT loads the model.
-    session = _open_session(path, providers, threads)
+    choice = choose_model_file(path, on_cuda=use_cuda, precision=config.precision)
+    providers = execution_providers(use_cuda, config.device_id, config.conv_algo_search)
+    session = _open_session(choice.path, providers, threads)
     provider = session.get_providers()[0]
-    if providers[0] == CUDA_EP and provider != CUDA_EP:
+    if use_cuda and provider != CUDA_EP:
         if config.provider == "cuda":
-            raise ScoringError(
-                f"provider 'cuda' requested but ONNX Runtime fell back to {provider}: the CUDA 13 / cuDNN 9 "
-                "libraries are missing (install torch's CUDA build or the nvidia-* wheels), or use --provider auto"
-            )
-        # The GPU split (1 ORT thread, all cores decoding) is wrong for CPU: reopen sized for CPU.
+            raise ScoringError(cuda_unavailable_message(available, True, provider, preload_report))
+        # The GPU split (1 ORT thread, all cores decoding) and the fp16 choice are wrong for CPU: start over.
         workers, threads = resolve_threads(config, on_gpu=False)
-        session = _open_session(path, [CPU_EP], threads)
+        choice = choose_model_file(path, on_cuda=False, precision=config.precision)
+        session = _open_session(choice.path, [CPU_EP], threads)
         provider = session.get_providers()[0]
-    meta = metadata_from_session(session, str(path))
-    _check_signature(session, meta, str(path))
-    return ScoringModel(path, file_sha256(path), meta, provider, session, workers, threads)
+    meta = metadata_from_session(session, str(choice.path))
+    _check_signature(session, meta, str(choice.path))
+    source_sha = file_sha256(path)
+    sha = source_sha if choice.path == path else file_sha256(choice.path)
+    io_binding = config.io_binding == "on" or (config.io_binding == "auto" and provider == CUDA_EP)
+    return ScoringModel(choice.path, sha, meta, provider, session, workers, threads, source_sha, choice.reason,
+                        io_binding, config.device_id)
 
 
 @dataclass(frozen=True)
@@ -233,14 +251,23 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _infer(model: ScoringModel, chunk: list[tuple[str, DecodeResult]]) -> list[ScoredRow]:
+def infer_logits(model: ScoringModel, batch: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+    """Logits (n, n_classes) of one batch (n, channels, n_mels, frames) float32, the way the engine runs it.
+
+    On CUDA a short batch is padded to `batch_size` (one shape, one cuDNN algorithm search); IO binding as the
+    model was loaded with.
+    """
+    return run_logits(model.session, batch, io_binding=model.io_binding, device="cuda" if model.on_cuda else "cpu",
+                      device_id=model.device_id, pad_to=batch_size if model.on_cuda else None)
+
+
+def _infer(model: ScoringModel, chunk: list[tuple[str, DecodeResult]], batch_size: int) -> list[ScoredRow]:
     ok = [(name, result.features) for name, result in chunk if result.features is not None]
     rows: dict[str, ScoredRow] = {}
     if ok:
         cfg = model.feature_config
         batch = np.stack([stack_channels(f, cfg) for _, f in ok]).astype(np.float32, copy=False)
-        logits = model.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
-        probs = softmax(np.asarray(logits))
+        probs = softmax(infer_logits(model, batch, batch_size))
         for (name, _), p in zip(ok, probs):
             k = int(p.argmax())
             rows[name] = ScoredRow(name, "ok", model.classes[k], float(p[k]), "", tuple(float(v) for v in p))
@@ -270,11 +297,11 @@ def score_files(
             for name, result in zip(files, decoded):
                 chunk.append((name, result))
                 if len(chunk) == config.batch_size:
-                    yield from _infer(model, chunk)
+                    yield from _infer(model, chunk, config.batch_size)
                     progress.advance("score", len(chunk))
                     chunk = []
             if chunk:
-                yield from _infer(model, chunk)
+                yield from _infer(model, chunk, config.batch_size)
                 progress.advance("score", len(chunk))
     finally:
         progress.finish("score")

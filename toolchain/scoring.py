@@ -202,7 +202,7 @@ def score_shard(model: ScoringModel, job: FolderJob, index: int, files: Sequence
                 config: EngineConfig = EngineConfig(), progress: ProgressReporter = NullProgress(),
                 attempt: int = 1) -> ShardResult:
     """Score one shard of the folder's files into its part file (streamed, renamed into place when complete)."""
-    if model.sha256 != job.model_sha256:
+    if job.model_sha256 not in (model.sha256, model.source_sha256):  # source: the file named, when fp16 runs.
         raise ScoringError(f"model {model.path} changed since the run started (sha256 {model.sha256[:12]} != "
                            f"{job.model_sha256[:12]}): rerun the scoring")
     inject_fault("score", attempt)

@@ -16,6 +16,24 @@ from toolchain.features import is_audio_path
 DEFAULT_DATA = Path("../shared/data/fsdd/recordings")
 
 
+def parse_batch_sizes(text: str | None, batch_size: int, clips: int) -> tuple[int, ...]:
+    """`--batch-sizes 1,8,16,32` -> (1, 8, 16, 32); None -> (batch_size,)."""
+    if text is None:
+        return (batch_size,)
+    try:
+        sizes = tuple(dict.fromkeys(int(part) for part in text.split(",") if part.strip()))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of positive integers, e.g. 1,8,16,32",
+                                 param_hint="--batch-sizes")
+    if max(sizes) > clips:
+        raise typer.BadParameter(f"the largest size {max(sizes)} exceeds --clips {clips}: pass --clips "
+                                 f"{max(sizes)} or more (several batches per size give steadier figures)",
+                                 param_hint="--batch-sizes")
+    return sizes
+
+
 def _clips(sources: list[Path], count: int) -> tuple[str, ...]:
     files: list[Path] = []
     for source in sources:
@@ -46,16 +64,26 @@ def bench(
     ] = None,
     clips: Annotated[int, typer.Option(min=16, help="Clips used by every measurement (spread evenly).")] = 96,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size for every model run.")] = 16,
+    batch_sizes: Annotated[
+        str | None,
+        typer.Option("--batch-sizes", help="Also time the engine's model-only path (CUDA when it runs) at each of "
+                     "these sizes, e.g. 1,8,16,32, and report the fastest. Default: just --batch-size."),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Where to write the JSON figures.")] = Path("artifacts/bench.json"),
 ) -> None:
-    """Measure clips/s of (a) the seed-style loop, (b) eager PyTorch, (c) ORT fp32, (d) ORT INT8, (e) our engine."""
+    """Measure clips/s of (a) the seed-style loop, (b) eager PyTorch, (c) ORT fp32, (d) ORT INT8, (e) our engine.
+
+    With --batch-sizes it also sweeps the engine's model-only throughput over those batch sizes on the provider
+    scoring would use (CUDA when it runs) and reports the fastest: pass that to `toolchain score --batch-size`.
+    """
     from toolchain.bench import BenchConfig, run_benchmark, write_result
 
+    sizes = parse_batch_sizes(batch_sizes, batch_size, clips)
     if int8_model is None and model.with_suffix(".int8.onnx").is_file():
         int8_model = model.with_suffix(".int8.onnx")
     selected = _clips(data or [DEFAULT_DATA], clips)
     config = BenchConfig(checkpoint=checkpoint, model=model, clips=selected, int8_model=int8_model,
-                         batch_size=batch_size)
+                         batch_size=batch_size, batch_sizes=sizes)
     with rich_progress() as progress:
         result = run_benchmark(config, progress)
     write_result(result, out)
@@ -72,5 +100,9 @@ def bench(
     if result.int8_top1_agreement is not None:
         table.add_row("INT8 top-1 agreement with fp32", f"{100 * result.int8_top1_agreement:.1f} %")
     table.add_row("engine provider", result.engine_provider)
+    table.add_row("engine model file", Path(result.engine_model).name)
+    for size, value in result.batch_sweep.items():
+        table.add_row(f"engine model only, batch {size}", f"{value:.2f}")
+    table.add_row("best batch size (engine model only)", str(result.best_batch_size))
     console.print(table)
     console.print(f"figures written to {out}")

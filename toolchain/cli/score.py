@@ -34,6 +34,21 @@ ProviderOption = Annotated[
 ]
 
 
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    fp16 = "fp16"
+
+
+PrecisionOption = Annotated[
+    Precision,
+    typer.Option("--precision", help="auto = on CUDA, MODEL's fp16 variant (model.fp16.onnx) when "
+                 "parity.fp16.json certifies it on CUDA, else MODEL; fp32 = always MODEL; fp16 = the variant "
+                 "wherever it passed its report (slow on CPU)."),
+]
+DeviceOption = Annotated[int, typer.Option("--device-id", min=0, help="GPU index the CUDA provider uses.")]
+
+
 @app.command("score")
 @user_errors
 def score_command(
@@ -46,16 +61,20 @@ def score_command(
     workers: WorkersOption = None,
     threads: ThreadsOption = None,
     provider: ProviderOption = Provider.auto,
+    precision: PrecisionOption = Precision.auto,
+    device_id: DeviceOption = 0,
 ) -> None:
     """Score every audio file under INPUT with MODEL into OUT/<folder name>/predictions_<UTC>.csv.
 
     Labels and feature settings come from the model file. Files that do not decode get status=error rows;
     files without an audio extension are ignored. The run is recorded in OUT/ledger.sqlite. Prints the CSV path.
+    On a GPU: pick --batch-size with `toolchain bench --batch-sizes 8,16,32,64`; the CSV and the ledger name the
+    file that ran (model.fp16.onnx when --precision auto chose it).
     """
     from toolchain.scoring import score_folder
 
     config = EngineConfig(batch_size=batch_size, provider=provider.value, decode_workers=workers,
-                          intra_op_threads=threads)
+                          intra_op_threads=threads, precision=precision.value, device_id=device_id)
     with rich_progress() as progress:
         summary = score_folder(model, input, out, config, progress)
     console.print(

@@ -1,0 +1,51 @@
+"""`toolchain bench` end to end on a small real model and real clips, and its batch-size sweep.
+
+Only structure and consistency are asserted: speed figures belong to the benchmark's output, never to a test.
+FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from toolchain.cli import app
+from toolchain.cli.bench import parse_batch_sizes
+
+runner = CliRunner()
+
+
+def test_batch_sizes_parse_or_fail_with_the_option_named():
+    assert parse_batch_sizes(None, 16, 96) == (16,)
+    assert parse_batch_sizes("1,8, 16,32,8", 16, 96) == (1, 8, 16, 32)
+    for text, clips in (("8,x", 96), ("0,4", 96), ("", 96), ("8,64", 32)):
+        with pytest.raises(typer.BadParameter):
+            parse_batch_sizes(text, 16, clips)
+
+
+def test_bench_sweeps_batch_sizes_and_records_the_best(exported_model, fsdd_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    result = runner.invoke(app, [
+        "bench", "--checkpoint", str(exported_model.parity.checkpoint_path),
+        "--model", str(exported_model.model_path), "--data", str(fsdd_dir / "recordings"),
+        "--clips", "16", "--batch-size", "4", "--batch-sizes", "2,8", "--out", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.read_text())
+    assert figures["clips"] == 16 and figures["batch_size"] == 4
+    assert set(figures["batch_sweep"]) == {"2", "8"} and all(v > 0 for v in figures["batch_sweep"].values())
+    best = figures["best_batch_size"]
+    assert figures["batch_sweep"][str(best)] == max(figures["batch_sweep"].values())
+    assert figures["engine_provider"] == "CPUExecutionProvider"  # CI has no GPU; on CPU the given file runs.
+    assert figures["engine_model"] == str(exported_model.model_path)
+    assert {"a_seed_baseline", "c_ort_fp32_model", "e_engine_end_to_end"} <= set(figures["throughput"])
+    assert "best batch size" in result.stderr and f"engine model only, batch 8" in result.stderr
+
+
+def test_bench_refuses_a_sweep_larger_than_its_clips(exported_model, tmp_path):
+    result = runner.invoke(app, ["bench", "--checkpoint", str(exported_model.parity.checkpoint_path), "--model",
+                                 str(exported_model.model_path), "--clips", "16", "--batch-sizes", "8,32"])
+    assert result.exit_code == 2 and "--clips 16" in result.output and "Traceback" not in result.output
