@@ -48,6 +48,7 @@ class BenchResult:
     int8_top1_agreement: float | None = None
     engine_provider: str = ""
     engine_model: str = ""  # The file the engine ran (model.fp16.onnx when CUDA picked the certified variant).
+    engine_model_reason: str = ""  # Why that file (e.g. why the fp16 variant was not used on CUDA).
     batch_sweep: dict[str, float] = field(default_factory=dict)  # Batch size -> clips/s, engine model only.
     best_batch_size: int = 0  # The fastest size in batch_sweep.
     machine: dict[str, Any] = field(default_factory=dict)
@@ -192,6 +193,7 @@ def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress
 
     engine_model = load_model(config.model, EngineConfig(batch_size=bs))
     result.engine_provider, result.engine_model = engine_model.provider, str(engine_model.path)
+    result.engine_model_reason = engine_model.choice
     sweep = sweep_batch_sizes(engine_model, features, config.batch_sizes or (bs,))
     result.batch_sweep = {str(size): rate for size, rate in sweep.items()}
     result.best_batch_size = max(sweep, key=sweep.__getitem__)

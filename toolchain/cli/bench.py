@@ -105,4 +105,5 @@ def bench(
         table.add_row(f"engine model only, batch {size}", f"{value:.2f}")
     table.add_row("best batch size (engine model only)", str(result.best_batch_size))
     console.print(table)
+    console.print(f"engine ran {result.engine_model}: {result.engine_model_reason}", soft_wrap=True)
     console.print(f"figures written to {out}")
