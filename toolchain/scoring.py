@@ -295,11 +295,13 @@ def score_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path
     CSV is written; bad audio files become error rows."""
     folder = check_folder(folder)
     model = load_model(model_path, config)
-    identity = ModelIdentity(str(model.path.resolve()), model.sha256, model.metadata)
+    # The ledger knows a model by the file the user named, as the flow does; rows name the file that ran (the
+    # fp16 variant on CUDA), so a GPU run and a CPU run of the same model.onnx are one model to the ledger.
+    identity = ModelIdentity(str(Path(model_path).resolve()), model.source_sha256, model.metadata)
     with scoring_run(out_dir, mode="folder", target=folder, model=identity, run_id=run_id) as run_id:
         ledger = Ledger.in_dir(out_dir)
         ledger.set_provider(run_id, model.provider)
-        with folder_job(ledger, folder, out_dir, run_id, model.sha256) as job:
+        with folder_job(ledger, folder, out_dir, run_id, identity.sha256) as job:
             assert job is not None  # skip_if_scored is off
             files = discover_audio_files(folder)
             shards = [score_shard(model, job, 0, files, config, progress)]
