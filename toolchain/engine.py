@@ -113,7 +113,7 @@ class ScoringModel:
     """An open ONNX Runtime session plus what the model says about itself."""
 
     path: Path  # The .onnx file that runs: the one asked for, or its certified fp16 variant on CUDA.
-    sha256: str  # sha256 of `path`: the identity of "the model" in CSVs and the ledger.
+    sha256: str  # sha256 of `path`, written in CSV rows (the ledger keys runs by `source_sha256`).
     metadata: ModelMetadata
     provider: str  # The execution provider that actually runs (session.get_providers()[0]).
     session: Any  # onnxruntime.InferenceSession
