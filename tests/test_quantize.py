@@ -14,7 +14,16 @@ import pytest
 from toolchain.onnx_metadata import INPUT_NAME, OUTPUT_NAME, read_metadata
 from toolchain.onnx_session import open_session
 from toolchain.parity_data import Clip, featurize_clips
-from toolchain.quantize import Int8Mode, VariantRejectedError, convert_fp16, quantize_int8
+from toolchain.quantize import (
+    AUTO_ORDER,
+    Int8Mode,
+    Int8Recipe,
+    VariantRejectedError,
+    build_int8,
+    convert_fp16,
+    prepare_for_int8,
+    quantize_int8,
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +46,12 @@ def test_int8_kept_when_agreement_meets_threshold(exported_model, clip_features,
     assert report.kept and out.is_file() and report.model_path == str(out)
     assert 0.0 <= report.top1_agreement <= 1.0 and report.n_clips == len(features)
     assert report.accuracy_fp32 is not None and report.accuracy_variant is not None  # Labels were known.
-    # `auto` keeps the first mode that passes: with no bar, the fast one.
-    assert report.settings["mode"] == Int8Mode.u8s8_reduce.value and report.settings["per_channel"]
-    assert "rejected" not in report.settings
+    # `auto` keeps the first recipe that passes: with no bar, the first (8-bit weights, first conv and fc float).
+    assert report.settings["mode"] == AUTO_ORDER[0].mode.value == "u8s8" and report.settings["per_channel"]
+    assert report.settings["keep_float"] == ["conv1", "fc"] and "rejected" not in report.settings
+    producers = _weight_producers(out)
+    assert producers["conv1"] == producers["fc"] == "initializer"  # What the report says stayed float, did.
+    assert {p for name, p in producers.items() if name not in ("conv1", "fc")} == {"DequantizeLinear"}
 
     data = json.loads(report_path.read_text())
     assert data["status"] == "kept" and data["top1_agreement"] == report.top1_agreement
@@ -61,11 +73,12 @@ def test_int8_deleted_when_agreement_below_threshold(exported_model, clip_featur
         quantize_int8(exported_model.model_path, out, calibration, features, labels=labels,
                       min_agreement=1.01, report_path=report_path)
     assert not out.exists()
-    assert "\n" not in str(info.value) and "also rejected: u8s8-reduce" in str(info.value)
+    assert "\n" not in str(info.value) and "also rejected: u8s8 (conv1, fc in float): " in str(info.value)
     data = json.loads(report_path.read_text())
     assert data["status"] == "deleted" and data["threshold"] == 1.01 and data["top1_agreement"] is not None
-    # `auto` tried the fast mode, then u8u8; the report is the last attempt's and lists the earlier one.
-    assert data["settings"]["mode"] == "u8u8" and data["settings"]["rejected"][0].startswith("u8s8-reduce")
+    # `auto` tried every recipe of AUTO_ORDER; the report is the last attempt's and lists the earlier ones.
+    assert data["settings"]["mode"] == AUTO_ORDER[-1].mode.value
+    assert [r.split(":")[0] for r in data["settings"]["rejected"]] == [r.describe() for r in AUTO_ORDER[:-1]]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["parity.int8.json"]
 
 
@@ -102,3 +115,80 @@ def test_no_calibration_clips_is_refused(exported_model, clip_features, tmp_path
     with pytest.raises(VariantRejectedError, match="calibration"):
         quantize_int8(exported_model.model_path, tmp_path / "q.onnx", calibration[:0], features)
     assert list(tmp_path.iterdir()) == []
+
+
+def _weight_producers(model_path) -> dict[str, str]:
+    """Module name -> what feeds that Conv/Gemm's weight: "initializer" (float) or "DequantizeLinear" (INT8)."""
+    graph = onnx.load(str(model_path)).graph
+    initializers = {i.name for i in graph.initializer}
+    dequantized = {node.output[0]: node.input[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    producers = {}
+    for node in graph.node:
+        if node.op_type in ("Conv", "Gemm"):
+            weight = node.input[1]
+            if weight in initializers:
+                producers[weight.removesuffix(".weight")] = "initializer"
+            else:  # ORT names the stored INT8 weight `<module>.weight_quantized`.
+                producers[dequantized[weight].split(".weight")[0]] = "DequantizeLinear"
+    return producers
+
+
+def test_keep_float_layers_stay_float_in_the_saved_graph(exported_model, clip_features, tmp_path):
+    features, _, calibration = clip_features
+    recipe = Int8Recipe(Int8Mode.u8s8_reduce, keep_float=("conv1", "fc", "layer4.1"))
+    prepared = prepare_for_int8(exported_model.model_path, tmp_path / "pre.onnx")
+    out = build_int8(prepared, tmp_path / "q.onnx", calibration, recipe)
+    producers = _weight_producers(out)
+    floats = {name for name, producer in producers.items() if producer == "initializer"}
+    # A block name covers every layer under it; everything else is quantized.
+    assert floats == {"conv1", "fc", "layer4.1.conv1", "layer4.1.conv2"}
+    assert set(producers.values()) == {"initializer", "DequantizeLinear"} and len(producers) > len(floats)
+    (logits,) = open_session(out).run([OUTPUT_NAME], {INPUT_NAME: features[:2]})
+    assert np.all(np.isfinite(logits))
+
+
+def test_conv_gemm_only_leaves_residual_adds_in_float(exported_model, clip_features, tmp_path):
+    _, _, calibration = clip_features
+    prepared = prepare_for_int8(exported_model.model_path, tmp_path / "pre.onnx")
+    everything = onnx.load(str(build_int8(prepared, tmp_path / "all.onnx", calibration, Int8Recipe()))).graph
+    convs_only = onnx.load(str(build_int8(prepared, tmp_path / "cg.onnx", calibration,
+                                          Int8Recipe(op_types=("Conv", "Gemm"))))).graph
+
+    def quantized_add_outputs(graph) -> int:
+        adds = {out for node in graph.node if node.op_type == "Add" for out in node.output}
+        return sum(1 for node in graph.node if node.op_type == "QuantizeLinear" and node.input[0] in adds)
+
+    assert quantized_add_outputs(everything) > 0 and quantized_add_outputs(convs_only) == 0
+
+
+def test_unknown_keep_float_layer_is_refused_without_leaving_a_file(exported_model, clip_features, tmp_path):
+    features, labels, calibration = clip_features
+    out = tmp_path / "model.int8.onnx"
+    with pytest.raises(VariantRejectedError, match="'layer9' is not in the model") as info:
+        quantize_int8(exported_model.model_path, out, calibration, features, labels=labels,
+                      recipes=(Int8Recipe(keep_float=("layer9",)),), min_agreement=0.0,
+                      report_path=tmp_path / "r.json")
+    assert "\n" not in str(info.value) and not out.exists()
+    assert json.loads((tmp_path / "r.json").read_text())["status"] == "deleted"
+
+
+def test_recipe_settings_are_recorded_and_a_failing_recipe_is_deleted(exported_model, clip_features, tmp_path):
+    features, labels, calibration = clip_features
+    out, report_path = tmp_path / "model.int8.onnx", tmp_path / "parity.int8.json"
+    recipe = Int8Recipe(Int8Mode.u8s8_reduce, calibrate="percentile", percentile=99.99, keep_float=("conv1", "fc"))
+    with pytest.raises(VariantRejectedError, match="top-1 agreement"):
+        quantize_int8(exported_model.model_path, out, calibration, features, labels=labels, recipes=(recipe,),
+                      min_agreement=1.01, report_path=report_path)
+    assert not out.exists()
+    settings = json.loads(report_path.read_text())["settings"]
+    assert settings["keep_float"] == ["conv1", "fc"] and settings["calibration"] == "Percentile"
+    assert settings["percentile"] == 99.99 and settings["calibration_clips"] == len(calibration)
+
+
+def test_recipe_rejects_bad_values():
+    with pytest.raises(VariantRejectedError, match="calibration method 'kl'"):
+        Int8Recipe(calibrate="kl")
+    with pytest.raises(VariantRejectedError, match="percentile 101"):
+        Int8Recipe(calibrate="percentile", percentile=101)
+    with pytest.raises(VariantRejectedError, match="auto"):
+        Int8Recipe(Int8Mode.auto)

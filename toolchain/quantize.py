@@ -4,14 +4,19 @@ Each variant gets its own report (top-1 agreement with the fp32 ONNX model, prob
 labels are known, throughput on the evaluation clips) and is kept only when the report passes its threshold;
 otherwise the file is deleted and `VariantRejectedError` says why (machinery in `toolchain.variants`).
 
-INT8 mode: without VNNI (this CPU: AVX2) the 8-bit kernels sum u8*s8 products in 16 bits, which can saturate;
-ORT's docs advise 7-bit weights (`reduce_range=True`) or U8U8 there. Plain S8S8 measurably loses agreement here
-(94 %), so it is never the default; see AUTO_ORDER for what `auto` does and why. The report records the mode.
+INT8 on this CPU (AVX2, no VNNI): ORT's fast kernel multiplies u8 activations by s8 weights and sums pairs of
+products in 16 bits (vpmaddubsw), which saturates when two large activations meet two large weights. 7-bit
+weights (`reduce_range`) rule that out but cost precision; full 8-bit weights saturate only where activations are
+dense, and in a ResNet that is the first conv, fed the raw [0, 1] features. So the default recipe keeps 8-bit
+weights on the fast kernel and leaves the first conv and the classifier in float (see AUTO_ORDER for figures).
+The report's `settings` record the mode, what stayed float and how the ranges were calibrated.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -32,18 +37,18 @@ CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy"
 class Int8Mode(str, Enum):
     """Activation/weight integer types for ORT static quantization, or `auto` (see AUTO_ORDER)."""
 
-    auto = "auto"  # Fastest mode that passes the agreement rule: u8s8-reduce, else u8u8.
-    s8s8_reduce = "s8s8-reduce"  # Signed activations and 7-bit signed weights: no saturation without VNNI.
-    u8s8_reduce = "u8s8-reduce"  # ORT's classic CPU pairing, 7-bit weights.
-    u8u8 = "u8u8"  # Full 8-bit range on both, slower kernels on x86 but no saturation.
-    s8s8 = "s8s8"  # ORT's QDQ default; can saturate on AVX2 without VNNI (kept for measurement only).
+    auto = "auto"  # The first recipe of AUTO_ORDER that passes the agreement rule.
+    u8s8 = "u8s8"  # 8-bit signed weights on the fast kernel; saturation-prone on dense inputs (first conv: float).
+    u8s8_reduce = "u8s8-reduce"  # ORT's advice without VNNI: 7-bit weights, fast kernel, never saturates.
+    u8u8 = "u8u8"  # 8-bit weights, no saturation, but a slower kernel (ResNet152 1.3x fp32).
+    s8s8_reduce = "s8s8-reduce"  # Signed activations: ORT runs a third of the convs in float here (1.2x).
+    s8s8 = "s8s8"  # ORT's QDQ default; slow and saturating on this CPU (kept for measurement only).
 
 
 DEFAULT_INT8_MODE = Int8Mode.auto
-# Measured on this AVX2 CPU with benchmarks/int8_modes.py: u8s8-reduce is the fast one (ResNet152
-# 1.9x fp32) but agreed on 98.5 % of 600 clips with a weak resnet18; u8u8 agreed on 99.3 % but is barely faster
-# on ResNet152. Trying the fast one first keeps speed where the model tolerates it and accuracy where not.
-AUTO_ORDER = (Int8Mode.u8s8_reduce, Int8Mode.u8u8)
+# Layers every mode leaves in float: the first conv (~1 % of ResNet152's FLOPs; the only layer fed dense inputs,
+# where 8-bit weights saturate the fast kernel) and the classifier (a 2048 x classes Gemm, free in float).
+FLOAT_ENDS = ("conv1", "fc")
 
 
 class _FeatureReader:
@@ -66,15 +71,150 @@ class _FeatureReader:
         self._next = 0
 
 
+@dataclass(frozen=True)
+class Int8Recipe:
+    """How one INT8 model is built; `settings()` spells it out for the report.
+
+    `keep_float` names layers by their PyTorch module ("conv1", "fc", "layer4.2.conv3": the name of the weight
+    initializer without ".weight") or a prefix of it ("layer4.2": the whole block), so one recipe fits every
+    ResNet depth. `op_types` () quantizes every op ORT can (Conv, Gemm, Add, MaxPool, ...); ("Conv", "Gemm")
+    leaves the residual Adds in float. The defaults are the recipe `auto` tries first.
+    """
+
+    mode: Int8Mode = Int8Mode.u8s8
+    calibrate: str = "minmax"  # A CALIBRATION_METHODS key; percentile clipped too much here, entropy = minmax.
+    percentile: float = 99.999  # Percentile calibration only: the share of |values| the range must cover.
+    keep_float: tuple[str, ...] = FLOAT_ENDS
+    op_types: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.mode is Int8Mode.auto:
+            raise VariantRejectedError("an Int8Recipe needs a concrete mode: auto is a list of recipes (AUTO_ORDER)")
+        if self.calibrate not in CALIBRATION_METHODS:
+            raise VariantRejectedError(
+                f"calibration method {self.calibrate!r}: use one of {', '.join(CALIBRATION_METHODS)}")
+        if not 50.0 < self.percentile <= 100.0:
+            raise VariantRejectedError(f"percentile {self.percentile}: use a value in (50, 100], e.g. 99.999")
+
+    def describe(self) -> str:
+        """One line for messages: `u8s8 (conv1, fc in float)`."""
+        floats = f" ({', '.join(self.keep_float)} in float)" if self.keep_float else ""
+        return f"{self.mode.value}{floats}"
+
+    def settings(self) -> dict[str, Any]:
+        activation, weight, reduce_range = _quant_types(self.mode)
+        settings: dict[str, Any] = {
+            "format": "QDQ", "per_channel": True, "mode": self.mode.value, "reduce_range": reduce_range,
+            "calibration": CALIBRATION_METHODS[self.calibrate], "keep_float": list(self.keep_float),
+            "op_types": list(self.op_types) or "all",
+        }
+        if self.calibrate == "percentile":
+            settings["percentile"] = self.percentile
+        return settings
+
+
+# What `--int8-mode MODE` builds.
+MODE_RECIPES = {mode: Int8Recipe(mode, keep_float=FLOAT_ENDS) for mode in Int8Mode if mode is not Int8Mode.auto}
+# Measured with benchmarks/int8_modes.py (its default sweep): top-1 agreement with fp32 on 2,520 held-out FSDD
+# clips, mean of 3 calibration sets, for a resnet18 trained on 480 clips (86 % accurate, so it has borderline
+# clips to flip); speed-up over ORT fp32 for ResNet152 at 3x128x216, batch 16, timed round-robin in one process:
+#   u8s8 + FLOAT_ENDS          99.64 % (worst set 99.60 %)  1.86x   <- meets both targets (>= 99 %, >= 1.8x)
+#   u8s8, all quantized        97.66 %                      1.91x   (the first conv saturates the kernel)
+#   u8s8-reduce + FLOAT_ENDS   99.35 %                      1.86x   (plain u8s8-reduce: 99.27 %, 1.91x)
+#   u8u8 + FLOAT_ENDS          99.54 %                      1.29x
+# Calibration (Percentile, Entropy, 128 clips), leaving the residual Adds in float, or more float blocks bought no
+# agreement beyond noise; each float block costs 0.03-0.14x. The first recipe that passes is kept: accurate and
+# fast, then saturation-free and fast, then saturation-free.
+AUTO_ORDER = (MODE_RECIPES[Int8Mode.u8s8], MODE_RECIPES[Int8Mode.u8s8_reduce], MODE_RECIPES[Int8Mode.u8u8])
+
+
+def recipes_for(mode: Int8Mode, calibrate: str | None = None) -> tuple[Int8Recipe, ...]:
+    """What `mode` builds, in order (AUTO_ORDER for auto); `calibrate`, when given, replaces the method."""
+    chosen = AUTO_ORDER if mode is Int8Mode.auto else (MODE_RECIPES[mode],)
+    return tuple(dataclasses.replace(r, calibrate=calibrate) for r in chosen) if calibrate else chosen
+
+
 def _quant_types(mode: Int8Mode) -> tuple[Any, Any, bool]:
     from onnxruntime.quantization import QuantType
 
     return {
+        Int8Mode.u8s8: (QuantType.QUInt8, QuantType.QInt8, False),
         Int8Mode.s8s8_reduce: (QuantType.QInt8, QuantType.QInt8, True),
         Int8Mode.u8s8_reduce: (QuantType.QUInt8, QuantType.QInt8, True),
         Int8Mode.u8u8: (QuantType.QUInt8, QuantType.QUInt8, False),
         Int8Mode.s8s8: (QuantType.QInt8, QuantType.QInt8, False),
     }[mode]
+
+
+def layer_nodes(model_path: str | Path) -> dict[str, str]:
+    """Module name -> node name for every Conv/Gemm/MatMul whose weight is an initializer named `<module>.weight`."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    weights = {init.name for init in graph.initializer}
+    layers = {}
+    for node in graph.node:
+        if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1 and node.input[1] in weights:
+            layers[node.input[1].removesuffix(".weight")] = node.name
+    return layers
+
+
+def _match_layers(layers: dict[str, str], names: tuple[str, ...], option: str) -> list[str]:
+    """The layers `names` pick; a name also covers the layers under it ("layer4" -> layer4.*)."""
+    picked = []
+    for name in names:
+        matches = [layer for layer in layers if layer == name or layer.startswith(name + ".")]
+        if not matches:
+            sample = ", ".join(list(layers)[:3])
+            raise VariantRejectedError(f"{option} layer {name!r} is not in the model: use module names like {sample}")
+        picked += matches
+    return list(dict.fromkeys(picked))
+
+
+def prepare_for_int8(fp32_path: str | Path, out_path: str | Path) -> Path:
+    """ORT's quantization pre-processing (shape inference + graph optimization) of the fp32 model -> `out_path`."""
+    from onnxruntime.quantization import quant_pre_process
+
+    quant_pre_process(str(fp32_path), str(out_path))
+    return Path(out_path)
+
+
+def build_int8(
+    prepared_path: str | Path,
+    out_path: str | Path,
+    calibration: np.ndarray,
+    recipe: Int8Recipe,
+    progress: ProgressReporter | None = None,
+) -> Path:
+    """Static QDQ INT8 of a `prepare_for_int8` model per `recipe` -> `out_path` (unjudged: see `quantize_int8`).
+
+    `calibration`: float32 (n, channels, n_mels, frames) features; the activation ranges are fitted on them.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    unknown = sorted(set(recipe.op_types) - set(QDQRegistry) - set(QLinearOpsRegistry))
+    if unknown:
+        raise VariantRejectedError(f"op type {unknown[0]!r} is not one ORT quantizes: use e.g. Conv, Gemm, Add")
+    progress = progress or NullProgress()
+    activation, weight, reduce_range = _quant_types(recipe.mode)
+    layers = layer_nodes(prepared_path)
+    excluded = [layers[layer] for layer in _match_layers(layers, recipe.keep_float, "keep_float")]
+    extra: dict[str, Any] = {}
+    if recipe.calibrate == "percentile":
+        extra["CalibPercentile"] = recipe.percentile
+    progress.start("calibrate", f"INT8 {recipe.describe()}: calibrating", len(calibration))
+    # MinMax keeps running per-tensor extremes; Percentile and Entropy keep histograms (ORT augments the graph).
+    quantize_static(
+        str(prepared_path), str(out_path), _FeatureReader(calibration, progress),
+        quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
+        activation_type=activation, weight_type=weight,
+        calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[recipe.calibrate]),
+        nodes_to_exclude=excluded, op_types_to_quantize=list(recipe.op_types) or None, extra_options=extra,
+    )
+    progress.finish("calibrate")
+    return Path(out_path)
 
 
 def quantize_int8(
@@ -85,7 +225,8 @@ def quantize_int8(
     *,
     labels: list[str | None] | None = None,
     mode: Int8Mode = DEFAULT_INT8_MODE,
-    calibrate: str = "minmax",
+    calibrate: str | None = None,
+    recipes: Sequence[Int8Recipe] | None = None,
     min_agreement: float = INT8_MIN_AGREEMENT,
     report_path: str | Path | None = None,
     progress: ProgressReporter | None = None,
@@ -95,30 +236,29 @@ def quantize_int8(
     `calibration` and `evaluation`: float32 (n, channels, n_mels, frames) features, ideally disjoint.
     Kept only when top-1 agreement with the fp32 model on `evaluation` is >= `min_agreement`; otherwise the file
     is deleted and `VariantRejectedError` raised (its `.report` says why). The report (JSON at `report_path`) is
-    written either way. `mode=auto` tries AUTO_ORDER and keeps the first that passes; the report lists the
-    rejected attempts under `settings["rejected"]`.
+    written either way. `recipes` (default: `recipes_for(mode, calibrate)`; `mode=auto` is AUTO_ORDER) are tried
+    in order and the first that passes is kept; the report lists the rejected attempts under
+    `settings["rejected"]`.
     """
     if len(calibration) == 0:
         raise VariantRejectedError("no calibration clips for INT8: pass real audio with --parity-data")
-    if calibrate not in CALIBRATION_METHODS:
-        raise VariantRejectedError(f"calibration method {calibrate!r}: use one of {', '.join(CALIBRATION_METHODS)}")
-    mode = Int8Mode(mode)
-    modes = AUTO_ORDER if mode is Int8Mode.auto else (mode,)
+    recipes = tuple(recipes or recipes_for(Int8Mode(mode), calibrate))
     rejected: list[str] = []
-    for attempt in modes:
+    for i, attempt in enumerate(recipes):
         try:
             report = _quantize_one(Path(fp32_path), Path(out_path), calibration, evaluation, labels, attempt,
-                                   calibrate, min_agreement, report_path, progress or NullProgress())
+                                   min_agreement, report_path, progress or NullProgress())
         except VariantRejectedError as exc:
-            if attempt is modes[-1]:
+            if i == len(recipes) - 1:
                 raise _with_attempts(exc, rejected, report_path) from None
-            rejected.append(f"{attempt.value}: {exc.report.reason}")  # type: ignore[attr-defined]
+            rejected.append(f"{attempt.describe()}: {exc.report.reason}")  # type: ignore[attr-defined]
             continue
-        if rejected and report_path:
+        if rejected:
             report = dataclasses.replace(report, settings={**report.settings, "rejected": rejected})
-            write_json_atomic(report.to_dict(), Path(report_path))
+            if report_path:
+                write_json_atomic(report.to_dict(), Path(report_path))
         return report
-    raise AssertionError("unreachable: AUTO_ORDER is not empty")
+    raise AssertionError("unreachable: there is always at least one recipe")
 
 
 def _with_attempts(exc: VariantRejectedError, rejected: list[str], report_path) -> VariantRejectedError:
@@ -140,37 +280,23 @@ def _quantize_one(
     calibration: np.ndarray,
     evaluation: np.ndarray,
     labels: list[str | None] | None,
-    mode: Int8Mode,
-    calibrate: str,
+    recipe: Int8Recipe,
     min_agreement: float,
     report_path: str | Path | None,
     progress: ProgressReporter,
 ) -> VariantReport:
-    activation, weight, reduce_range = _quant_types(mode)
-
     def build(pending: Path) -> None:
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, quant_pre_process, quantize_static
-
         prepared = temp_path(pending, ".pre.onnx")
         try:
-            progress.start("preprocess", f"INT8 {mode.value}: shape inference + graph optimization", None)
-            quant_pre_process(str(fp32_path), str(prepared))
+            progress.start("preprocess", f"INT8 {recipe.describe()}: shape inference + graph optimization", None)
+            prepare_for_int8(fp32_path, prepared)
             progress.finish("preprocess")
-            progress.start("calibrate", f"INT8 {mode.value}: calibrating", len(calibration))
-            # MinMax keeps only per-tensor min/max per clip (ORT augments the graph with ReduceMin/ReduceMax).
-            quantize_static(
-                str(prepared), str(pending), _FeatureReader(calibration, progress),
-                quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
-                activation_type=activation, weight_type=weight,
-                calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[calibrate]),
-            )
-            progress.finish("calibrate")
+            build_int8(prepared, pending, calibration, recipe, progress)
         finally:
             prepared.unlink(missing_ok=True)
 
-    settings = {"format": "QDQ", "per_channel": True, "mode": mode.value, "reduce_range": reduce_range,
-                "calibration": CALIBRATION_METHODS[calibrate], "calibration_clips": len(calibration)}
-    progress.start("int8", f"INT8 {mode.value}: evaluating against fp32", None)
+    settings = {**recipe.settings(), "calibration_clips": len(calibration)}
+    progress.start("int8", f"INT8 {recipe.describe()}: evaluating against fp32", None)
     try:
         return build_and_judge("int8", fp32_path, out_path, build, evaluation, labels, CPU, min_agreement, settings,
                                Path(report_path) if report_path else None)
