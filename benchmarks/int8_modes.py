@@ -7,7 +7,7 @@
 Accuracy: `--model` (the fp32 ONNX of a model that has learned real clips) is quantized per recipe, calibrated on
 clips from its checkpoint's training data (as `export-onnx --int8` does), and compared with fp32 on `--eval-clips`
 clips drawn reproducibly from `--eval-data` (held out from training): top-1 agreement, flips, accuracy, mean
-|Δprob|. A handful of flips decides 99 %, and which clips flip depends on the calibration clips, so
+|Δprob|, logit error relative to the logit vector. A handful of flips decides 99 %, and which clips flip depends on the calibration clips, so
 `--calibration-seeds K` builds every recipe K times on disjoint calibration sets and reports each flip count.
 Speed: `--speed-model` (a ResNet152 at the 5-s shape; random init is fine, ORT's fp32 speed is the same) is
 quantized once per recipe structure (types, float layers, op types; MinMax on 8 clips, since ranges do not change
@@ -176,7 +176,7 @@ def main() -> None:
 
     rows = []
     for i, (recipe, clips) in enumerate(parsed):
-        flips, agreements, int8_acc, mean_dp = [], [], [], []
+        flips, agreements, int8_acc, mean_dp, rel_err = [], [], [], [], []
         for seed in range(args.calibration_seeds):
             calibration = pool[seed * clips:(seed + 1) * clips]
             path = build_int8(prepared, args.out / f"accuracy.{i}.onnx", calibration, recipe)
@@ -186,11 +186,14 @@ def main() -> None:
             agreements.append(compare_logits(reference, logits)["top1_agreement"])
             int8_acc.append(accuracy(logits, labels, classes))
             mean_dp.append(float(np.abs(softmax(logits) - softmax(reference)).mean()))
+            # Logit error relative to the logit vector: continuous, so it ranks recipes where flips are too few.
+            rel_err.append(float(np.mean(np.linalg.norm(logits - reference, axis=1)
+                                         / np.linalg.norm(reference, axis=1))))
         row = {"recipe": recipe_name(recipe), **recipe.settings(), "calibration_clips": clips,
                "n": len(evaluation), "flips": flips, "agreement": float(np.mean(agreements)),
                "min_agreement": float(np.min(agreements)), "acc_fp32": accuracy(reference, labels, classes),
                "acc_int8": None if None in int8_acc else float(np.mean(int8_acc)),
-               "mean_abs_prob_diff": float(np.mean(mean_dp))}
+               "mean_abs_prob_diff": float(np.mean(mean_dp)), "rel_logit_err": float(np.mean(rel_err))}
         rows.append((recipe, row))
         print(json.dumps(row), flush=True)
     if args.speed_model:
