@@ -1,11 +1,12 @@
 # Two commands for a newcomer: `make demo` and `make test`. Both create or refresh .venv from pyproject.toml.
+# While working: `make test-fast` (no training, no server, no browser) and `make lint` (ruff + import-linter).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test clean
+.PHONY: venv demo lint test test-fast clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,8 +35,15 @@ demo: $(STAMP)
 	$(BIN)/python -m flows --model $(DEMO)/run/model.onnx --inbox $(DEMO)/data/inbox --output-dir $(DEMO)/predictions
 	@echo "demo outputs: $(DEMO)/run (checkpoint, plots, reports, model.onnx, parity.json) and $(DEMO)/predictions"
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check toolchain flows tests benchmarks
+	$(BIN)/lint-imports
+
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: lint
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -33,12 +33,18 @@ from pathlib import Path
 
 import numpy as np
 
-from toolchain.checkpoint import load_checkpoint
-from toolchain.onnx_metadata import read_metadata
-from toolchain.onnx_session import open_session, run_onnx
-from toolchain.parity import compare_logits, softmax
-from toolchain.parity_data import featurize_clips, select_clips
-from toolchain.quantize import Int8Mode, Int8Recipe, build_int8, layer_nodes, prepare_for_int8
+from toolchain.export.clips import featurize_clips, select_clips
+from toolchain.export.parity import compare_logits, softmax
+from toolchain.export.quantize import (
+    Int8Mode,
+    Int8Recipe,
+    build_int8,
+    layer_nodes,
+    prepare_for_int8,
+)
+from toolchain.inference.contract import read_metadata
+from toolchain.inference.session import open_session, run_batches
+from toolchain.training.checkpoint import load_checkpoint
 
 BATCH = 16
 SPEED_CALIBRATION_CLIPS = 8  # Speed needs a valid graph, not good ranges.
@@ -104,11 +110,11 @@ def time_round_robin(fp32_path: Path, variants: dict[str, Path], features: np.nd
     fp32 = open_session(fp32_path)
     sessions = {name: open_session(path) for name, path in variants.items()}
     for session in (fp32, *sessions.values()):
-        run_onnx(session, features[:BATCH], BATCH)  # First runs pay for allocations.
+        run_batches(session, features[:BATCH], BATCH)  # First runs pay for allocations.
 
     def one_pass(session) -> float:
         start = time.perf_counter()
-        run_onnx(session, features, BATCH)
+        run_batches(session, features, BATCH)
         return time.perf_counter() - start
 
     names = list(sessions)
@@ -170,7 +176,7 @@ def main() -> None:
     pool, _, _ = featurize_clips(selection.calibration, ckpt.feature_config)
     labels, classes = [c.label for c in used], read_metadata(args.model).classes
     prepared = prepare_for_int8(args.model, args.out / "accuracy.pre.onnx")
-    reference = run_onnx(open_session(args.model), evaluation, BATCH)
+    reference = run_batches(open_session(args.model), evaluation, BATCH)
     print(json.dumps({"fp32_accuracy": accuracy(reference, labels, classes), "n": len(evaluation),
                       "calibration_pool": len(pool)}), flush=True)
 
@@ -180,7 +186,7 @@ def main() -> None:
         for seed in range(args.calibration_seeds):
             calibration = pool[seed * clips:(seed + 1) * clips]
             path = build_int8(prepared, args.out / f"accuracy.{i}.onnx", calibration, recipe)
-            logits = run_onnx(open_session(path), evaluation, BATCH)
+            logits = run_batches(open_session(path), evaluation, BATCH)
             path.unlink()
             flips.append(int(np.sum(logits.argmax(1) != reference.argmax(1))))
             agreements.append(compare_logits(reference, logits)["top1_agreement"])

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from toolchain.scoring import DEFAULT_SHARD_SIZE
+from toolchain.scoring.folder import DEFAULT_SHARD_SIZE
 
 cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 

@@ -11,6 +11,7 @@ as Late while nothing executes them) and the next `toolchain serve` resumes it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +19,9 @@ from prefect import serve
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
 from flows.score_folder import score_folder_flow
-from toolchain.engine import EngineConfig
 from toolchain.errors import ScoringError
-from toolchain.scoring import check_folder, describe_model
+from toolchain.scoring.engine import EngineConfig
+from toolchain.scoring.folder import check_folder, describe_model
 
 INBOX_DEPLOYMENT = "inbox-scan"
 ON_DEMAND_DEPLOYMENT = "on-demand"
@@ -39,8 +40,8 @@ class ServeOptions:
 
 
 def _engine_parameters(engine: EngineConfig) -> dict[str, Any]:
-    return {"batch_size": engine.batch_size, "provider": engine.provider, "decode_workers": engine.decode_workers,
-            "intra_op_threads": engine.intra_op_threads}
+    """The deployment's default `engine` parameter: every field, so the UI form shows what runs."""
+    return {"engine": dataclasses.asdict(engine)}
 
 
 def build_deployments(options: ServeOptions) -> list[RunnerDeployment]:

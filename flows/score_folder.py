@@ -1,23 +1,28 @@
-"""Prefect flow `score-folder`: discover -> score (shards) -> write -> record, around `toolchain.scoring`.
+"""Prefect flow `score-folder`: the library's folder scoring (`toolchain.scoring.folder.run_folder`), its steps
+run as Prefect tasks.
 
 Parameters: `model` (.onnx), `output_dir`, and either `folder` (score it now) or `inbox` (score every subfolder the
-model has not scored yet, each as a child flow run named after the folder). The flow only wires tasks; the work,
-the CSV format and the ledger live in the library, callable without Prefect (`toolchain score` does).
+model has not scored yet, each as a child flow run named after the folder). The engine settings are one typed
+parameter, `engine` (every `EngineConfig` field; a form in the UI); `batch_size`, `provider`, `decode_workers`
+and `intra_op_threads` are also accepted on their own, overriding `engine`, so the common ones stay a plain
+`--param batch_size=32`. The flow only wires tasks: the sequence, the CSV format, the ledger and the
+busy/already-scored/retry bookkeeping live in the library, which `toolchain score` runs without Prefect.
 
-Retries sit on the tasks that touch the disk (discover, score, write, record) and show in the logs as
-"Retry 1/2 will start ..."; each folder's ledger row records how many retries it took. Shards are mapped on the
+Retries sit on the tasks that touch the disk (discover, score, write, record, find-unscored) and show in the logs
+as "Retry 1/2 will start ..."; each folder's ledger row records how many retries it took. Shards are mapped on the
 flow's task runner: one thread by default (the decode workers and ORT threads already fill the cores); pass another
 runner with `score_folder_flow.with_options(task_runner=...)`, or pass `dask_address` to send the shards to a Dask
-cluster through prefect-dask's DaskTaskRunner (`flows/dask_runner.py`).
-Schedules live in `flows/deploy.py`, not here.
+cluster through prefect-dask's DaskTaskRunner (`flows/dask_runner.py`). Schedules live in `flows/deploy.py`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -26,77 +31,71 @@ from prefect.runtime import flow_run, task_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.dask_runner import shard_runner
-from toolchain.engine import EngineConfig
 from toolchain.errors import ScoringError
-from toolchain.ledger import Ledger
-from toolchain.scoring import (
+from toolchain.inference.providers import Provider
+from toolchain.scoring.engine import EngineConfig
+from toolchain.scoring.folder import (
     DEFAULT_SHARD_SIZE,
-    FolderBusyError,
+    Attempted,
     FolderJob,
+    FolderOutcome,
     FolderSummary,
+    InboxScan,
     ShardResult,
-    describe_model,
-    discover_audio_files,
-    folder_job,
-    load_model_cached,
-    record_folder,
-    score_shard,
-    scoring_run,
-    shard,
-    unscored_folders,
-    write_predictions,
+    run_folder,
+    scan_inbox,
+    score_shard_of,
 )
 
 RETRIES = 2
 FLOW_NAME = "score-folder"
-
-
-@dataclass(frozen=True)
-class Attempted:
-    """A task's value plus the attempt that produced it (1 = no retry)."""
-
-    value: Any
-    attempt: int
+T = TypeVar("T")
 
 
 def _attempt() -> int:
     return max(1, task_run.run_count or 1)
 
 
-@task(name="discover", retries=RETRIES, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def discover_task(folder: str) -> Attempted:
-    files = discover_audio_files(folder)
-    get_run_logger().info("discovered %d audio files in %s", len(files), folder)
-    return Attempted(files, _attempt())
+@task(name="step", retries=RETRIES, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def step_task(fn: Callable[[int], Any]) -> Attempted:
+    """One library step (`fn(attempt)`); `PrefectSteps.run` names it (discover, write-csv, record, ...)."""
+    attempt = _attempt()
+    return Attempted(fn(attempt), attempt)
 
 
 @task(name="score-shard", task_run_name="score-shard-{index}", retries=1, retry_delay_seconds=5,
       cache_policy=NO_CACHE)
 def score_shard_task(model: str, job: FolderJob, index: int, files: list[str], config: EngineConfig) -> ShardResult:
-    loaded = load_model_cached(model, config)
-    result = score_shard(loaded, job, index, files, config, attempt=_attempt())
-    get_run_logger().info(
-        "shard %d: %d ok, %d error in %.1f s on %s", index, result.part.files_ok, result.part.files_error,
-        result.seconds, result.provider,
-    )
-    return result
+    return score_shard_of(model, config, job, index, files, attempt=_attempt())
 
 
-@task(name="write-csv", retries=RETRIES, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def write_task(job: FolderJob, shards: list[ShardResult]) -> Attempted:
-    path = write_predictions(job, shards, attempt=_attempt())
-    get_run_logger().info("wrote %s", path)
-    return Attempted(str(path), _attempt())
+@dataclass(frozen=True)
+class PrefectSteps:
+    """`toolchain.scoring.folder.ScoringSteps` on Prefect: tasks with retries, shards by `.map` or on Dask."""
 
+    model: str
+    config: EngineConfig
+    retry_delay_seconds: float = 5.0
+    dask_address: str | None = None
 
-@task(name="record", retries=RETRIES, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def record_task(job: FolderJob, shards: list[ShardResult], csv_path: str, task_retries: int) -> FolderSummary:
-    return record_folder(job, shards, csv_path, task_retries + _attempt() - 1)
+    def run(self, name: str, fn: Callable[[int], T]) -> Attempted[T]:
+        return step_task.with_options(name=name, task_run_name=name,
+                                      retry_delay_seconds=self.retry_delay_seconds)(fn)
 
+    def map_shards(self, job: FolderJob, shards: list[list[str]]) -> list[ShardResult]:
+        shard_task = score_shard_task.with_options(retry_delay_seconds=self.retry_delay_seconds)
+        parameters = {"model": unmapped(self.model), "job": unmapped(job), "index": list(range(len(shards))),
+                      "files": shards, "config": unmapped(self.config)}
+        with shard_runner(self.dask_address) as runner:
+            if runner is None:
+                futures = shard_task.map(**parameters)
+            else:
+                self.log(f"scoring {len(shards)} shard(s) on the Dask cluster at {self.dask_address}")
+                futures = runner.map(shard_task, parameters=parameters)
+            return [f.result() for f in futures]
 
-@task(name="find-unscored", retries=RETRIES, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def find_unscored_task(inbox: str, output_dir: str, model_sha256: str) -> list[str]:
-    return [str(p) for p in unscored_folders(inbox, Ledger.in_dir(output_dir), model_sha256)]
+    def log(self, message: str) -> None:
+        get_run_logger().info("%s", message)
 
 
 def _slug(text: str) -> str:
@@ -140,79 +139,20 @@ def publish_artifacts(summary: FolderSummary) -> None:
     )
 
 
-def _score_one(model: str, output_dir: str, folder: str, config: EngineConfig, shard_size: int,
-               retry_delay_seconds: float, skip_scored: bool, parent_run_id: str | None,
-               dask_address: str | None = None) -> dict[str, Any]:
-    logger = get_run_logger()
-    identity = describe_model(model)
-    ledger = Ledger.in_dir(output_dir)
-    delays = {"retry_delay_seconds": retry_delay_seconds}
-    logger.info("model %s sha256=%s (%s, %d classes)", model, identity.sha256, identity.metadata.arch,
-                len(identity.metadata.classes))
-    with scoring_run(output_dir, mode="folder", target=folder, model=identity, flow_run_id=flow_run.id,
-                     parent_run_id=parent_run_id) as run_id:
-        try:
-            with folder_job(ledger, folder, output_dir, run_id, identity.sha256, flow_run_id=flow_run.id,
-                            skip_if_scored=skip_scored) as job:
-                if job is None:
-                    logger.info("%s is already scored by this model: skipped", folder)
-                    return {"folder": folder, "skipped": "already scored"}
-                discovered = discover_task.with_options(**delays)(folder)
-                shards = shard(discovered.value, shard_size)
-                shard_task = score_shard_task.with_options(**delays)
-                with shard_runner(dask_address) as runner:
-                    if runner is None:
-                        futures = shard_task.map(
-                            unmapped(model), unmapped(job), list(range(len(shards))), shards, unmapped(config)
-                        )
-                    else:
-                        logger.info("scoring %d shard(s) on the Dask cluster at %s", len(shards), dask_address)
-                        futures = runner.map(shard_task, parameters={
-                            "model": unmapped(model), "job": unmapped(job), "index": list(range(len(shards))),
-                            "files": shards, "config": unmapped(config),
-                        })
-                    results = [f.result() for f in futures]
-                ledger.set_provider(run_id, results[0].provider)
-                written = write_task.with_options(**delays)(job, results)
-                retries = (discovered.attempt - 1) + (written.attempt - 1) + sum(r.attempt - 1 for r in results)
-                summary = record_task.with_options(**delays)(job, results, written.value, retries)
-        except FolderBusyError as exc:
-            if not skip_scored:
-                raise
-            logger.warning("skipped: %s", exc)
-            return {"folder": folder, "skipped": "busy"}
-    logger.info(
-        "scored %s: %d files (%d ok, %d error), %.1f files/s, provider %s, model sha256 %s, task retries %d -> %s",
-        folder, summary.files_total, summary.files_ok, summary.files_error, summary.files_per_second,
-        summary.provider, summary.model_sha256, summary.task_retries, summary.csv_path,
+def publish_inbox_artifact(scan: InboxScan) -> None:
+    lines = [f"- `{o.folder}` -> `{o.summary.csv_path if o.summary else o.skipped}`" for o in scan.outcomes]
+    lines += [f"- `{sub}` **failed**" for sub in scan.failed]
+    create_markdown_artifact(
+        key=f"inbox-scan-{_slug(Path(scan.inbox).name)}",
+        markdown=f"# Inbox scan of `{scan.inbox}`\n\n{len(scan.todo)} new folder(s)\n\n" + "\n".join(lines),
+        description=f"inbox scan: {len(scan.todo)} folder(s), {len(scan.failed)} failed",
     )
-    publish_artifacts(summary)
-    return summary.to_dict()
 
 
-def _scan_inbox(model: str, output_dir: str, inbox: str, params: dict[str, Any]) -> dict[str, Any]:
-    logger = get_run_logger()
-    identity = describe_model(model)
-    with scoring_run(output_dir, mode="inbox", target=inbox, model=identity, flow_run_id=flow_run.id) as run_id:
-        todo = find_unscored_task(inbox, output_dir, identity.sha256)
-        logger.info("inbox %s: %d folder(s) not yet scored by model %s", inbox, len(todo), identity.sha256[:12])
-        states = [
-            score_folder_flow(model=model, output_dir=output_dir, folder=sub, skip_scored=True,
-                              parent_run_id=run_id, return_state=True, **params)
-            for sub in todo
-        ]
-        failed = [sub for sub, state in zip(todo, states) if not state.is_completed()]
-        results = [state.result() for state in states if state.is_completed()]
-        lines = [f"- `{r['folder']}` -> `{r.get('csv_path', r.get('skipped'))}`" for r in results]
-        lines += [f"- `{sub}` **failed**" for sub in failed]
-        create_markdown_artifact(
-            key=f"inbox-scan-{_slug(Path(inbox).name)}",
-            markdown=f"# Inbox scan of `{inbox}`\n\n{len(todo)} new folder(s)\n\n" + "\n".join(lines),
-            description=f"inbox scan: {len(todo)} folder(s), {len(failed)} failed",
-        )
-        if failed:
-            raise ScoringError(f"{len(failed)} of {len(todo)} inbox folders failed: {', '.join(failed)}")
-    return {"inbox": inbox, "run_id": run_id, "folders": results}
+def engine_settings(engine: EngineConfig | None, **overrides: Any) -> EngineConfig:
+    """`engine` with the top-level shortcut parameters that were given (not None) laid over it."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(engine or EngineConfig(), **given)
 
 
 @flow(name=FLOW_NAME, flow_run_name=_run_name, task_runner=ThreadPoolTaskRunner(max_workers=1), log_prints=True)
@@ -221,11 +161,12 @@ def score_folder_flow(
     output_dir: str,
     folder: str | None = None,
     inbox: str | None = None,
-    batch_size: int = 16,
-    shard_size: int = DEFAULT_SHARD_SIZE,
+    engine: EngineConfig | None = None,
+    batch_size: int | None = None,
+    provider: Provider | None = None,
     decode_workers: int | None = None,
     intra_op_threads: int | None = None,
-    provider: str = "auto",
+    shard_size: int = DEFAULT_SHARD_SIZE,
     retry_delay_seconds: float = 5.0,
     skip_scored: bool = False,
     parent_run_id: str | None = None,
@@ -234,19 +175,37 @@ def score_folder_flow(
     """Score `folder` (or each new subfolder of `inbox`) with the ONNX `model` into
     `<output_dir>/<folder name>/predictions_<UTC>.csv`, recorded in `<output_dir>/ledger.sqlite`.
 
-    `skip_scored` skips a folder this model already scored (inbox scans set it); `parent_run_id` is set by inbox
-    scans on their per-folder runs. `dask_address` (e.g. "tcp://10.0.0.5:8786") scores the shards on that Dask
-    cluster instead of in this process. The engine settings (batch_size, decode_workers, intra_op_threads, provider)
-    change speed only, never results.
+    `engine`: every engine setting (batch size, provider, precision, device id, decode workers, ORT threads, ...);
+    they change speed only, never results. `batch_size`, `provider`, `decode_workers`, `intra_op_threads`, when
+    given, override the same fields of `engine`. `skip_scored` skips a folder this model already scored (inbox
+    scans set it); `parent_run_id` is set by inbox scans on their per-folder runs. `dask_address` (e.g.
+    "tcp://10.0.0.5:8786") scores the shards on that Dask cluster instead of in this process.
     """
     if (folder is None) == (inbox is None):
         raise ScoringError("pass exactly one of `folder` (score it) or `inbox` (score its new subfolders)")
-    config = EngineConfig(batch_size=batch_size, provider=provider, decode_workers=decode_workers,
-                          intra_op_threads=intra_op_threads)
+    config = engine_settings(engine, batch_size=batch_size, provider=provider, decode_workers=decode_workers,
+                             intra_op_threads=intra_op_threads)
+    steps = PrefectSteps(model, config, retry_delay_seconds, dask_address)
     if inbox is not None:
-        params = dict(batch_size=batch_size, shard_size=shard_size, decode_workers=decode_workers,
-                      intra_op_threads=intra_op_threads, provider=provider, retry_delay_seconds=retry_delay_seconds,
-                      dask_address=dask_address)
-        return _scan_inbox(model, output_dir, inbox, params)
-    return _score_one(model, output_dir, folder, config, shard_size, retry_delay_seconds, skip_scored,
-                      parent_run_id, dask_address)
+        def score_subfolder(sub: str, parent: str) -> FolderOutcome:
+            state = score_folder_flow(model=model, output_dir=output_dir, folder=sub, engine=config,
+                                      shard_size=shard_size, retry_delay_seconds=retry_delay_seconds,
+                                      skip_scored=True, parent_run_id=parent, dask_address=dask_address,
+                                      return_state=True)
+            result = state.result()  # Raises the child's exception when it failed.
+            return FolderOutcome(sub, FolderSummary(**_summary_fields(result)) if "csv_path" in result else None,
+                                 result.get("skipped", ""))
+
+        scan = scan_inbox(model, inbox, output_dir, steps, score_subfolder, flow_run_id=flow_run.id,
+                          report=publish_inbox_artifact)
+        return scan.to_dict()
+    outcome = run_folder(model, folder, output_dir, steps, shard_size=shard_size, skip_scored=skip_scored,
+                         flow_run_id=flow_run.id, parent_run_id=parent_run_id)
+    if outcome.summary is not None:
+        publish_artifacts(outcome.summary)
+    return outcome.to_dict()
+
+
+def _summary_fields(result: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(FolderSummary)}
+    return {k: v for k, v in result.items() if k in names}

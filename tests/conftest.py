@@ -66,9 +66,9 @@ def tiny_checkpoint(tmp_path_factory, fsdd_dir) -> Path:
     """An untrained resnet18 checkpoint over the 10 FSDD classes; val_files are real FSDD clips."""
     import torch
 
-    from toolchain.checkpoint import best_checkpoint_name, make_payload, save_checkpoint
-    from toolchain.features import DEFAULT_CONFIG
-    from toolchain.model import build_model
+    from toolchain.audio.config import DEFAULT_CONFIG
+    from toolchain.training.checkpoint import best_checkpoint_name, make_payload, save_checkpoint
+    from toolchain.training.model import build_model
 
     torch.manual_seed(0)
     rows = fsdd_rows(fsdd_dir)
@@ -88,7 +88,7 @@ def exported_model(request, tmp_path_factory):
     Exports `trained_checkpoint` when the suite defines it, else `tiny_checkpoint`; the checkpoint path is
     `result.parity.checkpoint_path`. Tests that alter the model must work on a copy.
     """
-    from toolchain.certify import ExportOptions, export_and_certify
+    from toolchain.export.certify import ExportOptions, export_and_certify
 
     try:
         checkpoint = request.getfixturevalue("trained_checkpoint")
@@ -123,8 +123,8 @@ def trained_checkpoint(tmp_path_factory, fsdd_dir) -> Path:
     file (an error row in the predictions CSV). Features are cached in `train_args["cache_dir"]`.
     Read-only for users: copy it before modifying anything.
     """
-    from toolchain.features import FeatureConfig
-    from toolchain.train import TrainConfig, train
+    from toolchain.audio.config import FeatureConfig
+    from toolchain.training.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("trained")
     broken = root / "broken.wav"

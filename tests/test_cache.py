@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import toolchain.cache as cache_module
 from conftest import fsdd_rows
-from toolchain.cache import CHUNKSIZE, CachedFeatureDataset, FeatureCache
-from toolchain.features import DEFAULT_CONFIG, FeatureConfig, features_from_path
+
+import toolchain.training.cache as cache_module
+from toolchain.audio.config import DEFAULT_CONFIG, FeatureConfig
+from toolchain.audio.features import features_from_path
+from toolchain.training.cache import CHUNKSIZE, CachedFeatureDataset, FeatureCache
 
 
 def _clips(fsdd: Path, n: int) -> list[str]:

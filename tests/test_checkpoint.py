@@ -7,10 +7,10 @@ import os
 import pytest
 import torch
 
-from toolchain.checkpoint import best_checkpoint_name, load_checkpoint, make_payload, save_checkpoint
+from toolchain.audio.config import DEFAULT_CONFIG
 from toolchain.errors import CheckpointError, FeatureConfigError
-from toolchain.features import DEFAULT_CONFIG
-from toolchain.model import build_model
+from toolchain.training.checkpoint import best_checkpoint_name, load_checkpoint, make_payload, save_checkpoint
+from toolchain.training.model import build_model
 
 CLASSES = ["bird", "car", "dog"]
 

@@ -14,11 +14,11 @@ import onnx
 import pytest
 import torch
 import typer.main
+from conftest import write_fsdd_manifest
 from typer.testing import CliRunner
 
-from conftest import write_fsdd_manifest
-from toolchain.checkpoint import save_checkpoint
 from toolchain.cli import app
+from toolchain.training.checkpoint import save_checkpoint
 
 runner = CliRunner()
 

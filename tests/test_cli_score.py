@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import copy_clips, read_rows
 from typer.testing import CliRunner
 
-from conftest import copy_clips, read_rows
 from toolchain.cli import app
-from toolchain.ledger import Ledger
-from toolchain.outputs import published_csvs
+from toolchain.scoring.ledger import Ledger
+from toolchain.scoring.outputs import published_csvs
 
 runner = CliRunner()
 TOOLCHAIN = [str(Path(sys.executable).with_name("toolchain"))]  # The console script of this venv.

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 import typer.main
+from conftest import fsdd_rows, write_fsdd_manifest
 from typer.testing import CliRunner
 
-from conftest import fsdd_rows, write_fsdd_manifest
 from toolchain.cli import app
-from toolchain.model import Arch, imagenet_weights_path
-from toolchain.train import TrainConfig
+from toolchain.training.model import Arch, imagenet_weights_path
+from toolchain.training.train import TrainConfig
 
 runner = CliRunner()
 

@@ -17,30 +17,27 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import fsdd_rows, read_rows
 from typer.testing import CliRunner
 
-from conftest import fsdd_rows, read_rows
-from toolchain.certify import variant_path
 from toolchain.cli import app
-from toolchain.digest import file_sha256
-from toolchain.engine import EngineConfig, load_model, score_files
-from toolchain.errors import ScoringError
-from toolchain.ledger import Ledger
-from toolchain.onnx_metadata import INPUT_NAME, OUTPUT_NAME, PREFIX, read_metadata
-from toolchain.onnx_session import open_session, run_logits
-from toolchain.parity_data import Clip, featurize_clips
-from toolchain.providers import (
+from toolchain.errors import ScoringError, VariantRejectedError
+from toolchain.export.clips import Clip, featurize_clips
+from toolchain.export.quantize import convert_fp16
+from toolchain.inference.contract import INPUT_NAME, OUTPUT_NAME, PREFIX, read_metadata, variant_path
+from toolchain.inference.providers import (
     CPU_EP,
     CUDA_EP,
-    FP16_REPORT,
-    choose_model_file,
     cuda_unavailable_message,
     execution_providers,
-    fp16_variant,
     preload_cuda_libraries,
 )
-from toolchain.quantize import VariantRejectedError, convert_fp16
-from toolchain.scoring import describe_model, folder_job, score_shard
+from toolchain.inference.session import open_session, run_logits
+from toolchain.io import file_sha256
+from toolchain.scoring.engine import EngineConfig, load_model, score_files
+from toolchain.scoring.folder import describe_model, folder_job, score_shard
+from toolchain.scoring.ledger import Ledger
+from toolchain.scoring.precision import FP16_REPORT, choose_model_file
 
 CPU_ONLY = dict(decode_workers=0, intra_op_threads=1)  # A 2-core CI box: no pool, one ORT thread.
 
@@ -75,7 +72,7 @@ def copy_folder(model: Path, dest: Path, judged_on: str | None = None) -> Path:
 
 def test_variant_name_is_the_exporters(tmp_path):
     model = tmp_path / "model.onnx"
-    assert fp16_variant(model) == variant_path(model, "fp16") == tmp_path / "model.fp16.onnx"
+    assert variant_path(model) == variant_path(model, "fp16") == tmp_path / "model.fp16.onnx"
 
 
 def test_cpu_runs_the_given_file_even_beside_a_certified_variant(certified, tmp_path):
@@ -96,12 +93,12 @@ def test_cuda_keeps_fp32_when_the_variant_was_judged_only_on_cpu(certified):
     assert choice.path == certified
     assert f"judged on {CPU_EP}, not CUDA" in choice.reason and "export-onnx --fp16` on a GPU" in choice.reason
     # Asked for explicitly, a variant that passed its report runs wherever it was judged.
-    assert choose_model_file(certified, on_cuda=True, precision="fp16").path == fp16_variant(certified)
+    assert choose_model_file(certified, on_cuda=True, precision="fp16").path == variant_path(certified)
 
 
 def test_missing_variant_or_report_keeps_fp32(certified, tmp_path):
     no_variant = copy_folder(certified, tmp_path / "a", judged_on=CUDA_EP)
-    fp16_variant(no_variant).unlink()
+    variant_path(no_variant).unlink()
     choice = choose_model_file(no_variant, on_cuda=True)
     assert choice.path == no_variant and "no model.fp16.onnx beside model.onnx" in choice.reason
     with pytest.raises(ScoringError, match="precision fp16 requested .* no model.fp16.onnx"):
@@ -120,9 +117,9 @@ def test_rejected_variant_is_never_used(onnx_model, features, tmp_path):
     model = tmp_path / "model.onnx"
     shutil.copy(onnx_model, model)
     with pytest.raises(VariantRejectedError):  # No agreement reaches 101 %: the real rule rejects it.
-        convert_fp16(model, fp16_variant(model), features, min_agreement=1.01, report_path=tmp_path / FP16_REPORT)
-    assert not fp16_variant(model).exists()
-    shutil.copy(onnx_model, fp16_variant(model))  # A stray file with the variant's name must not be trusted.
+        convert_fp16(model, variant_path(model), features, min_agreement=1.01, report_path=tmp_path / FP16_REPORT)
+    assert not variant_path(model).exists()
+    shutil.copy(onnx_model, variant_path(model))  # A stray file with the variant's name must not be trusted.
     choice = choose_model_file(model, on_cuda=True)
     assert choice.path == model and "says model.fp16.onnx failed" in choice.reason
 
@@ -140,7 +137,7 @@ def test_stale_variant_from_an_earlier_export_is_not_used(certified, tmp_path):
 
 def test_fp16_model_scores_through_the_engine_and_names_itself(certified, fsdd_dir, tmp_path):
     model = load_model(certified, EngineConfig(precision="fp16", **CPU_ONLY))
-    variant = fp16_variant(certified)
+    variant = variant_path(certified)
     assert model.path == variant and model.metadata.precision == "fp16"
     assert model.sha256 == file_sha256(variant) and model.source_sha256 == file_sha256(certified)
     assert load_model(certified, EngineConfig(**CPU_ONLY)).path == certified  # auto on CPU: the given file.

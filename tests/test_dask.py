@@ -10,11 +10,11 @@ import math
 
 import distributed
 import pytest
+from test_flow import copy_clips, prefect_api, read_rows  # noqa: F401 (prefect_api is a fixture)
 
 from flows.score_folder import score_folder_flow
-from test_flow import copy_clips, prefect_api, read_rows  # noqa: F401 (prefect_api is a fixture)
 from toolchain.errors import ScoringError
-from toolchain.ledger import Ledger
+from toolchain.scoring.ledger import Ledger
 
 ENGINE = {"intra_op_threads": 1, "batch_size": 4}
 PROB_TOLERANCE = 1e-5  # Same model, same features; only batch composition differs between the runs.

@@ -11,10 +11,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import fsdd_rows, write_fsdd_manifest
-from toolchain.data import Sample, list_inputs, load_dataset, split_dataset
+
 from toolchain.errors import DatasetError
+from toolchain.training.data import Sample, list_inputs, load_dataset, split_dataset
 
 
 def _fsdd_files(fsdd: Path, label: str, n: int, speaker: str = "george") -> list[Path]:

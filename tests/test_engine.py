@@ -13,14 +13,13 @@ import numpy as np
 import onnx
 import pytest
 import soundfile as sf
-
 from conftest import TRAINED_TAKES, fsdd_rows
-from toolchain.engine import EngineConfig, cuda_driver_present, load_model, resolve_threads, score_files
+
 from toolchain.errors import FeatureConfigError, ModelMetadataError, ScoringError
-from toolchain.ledger import Ledger
-from toolchain.onnx_metadata import PREFIX
-from toolchain.outputs import csv_columns, published_csvs
-from toolchain.scoring import (
+from toolchain.inference.contract import PREFIX
+from toolchain.inference.providers import cuda_driver_present
+from toolchain.scoring.engine import EngineConfig, load_model, resolve_threads, score_files
+from toolchain.scoring.folder import (
     describe_model,
     discover_audio_files,
     folder_job,
@@ -30,6 +29,8 @@ from toolchain.scoring import (
     shard,
     write_predictions,
 )
+from toolchain.scoring.ledger import Ledger
+from toolchain.scoring.outputs import csv_columns, published_csvs
 
 # Two decode workers exercise the process pool; one ORT thread keeps a 2-core CI box from oversubscribing.
 CONFIG = EngineConfig(batch_size=8, decode_workers=1, intra_op_threads=1)
@@ -66,7 +67,7 @@ def test_scores_unseen_fsdd_takes_well_above_chance(model, fsdd_dir):
 
 def test_engine_reproduces_the_training_validation_accuracy(model, trained_checkpoint, fsdd_dir):
     """ONNX scoring of the checkpoint's validation clips agrees with what training measured on them."""
-    from toolchain.checkpoint import load_checkpoint
+    from toolchain.training.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(trained_checkpoint)
     labels = {str(fsdd_dir / r["filename"]): r["label"] for r in fsdd_rows(fsdd_dir)}
@@ -256,7 +257,7 @@ def test_decoder_worker_killed_mid_stream_is_replaced(model, fsdd_dir):
     import os
     import signal
 
-    from toolchain.decoding import ordered_decode, shared_pool
+    from toolchain.audio.workers import ordered_decode, shared_pool
 
     paths = [str(p) for p in sorted((fsdd_dir / "recordings").glob("*_theo_4*.wav"))[:12]]
     pool = shared_pool(1)

@@ -12,19 +12,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from toolchain.errors import AudioDecodeError, FeatureConfigError
-from toolchain.features import (
-    DEFAULT_CONFIG,
-    FeatureConfig,
-    check_reproducible,
+from toolchain.audio.config import DEFAULT_CONFIG, FeatureConfig, check_reproducible
+from toolchain.audio.decode import is_audio_path
+from toolchain.audio.features import features_from_path, stack_channels
+from toolchain.audio.reference import (
     extract_log_mel,
-    features_from_path,
     fix_length,
-    is_audio_path,
     load_and_fix_length,
     reference_features_from_path,
-    stack_channels,
 )
+from toolchain.errors import AudioDecodeError, FeatureConfigError
 
 SR = DEFAULT_CONFIG.sample_rate
 

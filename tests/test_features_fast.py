@@ -5,16 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from toolchain.features import (
-    DEFAULT_CONFIG,
-    FeatureConfig,
-    extract_log_mel,
-    features_from_path,
-    fix_length,
-    load_audio,
-    reference_features_from_path,
-)
-from toolchain.features_fast import fix_length_fast, log_mel_fast, trim_bounds
+from toolchain.audio.config import DEFAULT_CONFIG, FeatureConfig
+from toolchain.audio.decode import load_audio
+from toolchain.audio.features import features_from_path, fix_length_fast, log_mel_fast, trim_bounds
+from toolchain.audio.reference import extract_log_mel, fix_length, reference_features_from_path
 
 TOLERANCE = 1e-3  # Max abs diff on the normalized [0, 1] features (issue 5's bar).
 

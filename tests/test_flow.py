@@ -9,12 +9,12 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from conftest import copy_clips, read_rows  # noqa: F401 (re-exported for other test modules)
+from test_engine import make_bad_input_folder
 
 from flows.score_folder import score_folder_flow
-from test_engine import make_bad_input_folder
-from conftest import copy_clips, read_rows  # noqa: F401 (re-exported for other test modules)
-from toolchain.ledger import Ledger
-from toolchain.outputs import FAULT_ENV, published_csvs
+from toolchain.scoring.ledger import Ledger
+from toolchain.scoring.outputs import FAULT_ENV, published_csvs
 
 ENGINE = {"decode_workers": 1, "intra_op_threads": 1, "batch_size": 8}
 

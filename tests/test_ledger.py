@@ -6,9 +6,8 @@ import multiprocessing
 import sqlite3
 import subprocess
 import sys
-from pathlib import Path
 
-from toolchain.ledger import Ledger
+from toolchain.scoring.ledger import Ledger
 
 
 def start(ledger: Ledger, run_id: str, **kw) -> None:

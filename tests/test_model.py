@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from toolchain.errors import CheckpointError, WeightsUnavailableError
-from toolchain.model import Arch, build_model, imagenet_weights_path, parse_arch
+from toolchain.training.model import Arch, build_model, imagenet_weights_path, parse_arch
 
 
 def test_imagenet_path_is_torchvisions_v1_file(monkeypatch, tmp_path):

@@ -12,13 +12,13 @@ import numpy as np
 import onnx
 import pytest
 
-from toolchain.checkpoint import load_checkpoint
-from toolchain.digest import file_sha256
+from toolchain.audio.features import features_from_path, stack_channels
 from toolchain.errors import CheckpointError, ExportError
-from toolchain.features import features_from_path, stack_channels
-from toolchain.onnx_export import export_onnx, used_opset
-from toolchain.onnx_metadata import INPUT_NAME, OUTPUT_NAME, metadata_from_session, read_metadata
-from toolchain.onnx_session import open_session
+from toolchain.export.exporter import export_onnx, used_opset
+from toolchain.inference.contract import INPUT_NAME, OUTPUT_NAME, metadata_from_session, read_metadata
+from toolchain.inference.session import open_session
+from toolchain.io import file_sha256
+from toolchain.training.checkpoint import load_checkpoint
 
 
 def test_metadata_round_trips(exported_model):
@@ -34,7 +34,7 @@ def test_metadata_round_trips(exported_model):
     assert meta.opset == used_opset(onnx.load(str(exported_model.model_path), load_external_data=False))
     exported_at = dt.datetime.fromisoformat(meta.exported_at)
     assert exported_at.utcoffset() == dt.timedelta(0)
-    assert abs(dt.datetime.now(dt.timezone.utc) - exported_at) < dt.timedelta(hours=1)
+    assert abs(dt.datetime.now(dt.UTC) - exported_at) < dt.timedelta(hours=1)
     # The scorer reads the same thing from an open session.
     assert metadata_from_session(open_session(exported_model.model_path)) == meta
 

@@ -14,18 +14,12 @@ import numpy as np
 import onnx
 import pytest
 
-from toolchain.checkpoint import load_checkpoint
-from toolchain.errors import ParityError
-from toolchain.onnx_metadata import ModelMetadata, write_metadata
-from toolchain.onnx_session import CPU, CUDA, candidate_providers
-from toolchain.parity import (
-    ParityDataError,
-    ParityDescriptionError,
-    ParityThresholds,
-    ParityToleranceError,
-    check_parity,
-    compare_logits,
-)
+from toolchain.errors import ParityDataError, ParityDescriptionError, ParityError, ParityToleranceError
+from toolchain.export.parity import ParityThresholds, check_parity, compare_logits
+from toolchain.inference.contract import ModelMetadata, write_metadata
+from toolchain.inference.providers import CPU_EP, CUDA_EP
+from toolchain.inference.session import candidate_providers
+from toolchain.training.checkpoint import load_checkpoint
 
 N_CLIPS = 4  # Enough for batch 3 to include a ragged last batch.
 
@@ -52,15 +46,15 @@ def scale_largest_conv_weight(model) -> None:
 def test_honest_export_passes_at_batch_1_2_and_odd(exported_model):
     report = exported_model.parity
     assert report.passed and report.precision == "fp32"
-    cpu = [r for r in report.results if r.provider == CPU]
+    cpu = [r for r in report.results if r.provider == CPU_EP]
     assert sorted(r.batch_size for r in cpu) == [1, 2, 3]
     for r in report.results:
         assert r.top1_agreement == 1.0
         assert r.max_abs_prob_diff <= report.thresholds.prob_atol
         assert r.max_rel_logit_diff <= report.thresholds.logit_rtol
         assert r.n_clips == len(report.clips) > 0
-    if CUDA in candidate_providers():
-        assert any(r.provider == CUDA for r in report.results)
+    if CUDA_EP in candidate_providers():
+        assert any(r.provider == CUDA_EP for r in report.results)
 
 
 def test_parity_json_records_every_figure(exported_model):
@@ -83,7 +77,7 @@ def test_corrupted_weight_fails_with_report(exported_model, clips, tmp_path):
     data = json.loads(report_path.read_text())
     assert data["status"] == "failed" and data["failures"]
     # Every batch size was still measured: failures are collected, not raised at the first one.
-    assert sorted(r["batch_size"] for r in data["results"] if r["provider"] == CPU) == [1, 2, 3]
+    assert sorted(r["batch_size"] for r in data["results"] if r["provider"] == CPU_EP) == [1, 2, 3]
     assert all(not r["passed"] for r in data["results"])
 
 
@@ -146,15 +140,15 @@ def test_explicit_cuda_that_falls_back_is_a_failure(exported_model, clips, tmp_p
     """onnxruntime-gpu lists CUDA on CPU-only machines and silently runs on CPU; asking for it must not pass."""
     import onnxruntime as ort
 
-    assert CUDA in ort.get_available_providers(), "onnxruntime-gpu (pinned) always lists the CUDA EP"
+    assert CUDA_EP in ort.get_available_providers(), "onnxruntime-gpu (pinned) always lists the CUDA EP"
     copy = tmp_path / "m.onnx"
     shutil.copy(exported_model.model_path, copy)
-    if CUDA in candidate_providers():
-        report = check_parity(copy, exported_model.parity.checkpoint_path, clips[:2], providers=[CUDA])
-        assert [r.provider for r in report.results] == [CUDA] * 3
+    if CUDA_EP in candidate_providers():
+        report = check_parity(copy, exported_model.parity.checkpoint_path, clips[:2], providers=[CUDA_EP])
+        assert [r.provider for r in report.results] == [CUDA_EP] * 3
     else:
         with pytest.raises(ParityToleranceError, match="fell back"):
-            check_parity(copy, exported_model.parity.checkpoint_path, clips[:2], providers=[CUDA])
+            check_parity(copy, exported_model.parity.checkpoint_path, clips[:2], providers=[CUDA_EP])
 
 
 def test_logits_are_judged_relatively_and_probabilities_absolutely():
@@ -179,10 +173,10 @@ def test_default_resnet152_exports_and_passes_parity(tmp_path, fsdd_dir, clips):
     """The seed's default arch, random init (logits ~1e7), through the real exporter and gate on CPU."""
     import torch
 
-    from toolchain.certify import ExportOptions, export_and_certify
-    from toolchain.checkpoint import make_payload, save_checkpoint
-    from toolchain.features import DEFAULT_CONFIG
-    from toolchain.model import DEFAULT_ARCH, build_model
+    from toolchain.audio.config import DEFAULT_CONFIG
+    from toolchain.export.certify import ExportOptions, export_and_certify
+    from toolchain.training.checkpoint import make_payload, save_checkpoint
+    from toolchain.training.model import DEFAULT_ARCH, build_model
 
     torch.manual_seed(0)
     classes = [str(d) for d in range(10)]
@@ -191,5 +185,5 @@ def test_default_resnet152_exports_and_passes_parity(tmp_path, fsdd_dir, clips):
     checkpoint = save_checkpoint(payload, tmp_path / "resnet_152_model.pth")
     result = export_and_certify(checkpoint, ExportOptions(parity_samples=3))
     assert result.model_path == tmp_path / "model.onnx" and result.parity.passed
-    assert sorted(r.batch_size for r in result.parity.results if r.provider == CPU) == [1, 2, 3]
+    assert sorted(r.batch_size for r in result.parity.results if r.provider == CPU_EP) == [1, 2, 3]
     assert json.loads((tmp_path / "parity.json").read_text())["status"] == "passed"

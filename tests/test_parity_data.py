@@ -6,12 +6,12 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import write_fsdd_manifest
-from toolchain.checkpoint import load_checkpoint, save_checkpoint
+
+from toolchain.audio.config import DEFAULT_CONFIG
 from toolchain.errors import DatasetError, ParityError
-from toolchain.features import DEFAULT_CONFIG
-from toolchain.parity_data import clips_from_parity_data, featurize_clips, select_clips
+from toolchain.export.clips import clips_from_parity_data, featurize_clips, select_clips
+from toolchain.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 @pytest.fixture()

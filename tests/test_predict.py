@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolchain.checkpoint import load_checkpoint
 from toolchain.errors import CheckpointError, DatasetError
-from toolchain.predict import predict
-from toolchain.reports import prediction_columns
+from toolchain.training.checkpoint import load_checkpoint
+from toolchain.training.predict import predict
+from toolchain.training.reports import prediction_columns
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 

@@ -11,19 +11,19 @@ import numpy as np
 import onnx
 import pytest
 
-from toolchain.onnx_metadata import INPUT_NAME, OUTPUT_NAME, read_metadata
-from toolchain.onnx_session import open_session
-from toolchain.parity_data import Clip, featurize_clips
-from toolchain.quantize import (
+from toolchain.errors import VariantRejectedError
+from toolchain.export.clips import Clip, featurize_clips
+from toolchain.export.quantize import (
     AUTO_ORDER,
     Int8Mode,
     Int8Recipe,
-    VariantRejectedError,
     build_int8,
     convert_fp16,
     prepare_for_int8,
     quantize_int8,
 )
+from toolchain.inference.contract import INPUT_NAME, OUTPUT_NAME, read_metadata
+from toolchain.inference.session import open_session
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import copy_clips  # noqa: F401 (re-exported for test_ui_browser)
-from toolchain.ledger import Ledger
-from toolchain.outputs import published_csvs
+
+from toolchain.scoring.ledger import Ledger
+from toolchain.scoring.outputs import published_csvs
 
 BIN = Path(sys.executable).parent
 STARTUP_TIMEOUT_S = 240  # Cold server start is ~20-26 s on an idle 2-core box; CI boxes are busier.

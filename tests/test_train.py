@@ -15,13 +15,13 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
-
 from conftest import write_fsdd_manifest
-from toolchain.checkpoint import load_checkpoint, save_checkpoint
-from toolchain.digest import file_sha256
+
 from toolchain.errors import TrainingError
-from toolchain.reports import METRIC_COLUMNS, PREDICTIONS_NAME, prediction_columns
-from toolchain.train import TrainConfig, default_run_dir, train
+from toolchain.io import file_sha256
+from toolchain.training.checkpoint import load_checkpoint, save_checkpoint
+from toolchain.training.reports import METRIC_COLUMNS, PREDICTIONS_NAME, prediction_columns
+from toolchain.training.train import TrainConfig, default_run_dir, train
 
 RUN_FILES = ("resnet_18_model.pth", "resnet_18_last.pth", "metrics.csv", "training_curves.png",
              "confusion_matrix.png", "classification_report.txt", "test_confusion_matrix.png",

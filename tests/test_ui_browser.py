@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_serve_e2e import copy_clips, prefect_env  # noqa: F401 (prefect_env is a fixture)
-from toolchain.ledger import Ledger
+
+from toolchain.scoring.ledger import Ledger
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -13,8 +13,6 @@ Figures are printed and written as JSON; nothing here asserts a speed.
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import time
 from collections.abc import Callable
@@ -24,6 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from toolchain.audio.decode import find_audio_files
+from toolchain.errors import DatasetError
+from toolchain.inference.providers import CPU_EP
+from toolchain.inference.session import open_session
+from toolchain.io import available_cores, write_json
 from toolchain.progress import NullProgress, ProgressReporter
 
 
@@ -80,7 +83,7 @@ def _machine() -> dict[str, Any]:
         pass
     return {
         "cpu": cpu or platform.processor(),
-        "cores": len(os.sched_getaffinity(0)),
+        "cores": available_cores(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
@@ -91,8 +94,9 @@ def feature_timings(clips: tuple[str, ...], config) -> dict[str, float]:
     """ms per clip on one core: decode, librosa reference (trim + log-mel), fast path (trim + log-mel)."""
     from threadpoolctl import threadpool_limits
 
-    from toolchain.features import extract_log_mel, fix_length, load_audio
-    from toolchain.features_fast import fix_length_fast, log_mel_fast
+    from toolchain.audio.decode import load_audio
+    from toolchain.audio.features import fix_length_fast, log_mel_fast
+    from toolchain.audio.reference import extract_log_mel, fix_length
 
     with threadpool_limits(1):
         load_audio(clips[0], config)  # librosa's lazy imports and numba compilation stay outside the timing.
@@ -111,14 +115,6 @@ def _torch_logits(model, features: np.ndarray, batch_size: int) -> np.ndarray:
         return np.concatenate([model(torch.from_numpy(b)).numpy() for b in _batches(features, batch_size)])
 
 
-def _ort_session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def _ort_logits(session, features: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate([session.run(None, {"features": b})[0] for b in _batches(features, batch_size)])
 
@@ -128,7 +124,7 @@ def sweep_batch_sizes(model, features: np.ndarray, sizes: tuple[int, ...]) -> di
 
     One warm-up batch per size first: on CUDA that is where cuDNN's exhaustive search for the new shape runs.
     """
-    from toolchain.engine import infer_logits
+    from toolchain.scoring.engine import infer_logits
 
     rates: dict[int, float] = {}
     for size in sizes:
@@ -141,11 +137,12 @@ def sweep_batch_sizes(model, features: np.ndarray, sizes: tuple[int, ...]) -> di
 def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress()) -> BenchResult:
     import torch
 
-    from toolchain.checkpoint import load_checkpoint
-    from toolchain.engine import EngineConfig, load_model, score_files
-    from toolchain.features import features_from_path, reference_features_from_path, stack_channels
+    from toolchain.audio.features import features_from_path, stack_channels
+    from toolchain.audio.reference import reference_features_from_path
+    from toolchain.scoring.engine import EngineConfig, load_model, score_files
+    from toolchain.training.checkpoint import load_checkpoint
 
-    threads = config.threads or len(os.sched_getaffinity(0))
+    threads = config.threads or available_cores()
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)  # Applied to the baseline too: it only makes the baseline faster.
     ckpt = load_checkpoint(config.checkpoint)
@@ -176,14 +173,14 @@ def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress
     result.throughput["b_eager_model"] = _rate(n, seconds)
     step("eager")
 
-    session = _ort_session(config.model, threads)
+    session = open_session(config.model, CPU_EP, threads=threads)
     _ort_logits(session, features[:bs], bs)
     fp32_logits, seconds = _timed(lambda: _ort_logits(session, features, bs))
     result.throughput["c_ort_fp32_model"] = _rate(n, seconds)
-    del session
+    session = None  # Free the fp32 session before the next one loads.
     step("ort_fp32")
     if config.int8_model is not None:
-        int8 = _ort_session(config.int8_model, threads)
+        int8 = open_session(config.int8_model, CPU_EP, threads=threads)
         _ort_logits(int8, features[:bs], bs)
         int8_logits, seconds = _timed(lambda: _ort_logits(int8, features, bs))
         result.throughput["d_ort_int8_model"] = _rate(n, seconds)
@@ -213,8 +210,22 @@ def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress
 
 
 def write_result(result: BenchResult, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(asdict(result), indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json(asdict(result), path)
+
+
+def select_clips(sources: list[Path], count: int) -> tuple[str, ...]:
+    """`count` real clips spread evenly over the audio under `sources` (folders or CSV manifests)."""
+    from toolchain.training.data import load_dataset
+
+    files: list[Path] = []
+    for source in sources:
+        if source.is_dir():
+            files += find_audio_files(source)
+        elif source.suffix.lower() == ".csv":
+            files += [Path(s.path) for s in load_dataset(source)]
+        else:
+            raise DatasetError(f"--data {source} is neither a folder nor a CSV manifest")
+    if not files:
+        raise DatasetError(f"no audio files under {', '.join(map(str, sources))}: pass --data with real clips")
+    step = max(1, len(files) // count)
+    return tuple(str(p.resolve()) for p in files[::step][:count])

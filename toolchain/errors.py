@@ -1,12 +1,21 @@
-"""One small exception hierarchy.
+"""Every exception class of the library, in one small hierarchy, and the one way to say an exception in one line.
 
 Every error a user can cause derives from `ToolchainError`; its message is one line that names the bad value
-and the way out. The CLI prints it and exits non-zero without a traceback.
+and the way out. The CLI prints it and exits 2 without a traceback. Errors that carry a report (a failed parity
+gate, a rejected variant) take it in their constructor, so the field always exists.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+
+def one_line(exc: BaseException, limit: int = 500) -> str:
+    """`TypeName: first line of the message` (or just `TypeName`), at most `limit` characters."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return (f"{type(exc).__name__}: {first}" if first else type(exc).__name__)[:limit]
 
 
 class ToolchainError(Exception):
@@ -47,7 +56,41 @@ class ExportError(ToolchainError):
 
 
 class ParityError(ToolchainError):
-    """An ONNX model does not compute what its checkpoint computes."""
+    """An ONNX model does not compute what its checkpoint computes.
+
+    `report` is the gate's `ParityReport` when the gate got far enough to write one, else None.
+    """
+
+    def __init__(self, message: str, report: Any = None):
+        super().__init__(message)
+        self.report = report
+
+
+class ParityDataError(ParityError):
+    """No usable clips to compare on."""
+
+
+class ParityDescriptionError(ParityError):
+    """The model describes something other than the checkpoint: labels, feature config, provenance, I/O."""
+
+
+class ParityToleranceError(ParityError):
+    """Outputs differ from the checkpoint's beyond the thresholds."""
+
+
+class VariantRejectedError(ExportError):
+    """A reduced-precision variant failed its report's threshold (or could not be built); it was deleted.
+
+    `report`: the rejected variant's `VariantReport` (None when no report could be made, e.g. a bad recipe).
+    `reports`: every variant report of the export, kept ones included. `result`: the export's `ExportResult`
+    (model.onnx is kept when only a variant failed), when the error comes from `export_and_certify`.
+    """
+
+    def __init__(self, message: str, report: Any = None, reports: tuple = (), result: Any = None):
+        super().__init__(message)
+        self.report = report
+        self.reports = tuple(reports) or ((report,) if report is not None else ())
+        self.result = result
 
 
 class ModelMetadataError(ToolchainError):
@@ -56,3 +99,11 @@ class ModelMetadataError(ToolchainError):
 
 class ScoringError(ToolchainError):
     """Scoring cannot run: missing input folder, unreadable or incompatible model, busy output folder."""
+
+
+class FolderBusyError(ScoringError):
+    """Another live run holds the output folder's lock."""
+
+
+class InjectedFault(OSError):
+    """A transient failure injected on purpose (tests of retries); see `toolchain.scoring.outputs.inject_fault`."""

@@ -1,12 +1,14 @@
 """`toolchain` command line: thin Typer shells over the library.
 
-Each command group lives in its own module and registers on `app`; a `ToolchainError` becomes a one-line
-message on stderr and exit code 2, never a traceback.
+Each command module owns a Typer app; this package composes their commands into one `toolchain` app (no module
+imports this one). A `ToolchainError` becomes a one-line message on stderr and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import typer
+
+from toolchain.cli import bench, demo, export, score, train
 
 app = typer.Typer(
     name="toolchain",
@@ -15,10 +17,5 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-# Registration imports: each module adds its commands to `app`.
-from toolchain.cli import train  # noqa: E402,F401
-from toolchain.cli import demo  # noqa: E402,F401
-from toolchain.cli import export  # noqa: E402,F401
-from toolchain.cli import bench  # noqa: E402,F401
-from toolchain.cli import score  # noqa: E402,F401
+for _module in (train, demo, export, bench, score):
+    app.registered_commands.extend(_module.app.registered_commands)

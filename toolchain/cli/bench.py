@@ -8,10 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from toolchain.cli import app
 from toolchain.cli.common import console, rich_progress, user_errors
-from toolchain.errors import DatasetError
-from toolchain.features import is_audio_path
+
+app = typer.Typer()
 
 DEFAULT_DATA = Path("../shared/data/fsdd/recordings")
 
@@ -32,23 +31,6 @@ def parse_batch_sizes(text: str | None, batch_size: int, clips: int) -> tuple[in
                                  f"{max(sizes)} or more (several batches per size give steadier figures)",
                                  param_hint="--batch-sizes")
     return sizes
-
-
-def _clips(sources: list[Path], count: int) -> tuple[str, ...]:
-    files: list[Path] = []
-    for source in sources:
-        if source.is_dir():
-            files += sorted(p for p in source.rglob("*") if p.is_file() and is_audio_path(p))
-        elif source.suffix.lower() == ".csv":
-            from toolchain.data import load_dataset
-
-            files += [Path(s.path) for s in load_dataset(source)]
-        else:
-            raise DatasetError(f"--data {source} is neither a folder nor a CSV manifest")
-    if not files:
-        raise DatasetError(f"no audio files under {', '.join(map(str, sources))}: pass --data with real clips")
-    step = max(1, len(files) // count)
-    return tuple(str(p.resolve()) for p in files[::step][:count])
 
 
 @app.command("bench")
@@ -76,12 +58,12 @@ def bench(
     With --batch-sizes it also sweeps the engine's model-only throughput over those batch sizes on the provider
     scoring would use (CUDA when it runs) and reports the fastest: pass that to `toolchain score --batch-size`.
     """
-    from toolchain.bench import BenchConfig, run_benchmark, write_result
+    from toolchain.bench import BenchConfig, run_benchmark, select_clips, write_result
 
     sizes = parse_batch_sizes(batch_sizes, batch_size, clips)
     if int8_model is None and model.with_suffix(".int8.onnx").is_file():
         int8_model = model.with_suffix(".int8.onnx")
-    selected = _clips(data or [DEFAULT_DATA], clips)
+    selected = select_clips(data or [DEFAULT_DATA], clips)
     config = BenchConfig(checkpoint=checkpoint, model=model, clips=selected, int8_model=int8_model,
                          batch_size=batch_size, batch_sizes=sizes)
     with rich_progress() as progress:

@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from toolchain.cli import app
 from toolchain.cli.common import console, user_errors
-from toolchain.synth import CLASSES, make_demo_data
+from toolchain.training.synth import CLASSES, make_demo_data
+
+app = typer.Typer()
 
 
 @app.command("demo-data")

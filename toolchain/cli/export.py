@@ -8,13 +8,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from toolchain.certify import ExportOptions, export_and_certify, verify_model
-from toolchain.cli import app
 from toolchain.cli.common import console, rich_progress, user_errors
-from toolchain.errors import ParityError
-from toolchain.parity import ParityReport
-from toolchain.parity_data import DEFAULT_PARITY_SAMPLES, DEFAULT_VARIANT_SAMPLES
-from toolchain.quantize import DEFAULT_INT8_MODE, Int8Mode, VariantRejectedError, VariantReport
+from toolchain.errors import ParityError, VariantRejectedError
+from toolchain.export.certify import ExportOptions, export_and_certify, verify_model
+from toolchain.export.clips import DEFAULT_PARITY_SAMPLES, DEFAULT_VARIANT_SAMPLES
+from toolchain.export.parity import ParityReport
+from toolchain.export.quantize import DEFAULT_INT8_MODE, Int8Mode
+from toolchain.export.variants import VariantReport
+
+app = typer.Typer()
 
 ParityData = Annotated[
     Path | None,
@@ -100,12 +102,12 @@ def export_onnx_command(
         with rich_progress() as progress:
             result = export_and_certify(checkpoint, options, progress)
     except ParityError as exc:
-        report = getattr(exc, "report", None)
+        report = exc.report
         if report is not None and report.results:
             console.print(parity_table(report))
         raise
     except VariantRejectedError as exc:
-        partial = getattr(exc, "result", None)
+        partial = exc.result
         if partial is not None:
             console.print(parity_table(partial.parity))
             console.print(variant_table(partial.variants))
@@ -136,7 +138,7 @@ def verify_onnx_command(
             result = verify_model(model, checkpoint, parity_data=parity_data, parity_samples=parity_samples,
                                   report_path=report, progress=progress)
     except ParityError as exc:
-        failed = getattr(exc, "report", None)
+        failed = exc.report
         if failed is not None and failed.results:
             console.print(parity_table(failed))
         raise

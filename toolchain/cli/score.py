@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from toolchain.cli import app
-from toolchain.cli.common import console, rich_progress, user_errors
-from toolchain.engine import EngineConfig
+from toolchain.cli.common import config_defaults, console, rich_progress, user_errors
 from toolchain.errors import ScoringError
+from toolchain.inference.providers import Provider
+from toolchain.scoring.engine import EngineConfig
+from toolchain.scoring.precision import Precision
 
-
-class Provider(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
+app = typer.Typer()
+ENGINE = config_defaults(EngineConfig)
 
 ModelOption = Annotated[Path, typer.Option("--model", help="ONNX model written by `toolchain export-onnx`.")]
 BatchOption = Annotated[int, typer.Option("--batch-size", min=1, help="Clips per ONNX Runtime call.")]
@@ -32,12 +28,6 @@ ThreadsOption = Annotated[
 ProviderOption = Annotated[
     Provider, typer.Option("--provider", help="auto = CUDA when it really starts, else CPU.")
 ]
-
-
-class Precision(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    fp16 = "fp16"
 
 
 PrecisionOption = Annotated[
@@ -57,12 +47,12 @@ def score_command(
     out: Annotated[Path, typer.Option("--out", help="Output directory: CSVs go to OUT/<folder name>/.")] = Path(
         "predictions"
     ),
-    batch_size: BatchOption = 16,
+    batch_size: BatchOption = ENGINE["batch_size"],
     workers: WorkersOption = None,
     threads: ThreadsOption = None,
-    provider: ProviderOption = Provider.auto,
-    precision: PrecisionOption = Precision.auto,
-    device_id: DeviceOption = 0,
+    provider: ProviderOption = Provider(ENGINE["provider"]),
+    precision: PrecisionOption = Precision(ENGINE["precision"]),
+    device_id: DeviceOption = ENGINE["device_id"],
 ) -> None:
     """Score every audio file under INPUT with MODEL into OUT/<folder name>/predictions_<UTC>.csv.
 
@@ -71,10 +61,10 @@ def score_command(
     On a GPU: pick --batch-size with `toolchain bench --batch-sizes 8,16,32,64`; the CSV and the ledger name the
     file that ran (model.fp16.onnx when --precision auto chose it).
     """
-    from toolchain.scoring import score_folder
+    from toolchain.scoring.folder import score_folder
 
-    config = EngineConfig(batch_size=batch_size, provider=provider.value, decode_workers=workers,
-                          intra_op_threads=threads, precision=precision.value, device_id=device_id)
+    config = EngineConfig(batch_size=batch_size, provider=provider, decode_workers=workers,
+                          intra_op_threads=threads, precision=precision, device_id=device_id)
     with rich_progress() as progress:
         summary = score_folder(model, input, out, config, progress)
     console.print(
@@ -104,10 +94,12 @@ def serve_command(
         str | None, typer.Option("--cron", help="Scan the inbox on this cron schedule instead, e.g. '0 * * * *'.")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Flow runs executed at once by this process.")] = 1,
-    batch_size: BatchOption = 16,
+    batch_size: BatchOption = ENGINE["batch_size"],
     workers: WorkersOption = None,
     threads: ThreadsOption = None,
-    provider: ProviderOption = Provider.auto,
+    provider: ProviderOption = Provider(ENGINE["provider"]),
+    precision: PrecisionOption = Precision(ENGINE["precision"]),
+    device_id: DeviceOption = ENGINE["device_id"],
 ) -> None:
     """Serve the deployments `score-folder/on-demand` and (with --inbox) `score-folder/inbox-scan`.
 
@@ -120,7 +112,11 @@ def serve_command(
         raise ScoringError("pass either --interval or --cron, not both")
     if (interval is not None or cron is not None) and inbox is None:
         raise ScoringError("--interval/--cron schedule the inbox scan: pass --inbox too")
-    from flows.deploy import DEFAULT_INTERVAL_SECONDS, ServeOptions, serve_deployments  # Prefect: ~2 s to import.
+    from flows.deploy import (  # Prefect: ~2 s to import.
+        DEFAULT_INTERVAL_SECONDS,
+        ServeOptions,
+        serve_deployments,
+    )
     options = ServeOptions(
         model=str(model.expanduser().resolve()),
         output_dir=str(output_dir.expanduser().resolve()),
@@ -128,7 +124,7 @@ def serve_command(
         interval_seconds=None if cron else (interval or DEFAULT_INTERVAL_SECONDS),
         cron=cron,
         limit=limit,
-        engine=EngineConfig(batch_size=batch_size, provider=provider.value, decode_workers=workers,
-                            intra_op_threads=threads),
+        engine=EngineConfig(batch_size=batch_size, provider=provider, decode_workers=workers,
+                            intra_op_threads=threads, precision=precision, device_id=device_id),
     )
     serve_deployments(options)

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from toolchain.cache import DEFAULT_CACHE_DIR
-from toolchain.cli import app
-from toolchain.cli.common import console, rich_progress, user_errors
-from toolchain.model import Arch
+from toolchain.cli.common import config_defaults, console, rich_progress, user_errors
+from toolchain.training.model import Arch
+from toolchain.training.runtime import Device
+from toolchain.training.train import TrainConfig
+
+app = typer.Typer()
+TRAIN = config_defaults(TrainConfig)
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-# Option defaults mirror TrainConfig's (tests/test_cli_train.py checks they agree). Paths are checked by the
-# library, whose one-line errors say what to pass instead.
+# Option defaults are TrainConfig's. Paths are checked by the library, whose one-line errors say what to pass instead.
 @app.command()
 @user_errors
 def train(
@@ -31,32 +26,32 @@ def train(
                                                       "reports and test_predictions_resnet.csv.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run folder (with --resume: the checkpoint's folder).",
                                                 show_default="artifacts/runs/<UTC timestamp>/")] = None,
-    arch: Annotated[Arch, typer.Option(help="ResNet depth; resnet18 for quick runs.")] = Arch.resnet152,
+    arch: Annotated[Arch, typer.Option(help="ResNet depth; resnet18 for quick runs.")] = Arch(TRAIN["arch"]),
     weights: Annotated[str, typer.Option(help="Starting weights: imagenet (torchvision IMAGENET1K_V1 from "
-                                              "$TORCH_HOME), none (random init) or a path to a .pth.")] = "imagenet",
-    device: Annotated[Device, typer.Option(help="auto picks CUDA (with AMP + channels-last) when present.")] = Device.auto,
-    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")] = 40,
-    batch_size: Annotated[int, typer.Option(min=1, help="Clips per optimizer step.")] = 16,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
+                                              "$TORCH_HOME), none (random init) or a path to a .pth.")] = TRAIN["weights"],
+    device: Annotated[Device, typer.Option(help="auto picks CUDA (with AMP + channels-last) when present.")] = Device(TRAIN["device"]),
+    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")] = TRAIN["epochs"],
+    batch_size: Annotated[int, typer.Option(min=1, help="Clips per optimizer step.")] = TRAIN["batch_size"],
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = TRAIN["lr"],
     val_fraction: Annotated[float, typer.Option(help="Share of clips held out for validation (stratified, "
-                                                     "group- and duplicate-aware).")] = 0.2,
-    seed: Annotated[int, typer.Option(help="Seed for the split, shuffling and initialization.")] = 42,
+                                                     "group- and duplicate-aware).")] = TRAIN["val_fraction"],
+    seed: Annotated[int, typer.Option(help="Seed for the split, shuffling and initialization.")] = TRAIN["seed"],
     patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without val-accuracy "
-                                                      "improvement.")] = 6,
+                                                      "improvement.")] = TRAIN["patience"],
     resume: Annotated[Optional[Path], typer.Option(help="Continue from a resnet_<depth>_last.pth at its next "
                                                         "epoch.")] = None,
-    cache_dir: Annotated[Path, typer.Option(help="Feature cache folder (shared across runs).")] = DEFAULT_CACHE_DIR,
+    cache_dir: Annotated[Path, typer.Option(help="Feature cache folder (shared across runs).")] = Path(TRAIN["cache_dir"]),
     num_workers: Annotated[Optional[int], typer.Option(min=0, help="Feature-extraction processes (0: in this "
                                                                    "process).", show_default="one per CPU core")] = None,
     bn_recalibration_batches: Annotated[int, typer.Option(min=0, help="Recompute BatchNorm statistics on this "
-                                                          "many training batches before each evaluation (0: off).")] = 32,
+                                                          "many training batches before each evaluation (0: off).")] = TRAIN["bn_recalibration_batches"],
 ) -> None:
     """Fine-tune a ResNet on log-mel spectrograms of labelled audio clips.
 
     The run folder gets best and last checkpoints, metrics.csv, training_curves.png, summary.json,
     and a confusion matrix and classification report for val (and for --test, with its predictions CSV).
     """
-    from toolchain.train import TrainConfig, train as run_training
+    from toolchain.training.train import train as run_training
 
     config = TrainConfig(
         data=str(data), test=str(test) if test else None, out=str(out) if out else None, arch=arch.value,
@@ -94,7 +89,7 @@ def predict(
     out: Annotated[Path, typer.Option(help="Predictions CSV to write.")] = Path("predictions.csv"),
     device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = Device.auto,
     batch_size: Annotated[int, typer.Option(min=1, help="Clips per forward pass.")] = 32,
-    cache_dir: Annotated[Path, typer.Option(help="Feature cache folder.")] = DEFAULT_CACHE_DIR,
+    cache_dir: Annotated[Path, typer.Option(help="Feature cache folder.")] = Path(TRAIN["cache_dir"]),
     num_workers: Annotated[Optional[int], typer.Option(min=0, help="Feature-extraction processes.",
                                                        show_default="one per CPU core")] = None,
 ) -> None:
@@ -103,7 +98,7 @@ def predict(
     Columns: filename, predicted_label, confidence, prob_<class>..., error.
     A file that cannot be decoded gets a row with its error instead of stopping the run.
     """
-    from toolchain.predict import predict as run_predict
+    from toolchain.training.predict import predict as run_predict
 
     with rich_progress() as progress:
         path = run_predict(checkpoint, input, out, progress, device=device.value, batch_size=batch_size,

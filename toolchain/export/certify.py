@@ -1,0 +1,183 @@
+"""Export + parity gate + optional variants as one step: what `toolchain export-onnx` runs.
+
+The fp32 model is exported under a temporary name next to its destination, certified by `check_parity` on the
+saved file, and only then renamed to `model.onnx`. On failure the temporary file is deleted, any older
+`model.onnx` at the destination is removed too (it would otherwise look like the result of this export next
+to a parity.json saying "failed"), parity.json records the failure, and the error is raised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolchain.errors import ExportError, ParityError, VariantRejectedError
+from toolchain.export.clips import (
+    DEFAULT_CALIBRATION_SAMPLES,
+    DEFAULT_PARITY_SAMPLES,
+    DEFAULT_VARIANT_SAMPLES,
+    ClipSelection,
+    featurize_clips,
+    select_clips,
+)
+from toolchain.export.exporter import export_onnx
+from toolchain.export.parity import (
+    DEFAULT_BATCH_SIZES,
+    ParityReport,
+    ParityThresholds,
+    check_parity,
+)
+from toolchain.export.quantize import (
+    DEFAULT_INT8_MODE,
+    INT8_MIN_AGREEMENT,
+    Int8Mode,
+    convert_fp16,
+    quantize_int8,
+)
+from toolchain.export.variants import VariantReport
+from toolchain.inference.contract import MODEL_NAME, report_path, variant_path
+from toolchain.io import atomic_write, write_json
+from toolchain.progress import NullProgress, ProgressReporter
+from toolchain.training.checkpoint import load_checkpoint
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Everything `export-onnx` can be asked for; defaults are the CLI's."""
+
+    out: Path | None = None  # Destination .onnx (or a folder for model.onnx); default: next to the checkpoint.
+    parity_data: Path | None = None  # Folder or CSV of real clips; default: the checkpoint's val_files.
+    parity_samples: int = DEFAULT_PARITY_SAMPLES
+    opset: int | None = None  # None: torch's recommended opset (recorded in the metadata).
+    int8: bool = False
+    fp16: bool = False
+    thresholds: ParityThresholds = ParityThresholds()
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    int8_mode: Int8Mode = DEFAULT_INT8_MODE
+    int8_min_agreement: float = INT8_MIN_AGREEMENT
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES
+    variant_samples: int = DEFAULT_VARIANT_SAMPLES  # Clips a variant is judged on (at most what the source holds).
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    model_path: Path
+    parity_path: Path
+    parity: ParityReport
+    variants: tuple[VariantReport, ...] = ()
+
+
+def destination(checkpoint_path: Path, out: Path | None) -> Path:
+    """`--out` as given (a folder means `<folder>/model.onnx`), else `model.onnx` beside the checkpoint."""
+    if out is None:
+        return checkpoint_path.parent / MODEL_NAME
+    out = Path(out).expanduser()
+    if out.is_dir() or out.suffix.lower() != ".onnx":
+        return out / MODEL_NAME
+    return out
+
+
+def _certify_fp32(ckpt, out: Path, selection: ClipSelection, options: ExportOptions, progress) -> ParityReport:
+    parity_path = report_path(out)
+    with atomic_write(out, suffix=".pending") as pending:
+        progress.start("export", f"Exporting {ckpt.arch.value} to ONNX", None)
+        try:
+            export_onnx(ckpt.path, pending, opset=options.opset)
+        finally:
+            progress.finish("export")
+        try:
+            report = check_parity(
+                pending, ckpt, list(selection.parity), batch_sizes=options.batch_sizes,
+                thresholds=options.thresholds, report_path=parity_path, clip_source=selection.source,
+                progress=progress,
+            )
+        except ParityError as exc:
+            out.unlink(missing_ok=True)
+            if exc.report is not None:  # Name the destination, not the deleted temporary file.
+                write_json(dataclasses.replace(exc.report, model_path=str(out)).to_dict(), parity_path)
+            raise
+    report = dataclasses.replace(report, model_path=str(out))
+    write_json(report.to_dict(), parity_path)
+    return report
+
+
+def _variants(out: Path, ckpt, selection: ClipSelection, options: ExportOptions, progress) -> list[VariantReport]:
+    """Build the asked-for variants; every one is attempted before a rejection is raised."""
+    clips = selection.evaluation or selection.parity
+    features, used, _ = featurize_clips(clips, ckpt.feature_config, progress, key="variant-features")
+    labels = [c.label for c in used]
+    reports: list[VariantReport] = []
+    errors: list[str] = []
+    if options.int8:
+        calibration, _, _ = featurize_clips(selection.calibration, ckpt.feature_config, progress, key="calibration")
+        try:
+            reports.append(quantize_int8(
+                out, variant_path(out, "int8"), calibration, features, labels=labels, mode=options.int8_mode,
+                min_agreement=options.int8_min_agreement, report_path=report_path(out, "int8"),
+                progress=progress,
+            ))
+        except VariantRejectedError as exc:
+            reports.extend(exc.reports)
+            errors.append(str(exc))
+    if options.fp16:
+        try:
+            reports.append(convert_fp16(out, variant_path(out, "fp16"), features, labels=labels,
+                                        report_path=report_path(out, "fp16"), progress=progress))
+        except VariantRejectedError as exc:
+            reports.extend(exc.reports)
+            errors.append(str(exc))
+    if errors:
+        raise VariantRejectedError("; ".join(errors), reports=tuple(reports))
+    return reports
+
+
+def export_and_certify(
+    checkpoint_path: str | Path,
+    options: ExportOptions = ExportOptions(),
+    progress: ProgressReporter | None = None,
+) -> ExportResult:
+    """Export, gate, publish `model.onnx` (+ parity.json), then the asked-for INT8/FP16 variants.
+
+    Raises `CheckpointError`, `DatasetError`/`ParityError` (clips), `ExportError` (exporter), a `ParityError`
+    subclass when the gate fails (no model.onnx is left), or `VariantRejectedError` when a variant fails its
+    threshold (model.onnx is kept; the variant is deleted; `exc.reports` holds the variant reports and
+    `exc.result` the export's result).
+    """
+    progress = progress or NullProgress()
+    ckpt = load_checkpoint(checkpoint_path)
+    out = destination(ckpt.path, options.out)
+    if out.exists() and not out.is_file():
+        raise ExportError(f"output {out} exists and is not a file: pass --out with a .onnx file name")
+    selection = select_clips(
+        ckpt, options.parity_data, parity_samples=options.parity_samples,
+        calibration_samples=options.calibration_samples if options.int8 else 0,
+        variant_samples=options.variant_samples if options.int8 or options.fp16 else 0,
+    )
+    report = _certify_fp32(ckpt, out, selection, options, progress)
+    result = ExportResult(out, report_path(out), report)
+    if options.int8 or options.fp16:
+        try:
+            variants = _variants(out, ckpt, selection, options, progress)
+        except VariantRejectedError as exc:
+            raise VariantRejectedError(str(exc), reports=exc.reports,
+                                       result=dataclasses.replace(result, variants=exc.reports)) from None
+        result = dataclasses.replace(result, variants=tuple(variants))
+    return result
+
+
+def verify_model(
+    model_path: str | Path,
+    checkpoint_path: str | Path,
+    *,
+    parity_data: str | Path | None = None,
+    parity_samples: int = DEFAULT_PARITY_SAMPLES,
+    thresholds: ParityThresholds = ParityThresholds(),
+    report_path: str | Path | None = None,
+    progress: ProgressReporter | None = None,
+) -> ParityReport:
+    """The same gate on an existing (model, checkpoint) pair, e.g. after copying between machines."""
+    ckpt = load_checkpoint(checkpoint_path)
+    selection = select_clips(ckpt, parity_data, parity_samples=parity_samples)
+    return check_parity(model_path, ckpt, list(selection.parity), thresholds=thresholds, report_path=report_path,
+                        clip_source=selection.source, progress=progress)

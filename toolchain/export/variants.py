@@ -1,0 +1,149 @@
+"""The machinery every reduced-precision variant shares: build under a temporary name, evaluate against the fp32
+model in fresh ORT sessions, write the report, keep the file only when the report passes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolchain.errors import VariantRejectedError, one_line
+from toolchain.export.exporter import save_model_atomic
+from toolchain.export.parity import compare_logits
+from toolchain.export.versions import library_versions
+from toolchain.inference.contract import read_metadata, write_metadata
+from toolchain.inference.providers import CPU_EP
+from toolchain.inference.session import open_session, run_batches
+from toolchain.io import atomic_write, write_json
+
+EVAL_BATCH = 16  # Throughput figures use the scorer's default batch.
+
+
+@dataclass(frozen=True)
+class VariantReport:
+    precision: str  # "int8" | "fp16"
+    model_path: str
+    kept: bool
+    reason: str  # Why it was kept or deleted, one line.
+    threshold: float  # Minimum top-1 agreement with fp32.
+    provider: str  # Execution provider the variant was evaluated on.
+    n_clips: int
+    top1_agreement: float | None = None
+    max_abs_prob_diff: float | None = None
+    accuracy_fp32: float | None = None  # On labelled evaluation clips only.
+    accuracy_variant: float | None = None
+    clips_per_s_fp32: float | None = None
+    clips_per_s_variant: float | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    created_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "status": "kept" if self.kept else "deleted"}
+
+
+def _timed_logits(session, features: np.ndarray) -> tuple[np.ndarray, float]:
+    """Logits and clips/s at EVAL_BATCH, after one warm-up batch (first runs pay for allocations)."""
+    run_batches(session, features[:EVAL_BATCH], EVAL_BATCH)
+    start = time.perf_counter()
+    logits = run_batches(session, features, EVAL_BATCH)
+    return logits, len(features) / max(time.perf_counter() - start, 1e-9)
+
+
+def _accuracy(logits: np.ndarray, labels: list[str | None], classes: tuple[str, ...]) -> float | None:
+    if not labels or any(label is None for label in labels):
+        return None
+    predicted = [classes[i] for i in logits.argmax(axis=1)]
+    return float(np.mean([p == t for p, t in zip(predicted, labels)]))
+
+
+def _save_variant_metadata(fp32_path: Path, variant_path: Path, precision: str) -> None:
+    """Copy the fp32 model's metadata onto the variant, with its precision (ORT's tools drop metadata_props)."""
+    import onnx
+
+    meta = dataclasses.replace(read_metadata(fp32_path), precision=precision)
+    proto = onnx.load(str(variant_path))
+    write_metadata(proto, meta)
+    save_model_atomic(proto, variant_path)
+
+
+def _evaluate(
+    fp32_path: Path,
+    variant_path: Path,
+    features: np.ndarray,
+    labels: list[str | None] | None,
+    provider: str,
+) -> dict[str, Any]:
+    """Figures of the variant against the fp32 model, both in fresh sessions on the saved files."""
+    classes = read_metadata(fp32_path).classes
+    reference, fp32_speed = _timed_logits(open_session(fp32_path, CPU_EP), features)
+    session = open_session(variant_path, provider)
+    actual = session.get_providers()[0]
+    if actual != provider:
+        raise VariantRejectedError(f"{provider} fell back to {actual}; cannot evaluate the variant there")
+    logits, variant_speed = _timed_logits(session, features)
+    figures = compare_logits(reference, logits)
+    return {
+        "provider": provider,
+        "top1_agreement": figures["top1_agreement"],
+        "max_abs_prob_diff": figures["max_abs_prob_diff"],
+        "accuracy_fp32": _accuracy(reference, labels or [], classes),
+        "accuracy_variant": _accuracy(logits, labels or [], classes),
+        "clips_per_s_fp32": fp32_speed if provider == CPU_EP else None,
+        "clips_per_s_variant": variant_speed,
+    }
+
+
+def _judge_variant(agreement: float, n_clips: int, threshold: float) -> tuple[bool, str]:
+    if agreement >= threshold:
+        return True, f"top-1 agreement with fp32 {agreement:.2%} >= {threshold:.2%}"
+    return False, f"top-1 agreement with fp32 {agreement:.2%} < {threshold:.2%} on {n_clips} clips; use the fp32 model.onnx"
+
+
+def build_and_judge(
+    precision: str,
+    fp32_path: Path,
+    out_path: Path,
+    build: Callable[[Path], None],
+    evaluation: np.ndarray,
+    labels: list[str | None] | None,
+    provider: str,
+    threshold: float,
+    settings: dict[str, Any],
+    report_path: Path | None,
+) -> VariantReport:
+    """Build the variant under a temporary name (`build(path)`), judge it against the fp32 model, write the
+    report, and publish it as `out_path` only when the report passes; otherwise delete it (and any stale variant at
+    `out_path`) and raise `VariantRejectedError` carrying the report."""
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    if len(evaluation) == 0:
+        raise VariantRejectedError(f"no evaluation clips for the {precision} model: pass real audio with --parity-data")
+    base = {
+        "precision": precision, "model_path": str(out_path), "threshold": threshold, "provider": provider,
+        "n_clips": len(evaluation), "settings": settings, "versions": library_versions(),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    with atomic_write(out_path, suffix=".pending") as pending:
+        try:
+            build(pending)
+            _save_variant_metadata(fp32_path, pending, precision)
+            figures = _evaluate(fp32_path, pending, evaluation, labels, provider)
+        except Exception as exc:  # ORT's quantizer and EPs raise many types; the variant is rejected in one line.
+            report = VariantReport(**base, kept=False, reason=f"could not build or run it ({one_line(exc)})")
+        else:
+            kept, reason = _judge_variant(figures["top1_agreement"], len(evaluation), threshold)
+            report = VariantReport(**{**base, **figures}, kept=kept, reason=reason)
+        if report_path is not None:
+            write_json(report.to_dict(), report_path)
+        if not report.kept:
+            out_path.unlink(missing_ok=True)  # A stale variant from an earlier export must not look current.
+            where = f" (report: {report_path})" if report_path else ""
+            raise VariantRejectedError(f"{precision} model deleted: {report.reason}{where}", report=report)
+    return report

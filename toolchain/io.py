@@ -1,0 +1,135 @@
+"""One copy of each process-level helper: atomic file writes, content hashes, cores, worker threads, spawn pools.
+
+Atomic writes: every output (checkpoint, model, report, CSV, cache entry) is written under a temporary name in
+its destination folder and renamed into place, so a killed run leaves the old file or none, never half a file.
+The temporary file is created with mode 0o666 and the kernel applies the process umask, exactly as for a plain
+`open(path, "w")`; nothing here reads or changes the umask (changing it is process-wide and racy under threads).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import secrets
+import sys
+import types
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+_CHUNK = 1 << 20
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _new_temp(path: Path, suffix: str) -> Path:
+    """Create (O_EXCL) an empty hidden file beside `path`; mode 0o666 minus the umask, like any new file."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{suffix}")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
+@contextmanager
+def atomic_write(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path beside `path`; when the block succeeds it replaces `path`, else it is removed.
+
+    `suffix` lets writers that choose a format by extension (matplotlib, `np.save`) see the right one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _new_temp(path, suffix)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json(data: dict[str, Any], path: str | Path) -> Path:
+    """Indented JSON with a trailing newline, atomically."""
+    return write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", path)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (best effort: some filesystems refuse fsync on directories)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (respects taskset/cgroup affinity, unlike os.cpu_count())."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS
+        return max(1, os.cpu_count() or 1)
+
+
+def limit_worker_threads() -> None:
+    """Process-pool initializer: one BLAS/OpenMP thread per worker, so N workers use N cores, not N squared."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+@contextmanager
+def _main_hidden() -> Iterator[None]:
+    """Start spawned workers without re-importing the parent's `__main__`.
+
+    spawn re-runs the parent's main script in every worker. For the `toolchain` console script that imports every
+    CLI module, torch included (~800 MB per worker, seconds to start), for nothing: workers only run library
+    functions. While workers start, `__main__` is a bare module with no file or spec, which spawn skips.
+    """
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
+def _noop() -> None:
+    pass
+
+
+def spawn_pool(workers: int, warm_up: Callable[[], None] = _noop) -> ProcessPoolExecutor:
+    """A pool of `workers` spawned processes, all started now (each runs `warm_up` once), one thread each.
+
+    spawn, not fork: the parent holds ORT, torch and (under Prefect) event-loop threads that a fork would copy
+    mid-state. Workers are started while `__main__` is hidden, so they import only what their tasks need.
+    """
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=limit_worker_threads)
+    with _main_hidden():
+        for _ in range(workers):  # With spawn, each submit to a pool without idle workers starts one.
+            pool.submit(warm_up)
+    return pool

@@ -1,0 +1,27 @@
+"""Scoring: folders of audio -> timestamped prediction CSVs and a run ledger, through ONNX Runtime.
+
+Never imports torch, `toolchain.training` or `toolchain.export` (a test checks it), so a scoring-only install
+can stay small.
+"""
+
+from toolchain.scoring.engine import (
+    EngineConfig,
+    ScoredRow,
+    ScoringModel,
+    load_model,
+    score_files,
+)
+from toolchain.scoring.folder import (
+    FolderOutcome,
+    FolderSummary,
+    LocalSteps,
+    run_folder,
+    scan_inbox,
+    score_folder,
+)
+from toolchain.scoring.ledger import Ledger
+
+__all__ = [
+    "EngineConfig", "FolderOutcome", "FolderSummary", "Ledger", "LocalSteps", "ScoredRow", "ScoringModel",
+    "load_model", "run_folder", "scan_inbox", "score_files", "score_folder",
+]

@@ -1,0 +1,303 @@
+"""The scoring engine: audio files -> (label, confidence, probabilities) rows through ONNX Runtime.
+
+Shared by `toolchain score` and the Prefect flow `score-folder`. The model file is the only source of truth: its
+metadata (`toolchain.inference.contract`) gives the class labels and the feature config, and a model whose config this
+library cannot reproduce is refused before any audio is read.
+
+Pipeline: decode + featurize (`toolchain.audio`) in spawned worker processes, at most `max_in_flight` files
+ahead of the model, while the main thread runs batched ONNX Runtime inference (ORT releases the GIL). Rows come out
+as an iterator in the order of the input list, so memory stays bounded whatever the number of files, and a
+caller can score any explicit list of files (a shard) on its own.
+
+On a GPU (`toolchain.inference.providers` and `toolchain.scoring.precision` hold those decisions): the CUDA EP with cuDNN's exhaustive algorithm search,
+every batch padded to one shape and run through IO binding, and the certified fp16 variant of the model when
+there is one; CPU tests cover each decision and mechanism (docs/performance.md says what has run on a GPU).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolchain.audio.config import FeatureConfig
+from toolchain.audio.features import stack_channels
+from toolchain.audio.workers import DecodeResult, ordered_decode, shared_pool
+from toolchain.errors import ModelMetadataError, ScoringError, one_line
+from toolchain.inference.contract import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ModelMetadata,
+    metadata_from_session,
+)
+from toolchain.inference.predictions import top_class
+from toolchain.inference.providers import (
+    CONV_ALGO_SEARCHES,
+    CPU_EP,
+    CUDA_EP,
+    PROVIDERS,
+    ConvAlgoSearch,
+    Provider,
+    cuda_driver_present,
+    cuda_unavailable_message,
+    preload_cuda_libraries,
+)
+from toolchain.inference.session import open_session, run_logits, softmax
+from toolchain.io import available_cores, file_sha256
+from toolchain.progress import NullProgress, ProgressReporter
+from toolchain.scoring.precision import PRECISION_CHOICES, Precision, choose_model_file
+
+
+class IoBinding(str, Enum):
+    """auto = bind inputs/outputs on CUDA, plain session.run on CPU; on/off force it."""
+
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
+IO_BINDING = tuple(b.value for b in IoBinding)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How to run a model; nothing here changes what it computes. `None` means "size for this machine"."""
+
+    batch_size: int = 16  # Clips per ORT call: amortizes per-call overhead; 16 x 3x128x216 fp32 = 5.3 MB.
+    provider: Provider = Provider.auto  # auto = CUDA EP when it really starts, else CPU; cuda = fail unless it runs.
+    decode_workers: int | None = None  # Worker processes decoding audio; 0 = decode in the calling thread.
+    intra_op_threads: int | None = None  # ORT threads; with the workers they should not exceed the cores.
+    max_in_flight: int | None = None  # Files decoded ahead of the model; None = 2 x batch_size.
+    precision: Precision = Precision.auto  # auto = the certified model.fp16.onnx on CUDA, the given file on CPU.
+    device_id: int = 0  # Which GPU the CUDA EP uses.
+    conv_algo_search: ConvAlgoSearch = ConvAlgoSearch.EXHAUSTIVE  # cuDNN: time every algorithm once per shape.
+    io_binding: IoBinding = IoBinding.auto  # auto = bind inputs/outputs on CUDA, plain session.run on CPU.
+
+    def __post_init__(self) -> None:
+        # Enum members are stored as their plain string values: JSON-able for Prefect, hashable like strings.
+        for name in ("provider", "precision", "conv_algo_search", "io_binding"):
+            value = getattr(self, name)
+            if isinstance(value, Enum):
+                object.__setattr__(self, name, value.value)
+        if self.batch_size < 1:
+            raise ScoringError(f"batch_size={self.batch_size} must be at least 1")
+        for name, allowed in (("provider", PROVIDERS), ("precision", PRECISION_CHOICES),
+                              ("conv_algo_search", CONV_ALGO_SEARCHES), ("io_binding", IO_BINDING)):
+            if getattr(self, name) not in allowed:
+                raise ScoringError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if self.device_id < 0:
+            raise ScoringError(f"device_id={self.device_id} is out of range: pass a GPU index (0 = the first)")
+        for name in ("decode_workers", "intra_op_threads", "max_in_flight"):
+            value = getattr(self, name)
+            if value is not None and value < (0 if name == "decode_workers" else 1):
+                raise ScoringError(f"{name}={value} is out of range: pass a positive number or leave it unset")
+
+
+def resolve_threads(config: EngineConfig, on_gpu: bool, cores: int | None = None) -> tuple[int, int]:
+    """(decode_workers, intra_op_threads) for this machine.
+
+    On CPU the model gets every core and one decode worker per four cores runs beside it: with the fast feature
+    path a clip costs ~5 ms to decode and featurize against ~400 ms of ResNet152 on two cores, so a worker that
+    mostly sleeps beats halving the model's threads (ORT threads are told not to spin while idle, so they yield to
+    it). On a GPU the model needs one feeding thread and every core decodes.
+    """
+    cores = cores or available_cores()
+    if on_gpu:
+        workers, threads = cores, 1
+    else:
+        workers, threads = max(1, cores // 4), cores
+    if multiprocessing.current_process().daemon:
+        workers = 0  # Daemonic processes (e.g. Dask workers) may not start children: decode inline.
+    if config.decode_workers is not None:
+        workers = config.decode_workers
+    if config.intra_op_threads is not None:
+        threads = config.intra_op_threads
+    return workers, threads
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    """An open ONNX Runtime session plus what the model says about itself."""
+
+    path: Path  # The .onnx file that runs: the one asked for, or its certified fp16 variant on CUDA.
+    sha256: str  # sha256 of `path`, written in CSV rows (the ledger keys runs by `source_sha256`).
+    metadata: ModelMetadata
+    provider: str  # The execution provider that actually runs (session.get_providers()[0]).
+    session: Any  # onnxruntime.InferenceSession
+    decode_workers: int
+    intra_op_threads: int
+    source_sha256: str = ""  # sha256 of the file the caller named (== sha256 unless a variant was chosen).
+    choice: str = ""  # Why `path` runs, one line (e.g. why the fp16 variant was or was not used).
+    io_binding: bool = False
+    device_id: int = 0
+
+    @property
+    def on_cuda(self) -> bool:
+        return self.provider == CUDA_EP
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.metadata.classes
+
+    @property
+    def feature_config(self) -> FeatureConfig:
+        return self.metadata.feature_config
+
+
+def _wants_cuda(provider: str, available: list[str]) -> bool:
+    """Whether to ask ORT for the CUDA EP; `ScoringError` when provider 'cuda' cannot possibly start."""
+    if provider == "cpu":
+        return False
+    driver = cuda_driver_present()
+    if CUDA_EP in available and driver:
+        return True
+    if provider == "cuda":
+        raise ScoringError(cuda_unavailable_message(available, driver))
+    return False
+
+
+def _check_signature(session: Any, meta: ModelMetadata, source: str) -> None:
+    """Refuse a graph whose input/output does not match what its metadata promises."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+    if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
+        raise ModelMetadataError(
+            f"{source} has inputs {sorted(inputs)} and outputs {sorted(outputs)}, expected '{INPUT_NAME}' -> "
+            f"'{OUTPUT_NAME}': export it with `toolchain export-onnx`"
+        )
+    expected = (None, *meta.feature_config.input_shape)
+    shape = inputs[INPUT_NAME].shape
+    fixed = [(got, want) for got, want in zip(shape, expected) if want is not None and isinstance(got, int)]
+    if len(shape) != 4 or any(got != want for got, want in fixed):
+        raise ModelMetadataError(
+            f"{source} input shape {shape} does not match its feature config {meta.feature_config.input_shape}: "
+            "re-export the model"
+        )
+    n_out = outputs[OUTPUT_NAME].shape[-1]
+    if isinstance(n_out, int) and n_out != len(meta.classes):
+        raise ModelMetadataError(
+            f"{source} outputs {n_out} logits but its metadata lists {len(meta.classes)} classes: re-export it"
+        )
+
+
+def _open_session(path: Path, use_cuda: bool, threads: int, config: EngineConfig) -> Any:
+    try:
+        return open_session(path, CUDA_EP if use_cuda else CPU_EP, threads=threads, device_id=config.device_id,
+                            conv_algo_search=config.conv_algo_search)
+    except Exception as exc:  # ORT raises InvalidProtobuf, Fail, InvalidGraph, ... for a damaged or foreign file.
+        raise ScoringError(
+            f"cannot load ONNX model {path}: {one_line(exc, 300)}; pass a file written by `toolchain export-onnx`"
+        ) from None
+
+
+def load_model(path: str | Path, config: EngineConfig = EngineConfig()) -> ScoringModel:
+    """Open `path` with ONNX Runtime (CUDA EP first when it can start, then CPU) and read its metadata.
+
+    On CUDA with precision "auto", a certified `model.fp16.onnx` beside `path` runs instead (see
+    `toolchain.scoring.precision.choose_model_file`); the returned model's `path`/`sha256` name the file that runs.
+    Raises `ScoringError` for a missing/unreadable file (or provider 'cuda' that cannot run), `ModelMetadataError` /
+    `FeatureConfigError` for a model without our metadata or with a feature config this library cannot reproduce.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ScoringError(f"model {path} does not exist: pass the .onnx file written by `toolchain export-onnx`")
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    use_cuda = _wants_cuda(config.provider, available)
+    preload_report = preload_cuda_libraries() if use_cuda else ""
+    workers, threads = resolve_threads(config, on_gpu=use_cuda)
+    if workers:
+        shared_pool(workers)  # Start (or reuse) the decode workers now: they warm up while ORT loads the model.
+    choice = choose_model_file(path, on_cuda=use_cuda, precision=config.precision)
+    session = _open_session(choice.path, use_cuda, threads, config)
+    provider = session.get_providers()[0]
+    if use_cuda and provider != CUDA_EP:
+        if config.provider == "cuda":
+            raise ScoringError(cuda_unavailable_message(available, True, provider, preload_report))
+        # The GPU split (1 ORT thread, all cores decoding) and the fp16 choice are wrong for CPU: start over.
+        workers, threads = resolve_threads(config, on_gpu=False)
+        choice = choose_model_file(path, on_cuda=False, precision=config.precision)
+        session = _open_session(choice.path, False, threads, config)
+        provider = session.get_providers()[0]
+    meta = metadata_from_session(session, str(choice.path))
+    _check_signature(session, meta, str(choice.path))
+    source_sha = file_sha256(path)
+    sha = source_sha if choice.path == path else file_sha256(choice.path)
+    io_binding = config.io_binding == "on" or (config.io_binding == "auto" and provider == CUDA_EP)
+    return ScoringModel(choice.path, sha, meta, provider, session, workers, threads, source_sha, choice.reason,
+                        io_binding, config.device_id)
+
+
+@dataclass(frozen=True)
+class ScoredRow:
+    """One output row. `probabilities` follow `classes` order; None for error rows."""
+
+    file: str  # As given by the caller (relative posix path for folder scoring).
+    status: str  # "ok" | "error"
+    label: str = ""
+    confidence: float = float("nan")
+    error: str = ""
+    probabilities: tuple[float, ...] | None = None
+
+
+def infer_logits(model: ScoringModel, batch: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+    """Logits (n, n_classes) of one batch (n, channels, n_mels, frames) float32, the way the engine runs it.
+
+    On CUDA a short batch is padded to `batch_size` (one shape, one cuDNN algorithm search); IO binding as the
+    model was loaded with.
+    """
+    return run_logits(model.session, batch, io_binding=model.io_binding, device="cuda" if model.on_cuda else "cpu",
+                      device_id=model.device_id, pad_to=batch_size if model.on_cuda else None)
+
+
+def _infer(model: ScoringModel, chunk: list[tuple[str, DecodeResult]], batch_size: int) -> list[ScoredRow]:
+    ok = [(name, result.features) for name, result in chunk if result.features is not None]
+    rows: dict[str, ScoredRow] = {}
+    if ok:
+        cfg = model.feature_config
+        batch = np.stack([stack_channels(f, cfg) for _, f in ok]).astype(np.float32, copy=False)
+        probs = softmax(infer_logits(model, batch, batch_size))
+        for (name, _), p in zip(ok, probs):
+            label, confidence = top_class(p, model.classes)
+            rows[name] = ScoredRow(name, "ok", label, confidence, "", tuple(float(v) for v in p))
+    return [rows.get(name) or ScoredRow(name, "error", error=result.error) for name, result in chunk]
+
+
+def score_files(
+    model: ScoringModel,
+    root: str | Path,
+    files: Sequence[str],
+    config: EngineConfig = EngineConfig(),
+    progress: ProgressReporter = NullProgress(),
+) -> Iterator[ScoredRow]:
+    """Score `files` (paths relative to `root`, or absolute) and yield one row per file, in input order.
+
+    A file that cannot be decoded yields an error row and never stops the run; features are computed with the
+    model's own feature config.
+    """
+    root = Path(root)
+    paths = [str(root / f) for f in files]
+    progress.start("score", f"scoring {len(files)} files on {model.provider}", len(files))
+    in_flight = config.max_in_flight or 2 * config.batch_size
+    try:
+        chunk: list[tuple[str, DecodeResult]] = []
+        decoded = ordered_decode(paths, model.feature_config, model.decode_workers, in_flight)
+        with closing(decoded):
+            for name, result in zip(files, decoded):
+                chunk.append((name, result))
+                if len(chunk) == config.batch_size:
+                    yield from _infer(model, chunk, config.batch_size)
+                    progress.advance("score", len(chunk))
+                    chunk = []
+            if chunk:
+                yield from _infer(model, chunk, config.batch_size)
+                progress.advance("score", len(chunk))
+    finally:
+        progress.finish("score")

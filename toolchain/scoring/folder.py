@@ -1,0 +1,439 @@
+"""Scoring folders: discover -> score (in shards) -> write -> record, the one orchestration for every caller.
+
+`run_folder` holds the whole sequence and its bookkeeping (the ledger rows, the folder lock, busy and
+already-scored folders, retry counts, the provider that ran). How each step runs is the caller's `ScoringSteps`:
+`LocalSteps` calls them in this thread (what `toolchain score` does, through `score_folder`); the Prefect flow
+`score-folder` runs them as tasks with retries and maps the shards with Prefect's `.map` or on a Dask cluster.
+`scan_inbox` scores every subfolder of an inbox that the model has not scored yet, one `run_folder` each.
+
+What gets scored: every file under the folder, recursively, that `toolchain.audio.find_audio_files` lists (a
+known audio extension, case-insensitive; hidden files and folders skipped). Files with other extensions get no
+row; an audio-named file that does not decode gets an error row. In inbox mode each non-hidden subfolder holding
+at least one audio file is a unit of work; empty ones are left for a later scan (their files may still be
+arriving).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import functools
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+from toolchain.audio.decode import find_audio_files, is_hidden
+from toolchain.errors import FolderBusyError, ScoringError, one_line
+from toolchain.inference.contract import ModelMetadata, read_metadata
+from toolchain.io import file_sha256
+from toolchain.progress import NullProgress, ProgressReporter
+from toolchain.scoring.engine import EngineConfig, ScoringModel, load_model, score_files
+from toolchain.scoring.ledger import Ledger
+from toolchain.scoring.outputs import (
+    PartSummary,
+    assemble_csv,
+    inject_fault,
+    new_csv_path,
+    out_folder_for,
+    part_path,
+    publish_csv,
+    remove_run_files,
+    write_part,
+)
+
+DEFAULT_SHARD_SIZE = 1000  # Files per shard: a retry or a Dask task redoes at most this much work.
+
+
+def new_run_id() -> str:
+    """Sortable and unique: UTC time plus 8 random hex digits."""
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    path: str
+    sha256: str  # Of the .onnx file.
+    metadata: ModelMetadata
+
+
+def describe_model(path: str | Path) -> ModelIdentity:
+    """The model's identity and metadata without starting ONNX Runtime (refuses foreign feature configs)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ScoringError(f"model {path} does not exist: pass the .onnx file written by `toolchain export-onnx`")
+    return ModelIdentity(str(path.resolve()), file_sha256(path), read_metadata(path))
+
+
+def check_folder(folder: str | Path) -> Path:
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        what = "is not a directory" if path.exists() else "does not exist"
+        raise ScoringError(f"input folder {path} {what}: pass a directory of audio files")
+    return path.resolve()
+
+
+def discover_audio_files(folder: str | Path) -> list[str]:
+    """Audio files under `folder`, recursively, as sorted posix paths relative to it."""
+    root = check_folder(folder)
+    return [p.relative_to(root).as_posix() for p in find_audio_files(root)]
+
+
+def unscored_folders(inbox: str | Path, ledger: Ledger, model_sha256: str) -> list[Path]:
+    """Subfolders of `inbox` holding audio and not yet scored by this model, sorted by name."""
+    root = check_folder(inbox)
+    # Resolved like `check_folder` does, so a symlinked subfolder matches its ledger key.
+    subfolders = sorted(p.resolve() for p in root.iterdir() if p.is_dir() and not is_hidden(p.name))
+    return [p for p in subfolders if ledger.scored_csv(str(p), model_sha256) is None and find_audio_files(p)]
+
+
+def shard(files: Sequence[str], shard_size: int = DEFAULT_SHARD_SIZE) -> list[list[str]]:
+    """Consecutive slices of the sorted list (so concatenated shard outputs stay sorted); one empty shard if none."""
+    if shard_size < 1:
+        raise ScoringError(f"shard_size={shard_size} must be at least 1")
+    return [list(files[i:i + shard_size]) for i in range(0, len(files), shard_size)] or [[]]
+
+
+@dataclass(frozen=True)
+class FolderJob:
+    """One folder being scored by one run, while that run holds the output folder's lock."""
+
+    folder: str  # Absolute input folder.
+    out_folder: str
+    out_dir: str
+    run_id: str
+    folder_run_id: int
+    model_sha256: str
+    flow_run_id: str | None = None
+
+    @property
+    def ledger(self) -> Ledger:
+        return Ledger.in_dir(self.out_dir)
+
+
+@contextmanager
+def folder_lock(out_folder: Path) -> Iterator[None]:
+    """Exclusive, non-blocking lock on `<out_folder>/.lock`; the kernel drops it if the holder dies (kill -9)."""
+    out_folder.mkdir(parents=True, exist_ok=True)
+    with open(out_folder / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FolderBusyError(
+                f"{out_folder} is being written by another scoring run right now: wait for it to finish"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def folder_job(ledger: Ledger, folder: str | Path, out_dir: str | Path, run_id: str, model_sha256: str, *,
+               flow_run_id: str | None = None, skip_if_scored: bool = False) -> Iterator[FolderJob | None]:
+    """Claim a folder: lock it, settle what killed runs left, start its ledger row; yields None when skipped.
+
+    On an exception inside the block the row is marked 'failed' with the one-line reason and this run's temporary
+    files are removed; the exception propagates.
+    """
+    folder = check_folder(folder)
+    out_folder = out_folder_for(out_dir, folder)
+    with folder_lock(out_folder):
+        ledger.reconcile_folder(str(out_folder))
+        remove_run_files(out_folder)  # Leftovers of killed runs: we hold the lock, so nobody else is writing.
+        if skip_if_scored and ledger.scored_csv(str(folder), model_sha256) is not None:
+            yield None
+            return
+        folder_run_id = ledger.start_folder(run_id, str(folder), str(out_folder), model_sha256, flow_run_id)
+        job = FolderJob(str(folder), str(out_folder), str(out_dir), run_id, folder_run_id, model_sha256, flow_run_id)
+        try:
+            yield job
+        except BaseException as exc:
+            ledger.finish_folder(folder_run_id, "failed", error=one_line(exc))
+            remove_run_files(out_folder, run_id)
+            raise
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    index: int
+    part: PartSummary
+    seconds: float
+    provider: str
+    attempt: int = 1  # Which attempt produced it (retries = attempt - 1).
+
+
+@functools.lru_cache(maxsize=1)
+def _cached_model(path: str, mtime_ns: int, size: int, config: EngineConfig) -> ScoringModel:
+    return load_model(path, config)
+
+
+def load_model_cached(path: str | Path, config: EngineConfig = EngineConfig()) -> ScoringModel:
+    """`load_model`, reused across shards in one process (keyed on the file's mtime and size, so a replaced model
+    file is reloaded)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        return load_model(path, config)  # Raises the one-line error.
+    stat = path.stat()
+    return _cached_model(str(path.resolve()), stat.st_mtime_ns, stat.st_size, config)
+
+
+def score_shard(model: ScoringModel, job: FolderJob, index: int, files: Sequence[str],
+                config: EngineConfig = EngineConfig(), progress: ProgressReporter = NullProgress(),
+                attempt: int = 1) -> ShardResult:
+    """Score one shard of the folder's files into its part file (streamed, renamed into place when complete)."""
+    if job.model_sha256 not in (model.sha256, model.source_sha256):  # source: the file named, when fp16 runs.
+        raise ScoringError(f"model {model.path} changed since the run started (sha256 {model.sha256[:12]} != "
+                           f"{job.model_sha256[:12]}): rerun the scoring")
+    inject_fault("score", attempt)
+    start = time.perf_counter()
+    rows = score_files(model, job.folder, files, config, progress)
+    part = write_part(part_path(Path(job.out_folder), job.run_id, index), rows, model.classes, model.sha256,
+                      job.run_id)
+    return ShardResult(index, part, time.perf_counter() - start, model.provider, attempt)
+
+
+def write_predictions(job: FolderJob, shards: Sequence[ShardResult], attempt: int = 1) -> Path:
+    """Assemble the shards' parts (in shard order) into `predictions_<UTC>.csv`, atomically; returns its path."""
+    out_folder = Path(job.out_folder)
+    ordered = sorted(shards, key=lambda s: s.index)
+    tmp = assemble_csv(out_folder, job.run_id, [s.part.path for s in ordered], attempt)
+    final = new_csv_path(out_folder)
+    job.ledger.set_csv_path(job.folder_run_id, str(final))  # Before the rename: a crash after it is recoverable.
+    return publish_csv(tmp, final)
+
+
+@dataclass(frozen=True)
+class FolderSummary:
+    """The outcome of scoring one folder (JSON-able through `to_dict`)."""
+
+    folder: str
+    csv_path: str
+    run_id: str
+    model_sha256: str
+    provider: str
+    files_ok: int
+    files_error: int
+    seconds: float  # Time spent scoring (decode + features + inference + part writes), summed over shards.
+    task_retries: int = 0
+    label_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def files_total(self) -> int:
+        return self.files_ok + self.files_error
+
+    @property
+    def files_per_second(self) -> float:
+        return self.files_total / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "files_total": self.files_total, "files_per_second": self.files_per_second}
+
+
+def record_folder(job: FolderJob, shards: Sequence[ShardResult], csv_path: str | Path,
+                  task_retries: int = 0) -> FolderSummary:
+    """Mark the folder scored in the ledger (its CSV is complete) and remove the run's part files."""
+    labels: Counter[str] = Counter()
+    for s in shards:
+        labels.update(s.part.label_counts)
+    summary = FolderSummary(
+        folder=job.folder, csv_path=str(csv_path), run_id=job.run_id, model_sha256=job.model_sha256,
+        provider=shards[0].provider if shards else "", files_ok=sum(s.part.files_ok for s in shards),
+        files_error=sum(s.part.files_error for s in shards), seconds=sum(s.seconds for s in shards),
+        task_retries=task_retries, label_counts=dict(sorted(labels.items())),
+    )
+    job.ledger.finish_folder(job.folder_run_id, "completed", files_ok=summary.files_ok,
+                             files_error=summary.files_error, task_retries=task_retries, csv_path=str(csv_path))
+    remove_run_files(Path(job.out_folder), job.run_id)
+    return summary
+
+
+@contextmanager
+def scoring_run(out_dir: str | Path, *, mode: str, target: str | Path, model: ModelIdentity,
+                flow_run_id: str | None = None, parent_run_id: str | None = None,
+                run_id: str | None = None) -> Iterator[str]:
+    """A ledger `runs` row around a block: yields the run id; 'completed', or 'failed' with the reason."""
+    run_id = run_id or new_run_id()
+    ledger = Ledger.in_dir(out_dir)
+    ledger.reap_dead_runs()
+    ledger.start_run(run_id, mode=mode, target=str(target), model_path=model.path, model_sha256=model.sha256,
+                     checkpoint_sha256=model.metadata.checkpoint_sha256, flow_run_id=flow_run_id,
+                     parent_run_id=parent_run_id)
+    try:
+        yield run_id
+    except BaseException as exc:
+        ledger.finish_run(run_id, "failed", one_line(exc))
+        raise
+    ledger.finish_run(run_id, "completed")
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Attempted(Generic[T]):
+    """A step's value plus the attempt that produced it (1 = no retry)."""
+
+    value: T
+    attempt: int = 1
+
+
+class ScoringSteps(Protocol):
+    """How `run_folder`'s steps execute. `run` calls `fn(attempt)` (retrying it as the runner sees fit) and says
+    which attempt succeeded; `map_shards` scores every shard (anywhere) and returns their results in any order;
+    `log` reports one line."""
+
+    def run(self, name: str, fn: Callable[[int], T]) -> Attempted[T]: ...
+
+    def map_shards(self, job: FolderJob, shards: list[list[str]]) -> list[ShardResult]: ...
+
+    def log(self, message: str) -> None: ...
+
+
+def score_shard_of(model_path: str | Path, config: EngineConfig, job: FolderJob, index: int, files: Sequence[str],
+                   progress: ProgressReporter = NullProgress(), attempt: int = 1) -> ShardResult:
+    """One shard from a model path: what every shard mapper runs (the model is loaded once per process)."""
+    return score_shard(load_model_cached(model_path, config), job, index, files, config, progress, attempt)
+
+
+@dataclass
+class LocalSteps:
+    """Every step in this thread, once, in order (no retries): `toolchain score` and plain Python callers."""
+
+    model_path: str | Path
+    config: EngineConfig = EngineConfig()
+    progress: ProgressReporter = field(default_factory=NullProgress)
+
+    def run(self, name: str, fn: Callable[[int], T]) -> Attempted[T]:
+        return Attempted(fn(1))
+
+    def map_shards(self, job: FolderJob, shards: list[list[str]]) -> list[ShardResult]:
+        return [score_shard_of(self.model_path, self.config, job, i, files, self.progress)
+                for i, files in enumerate(shards)]
+
+    def log(self, message: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class FolderOutcome:
+    """What `run_folder` did with a folder: scored it (`summary`) or skipped it (`skipped` says why)."""
+
+    folder: str
+    summary: FolderSummary | None = None
+    skipped: str = ""  # "" | "already scored" | "busy"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.summary.to_dict() if self.summary else {"folder": self.folder, "skipped": self.skipped}
+
+
+def run_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path, steps: ScoringSteps, *,
+               shard_size: int = DEFAULT_SHARD_SIZE, skip_scored: bool = False, flow_run_id: str | None = None,
+               parent_run_id: str | None = None, run_id: str | None = None) -> FolderOutcome:
+    """Score every audio file under `folder` into `<out_dir>/<folder name>/predictions_<UTC>.csv`, recorded in
+    `<out_dir>/ledger.sqlite`: discover -> score shards -> write -> record, each step run by `steps`.
+
+    `skip_scored` (inbox scans) skips a folder this model already scored, and one that another run is scoring
+    right now; without it a busy folder raises `FolderBusyError`. The ledger knows a model by the file named here
+    (a GPU run of its fp16 variant and a CPU run are one model to the ledger); CSV rows name the file that ran.
+    """
+    folder = str(check_folder(folder))
+    identity = describe_model(model_path)
+    ledger = Ledger.in_dir(out_dir)
+    steps.log(f"model {model_path} sha256={identity.sha256} ({identity.metadata.arch}, "
+              f"{len(identity.metadata.classes)} classes)")
+    with scoring_run(out_dir, mode="folder", target=folder, model=identity, flow_run_id=flow_run_id,
+                     parent_run_id=parent_run_id, run_id=run_id) as run_id:
+        try:
+            with folder_job(ledger, folder, out_dir, run_id, identity.sha256, flow_run_id=flow_run_id,
+                            skip_if_scored=skip_scored) as job:
+                if job is None:
+                    steps.log(f"{folder} is already scored by this model: skipped")
+                    return FolderOutcome(folder, skipped="already scored")
+                summary = _score_job(job, steps, shard_size)
+        except FolderBusyError as exc:
+            if not skip_scored:
+                raise
+            steps.log(f"skipped: {exc}")
+            return FolderOutcome(folder, skipped="busy")
+    steps.log(
+        f"scored {folder}: {summary.files_total} files ({summary.files_ok} ok, {summary.files_error} error), "
+        f"{summary.files_per_second:.1f} files/s, provider {summary.provider}, model sha256 {summary.model_sha256}, "
+        f"task retries {summary.task_retries} -> {summary.csv_path}"
+    )
+    return FolderOutcome(folder, summary=summary)
+
+
+def _score_job(job: FolderJob, steps: ScoringSteps, shard_size: int) -> FolderSummary:
+    discovered = steps.run("discover", lambda attempt: discover_audio_files(job.folder))
+    steps.log(f"discovered {len(discovered.value)} audio files in {job.folder}")
+    results = steps.map_shards(job, shard(discovered.value, shard_size))
+    for r in sorted(results, key=lambda r: r.index):
+        steps.log(f"shard {r.index}: {r.part.files_ok} ok, {r.part.files_error} error in {r.seconds:.1f} s "
+                  f"on {r.provider}")
+    job.ledger.set_provider(job.run_id, results[0].provider)
+    written = steps.run("write-csv", lambda attempt: write_predictions(job, results, attempt))
+    steps.log(f"wrote {written.value}")
+    retries = (discovered.attempt - 1) + (written.attempt - 1) + sum(r.attempt - 1 for r in results)
+    return steps.run("record", lambda attempt: record_folder(job, results, written.value,
+                                                            retries + attempt - 1)).value
+
+
+@dataclass(frozen=True)
+class InboxScan:
+    """One scan of an inbox: the folders it found unscored and what became of each."""
+
+    inbox: str
+    run_id: str
+    todo: tuple[str, ...]
+    outcomes: tuple[FolderOutcome, ...]
+    failed: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"inbox": self.inbox, "run_id": self.run_id, "folders": [o.to_dict() for o in self.outcomes]}
+
+
+def scan_inbox(model_path: str | Path, inbox: str | Path, out_dir: str | Path, steps: ScoringSteps,
+               score_subfolder: Callable[[str, str], FolderOutcome], *, flow_run_id: str | None = None,
+               report: Callable[[InboxScan], None] = lambda scan: None) -> InboxScan:
+    """Score each subfolder of `inbox` that holds audio and is not yet scored by the model, with
+    `score_subfolder(folder, parent_run_id)` (a `run_folder` with `skip_scored=True`, possibly as a child flow
+    run). One failed folder never stops the others; `report` sees the scan before a failure is raised
+    (`ScoringError` naming the failed folders)."""
+    identity = describe_model(model_path)
+    with scoring_run(out_dir, mode="inbox", target=inbox, model=identity, flow_run_id=flow_run_id) as run_id:
+        todo = steps.run("find-unscored", lambda attempt: [
+            str(p) for p in unscored_folders(inbox, Ledger.in_dir(out_dir), identity.sha256)]).value
+        steps.log(f"inbox {inbox}: {len(todo)} folder(s) not yet scored by model {identity.sha256[:12]}")
+        outcomes, failed = [], []
+        for sub in todo:
+            try:
+                outcomes.append(score_subfolder(sub, run_id))
+            except Exception as exc:  # One folder's failure is recorded in its own run; the others go on.
+                steps.log(f"{sub} failed: {one_line(exc)}")
+                failed.append(sub)
+        scan = InboxScan(str(inbox), run_id, tuple(todo), tuple(outcomes), tuple(failed))
+        report(scan)
+        if failed:
+            raise ScoringError(f"{len(failed)} of {len(todo)} inbox folders failed: {', '.join(failed)}")
+    return scan
+
+
+def score_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path,
+                 config: EngineConfig = EngineConfig(), progress: ProgressReporter = NullProgress(), *,
+                 run_id: str | None = None, shard_size: int = DEFAULT_SHARD_SIZE) -> FolderSummary:
+    """`run_folder` with every step in this thread: what `toolchain score` runs.
+
+    Raises `ScoringError` (missing folder, unreadable model, busy folder) before any CSV is written; bad audio
+    files become error rows.
+    """
+    check_folder(folder)
+    load_model_cached(model_path, config)  # A model that cannot run is refused before any ledger row is written.
+    outcome = run_folder(model_path, folder, out_dir, LocalSteps(model_path, config, progress),
+                         shard_size=shard_size, run_id=run_id)
+    assert outcome.summary is not None  # Only inbox scans (skip_scored) skip folders.
+    return outcome.summary

@@ -1,0 +1,297 @@
+"""The run ledger: which folder was scored by which model, when, by which run, with what outcome.
+
+One SQLite file per output directory, `<out>/ledger.sqlite`, in WAL mode with a busy timeout, so several scoring
+processes (two flow runs, a CLI run beside a served deployment) can record at once. Every call opens its own short
+connection: nothing is held between calls, and a process killed with SIGKILL leaves at most an uncommitted
+transaction that SQLite rolls back.
+
+Schema (times are UTC ISO-8601 strings, sha256 values are hex):
+
+  runs                      one row per scoring run (a CLI call or one Prefect flow run)
+    run_id        TEXT PK   our id, also written into every CSV row
+    flow_run_id   TEXT      Prefect flow-run id; NULL outside Prefect
+    parent_run_id TEXT      the inbox run that started this per-folder run; NULL otherwise
+    mode          TEXT      'folder' | 'inbox'
+    target        TEXT      absolute folder (mode folder) or inbox path
+    model_path    TEXT      the .onnx path as given
+    model_sha256  TEXT      sha256 of the .onnx file: the model's identity
+    checkpoint_sha256 TEXT  sha256 of the checkpoint it was exported from (from the model metadata)
+    provider      TEXT      ONNX Runtime execution provider that ran (NULL until known)
+    host, pid               who ran it (a 'running' run whose pid is gone on this host is marked 'crashed')
+    started_at, finished_at
+    state         TEXT      'running' | 'completed' | 'failed' | 'crashed'
+    folders, files_ok, files_error, task_retries INTEGER   totals over the run's folders (and its child runs')
+    error         TEXT      one-line failure reason
+
+  folder_runs               one row per (run, folder) attempt
+    id            INTEGER PK
+    run_id        TEXT      -> runs.run_id
+    flow_run_id   TEXT
+    folder        TEXT      absolute, resolved input folder (the key for "already scored")
+    out_folder    TEXT      <out>/<folder name>, where its CSVs go
+    model_sha256  TEXT
+    started_at, finished_at
+    state         TEXT      'running' | 'completed' | 'failed' | 'crashed'
+    files_ok, files_error, task_retries INTEGER
+    csv_path      TEXT      set just before the CSV is renamed into place
+    error         TEXT
+
+A folder counts as scored by a model only when a `folder_runs` row for it and that model is 'completed', which is
+written after its CSV is completely on disk. A 'running' row left by a killed process is settled by the next run
+that takes the folder's lock (`reconcile_folder`): 'completed' if its CSV reached its final name (the rename
+happened, only the bookkeeping was lost), otherwise 'crashed'.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import os
+import socket
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+LEDGER_NAME = "ledger.sqlite"
+BUSY_TIMEOUT_MS = 30_000  # Writers queue for up to 30 s: transactions here take milliseconds.
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, flow_run_id TEXT, parent_run_id TEXT, mode TEXT NOT NULL, target TEXT NOT NULL,
+    model_path TEXT NOT NULL, model_sha256 TEXT NOT NULL, checkpoint_sha256 TEXT, provider TEXT,
+    host TEXT NOT NULL, pid INTEGER NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,
+    state TEXT NOT NULL, folders INTEGER NOT NULL DEFAULT 0, files_ok INTEGER NOT NULL DEFAULT 0,
+    files_error INTEGER NOT NULL DEFAULT 0, task_retries INTEGER NOT NULL DEFAULT 0, error TEXT
+);
+CREATE TABLE IF NOT EXISTS folder_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL REFERENCES runs(run_id), flow_run_id TEXT,
+    folder TEXT NOT NULL, out_folder TEXT NOT NULL, model_sha256 TEXT NOT NULL, started_at TEXT NOT NULL,
+    finished_at TEXT, state TEXT NOT NULL, files_ok INTEGER NOT NULL DEFAULT 0,
+    files_error INTEGER NOT NULL DEFAULT 0, task_retries INTEGER NOT NULL DEFAULT 0, csv_path TEXT, error TEXT
+);
+CREATE INDEX IF NOT EXISTS folder_runs_scored ON folder_runs (folder, model_sha256, state);
+CREATE INDEX IF NOT EXISTS folder_runs_out ON folder_runs (out_folder, state);
+"""
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class FolderRecord:
+    id: int
+    run_id: str
+    flow_run_id: str | None
+    folder: str
+    out_folder: str
+    model_sha256: str
+    started_at: str
+    finished_at: str | None
+    state: str
+    files_ok: int
+    files_error: int
+    task_retries: int
+    csv_path: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    flow_run_id: str | None
+    parent_run_id: str | None
+    mode: str
+    target: str
+    model_path: str
+    model_sha256: str
+    checkpoint_sha256: str | None
+    provider: str | None
+    host: str
+    pid: int
+    started_at: str
+    finished_at: str | None
+    state: str
+    folders: int
+    files_ok: int
+    files_error: int
+    task_retries: int
+    error: str | None
+
+
+class Ledger:
+    """The ledger at `path` (created with its schema on first use)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")  # Readers never block the writer, and vice versa.
+            db.executescript(_SCHEMA)
+
+    @classmethod
+    def in_dir(cls, out_dir: str | Path) -> Ledger:
+        return cls(Path(out_dir) / LEDGER_NAME)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        try:
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            db.row_factory = sqlite3.Row
+            yield db
+        finally:
+            db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        # BEGIN IMMEDIATE takes the write lock up front, so a read-then-write cannot deadlock with another writer.
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    # Runs -----------------------------------------------------------------------------------------------------
+    def start_run(self, run_id: str, *, mode: str, target: str, model_path: str, model_sha256: str,
+                  checkpoint_sha256: str | None = None, flow_run_id: str | None = None,
+                  parent_run_id: str | None = None) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO runs (run_id, flow_run_id, parent_run_id, mode, target, model_path, model_sha256,"
+                " checkpoint_sha256, host, pid, started_at, state) VALUES (?,?,?,?,?,?,?,?,?,?,?, 'running')",
+                (run_id, flow_run_id, parent_run_id, mode, target, model_path, model_sha256, checkpoint_sha256,
+                 socket.gethostname(), os.getpid(), utc_now()),
+            )
+
+    def set_provider(self, run_id: str, provider: str) -> None:
+        with self._write() as db:
+            db.execute("UPDATE runs SET provider=? WHERE run_id=?", (provider, run_id))
+
+    def finish_run(self, run_id: str, state: str, error: str | None = None) -> RunRecord:
+        """Close a run; its totals are summed from its folder rows and those of its child runs."""
+        mine = "f.run_id=runs.run_id OR f.run_id IN (SELECT c.run_id FROM runs c WHERE c.parent_run_id=runs.run_id)"
+        with self._write() as db:
+            db.execute(
+                f"UPDATE runs SET state=?, error=?, finished_at=?,"
+                f" folders=(SELECT COUNT(*) FROM folder_runs f WHERE {mine}),"
+                f" files_ok=(SELECT COALESCE(SUM(files_ok),0) FROM folder_runs f WHERE {mine}),"
+                f" files_error=(SELECT COALESCE(SUM(files_error),0) FROM folder_runs f WHERE {mine}),"
+                f" task_retries=(SELECT COALESCE(SUM(task_retries),0) FROM folder_runs f WHERE {mine})"
+                f" WHERE run_id=?",
+                (state, error, utc_now(), run_id),
+            )
+        return self.run(run_id)
+
+    def run(self, run_id: str) -> RunRecord:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        if row is None:
+            raise KeyError(run_id)
+        return RunRecord(**dict(row))
+
+    def runs(self) -> list[RunRecord]:
+        with self._connect() as db:
+            return [RunRecord(**dict(r)) for r in db.execute("SELECT * FROM runs ORDER BY started_at, run_id")]
+
+    def reap_dead_runs(self) -> int:
+        """Mark 'running' runs of dead processes on this host as 'crashed'; returns how many."""
+        host = socket.gethostname()
+        with self._connect() as db:
+            rows = db.execute("SELECT run_id, pid FROM runs WHERE state='running' AND host=?", (host,)).fetchall()
+        dead = [r["run_id"] for r in rows if not _pid_alive(r["pid"])]
+        for run_id in dead:
+            self.finish_run(run_id, "crashed", "process died before finishing (killed?)")
+        return len(dead)
+
+    # Folders --------------------------------------------------------------------------------------------------
+    def start_folder(self, run_id: str, folder: str, out_folder: str, model_sha256: str,
+                     flow_run_id: str | None = None) -> int:
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO folder_runs (run_id, flow_run_id, folder, out_folder, model_sha256, started_at, state)"
+                " VALUES (?,?,?,?,?,?, 'running')",
+                (run_id, flow_run_id, folder, out_folder, model_sha256, utc_now()),
+            )
+            return int(cursor.lastrowid)
+
+    def set_csv_path(self, folder_run_id: int, csv_path: str) -> None:
+        """Called just before the rename that publishes the CSV, so a crash right after it is recoverable."""
+        with self._write() as db:
+            db.execute("UPDATE folder_runs SET csv_path=? WHERE id=?", (csv_path, folder_run_id))
+
+    def finish_folder(self, folder_run_id: int, state: str, *, files_ok: int = 0, files_error: int = 0,
+                      task_retries: int = 0, csv_path: str | None = None, error: str | None = None) -> FolderRecord:
+        with self._write() as db:
+            db.execute(
+                "UPDATE folder_runs SET state=?, files_ok=?, files_error=?, task_retries=?,"
+                " csv_path=COALESCE(?, csv_path), error=?, finished_at=? WHERE id=?",
+                (state, files_ok, files_error, task_retries, csv_path, error, utc_now(), folder_run_id),
+            )
+        return self.folder_run(folder_run_id)
+
+    def folder_run(self, folder_run_id: int) -> FolderRecord:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM folder_runs WHERE id=?", (folder_run_id,)).fetchone()
+        if row is None:
+            raise KeyError(folder_run_id)
+        return FolderRecord(**dict(row))
+
+    def folder_runs(self, folder: str | None = None) -> list[FolderRecord]:
+        query, args = "SELECT * FROM folder_runs", ()
+        if folder is not None:
+            query, args = query + " WHERE folder=?", (folder,)
+        with self._connect() as db:
+            return [FolderRecord(**dict(r)) for r in db.execute(query + " ORDER BY id", args)]
+
+    def scored_csv(self, folder: str, model_sha256: str) -> str | None:
+        """The newest completed CSV of `folder` by this model, or None when it is not scored yet."""
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT csv_path FROM folder_runs WHERE folder=? AND model_sha256=? AND state='completed'"
+                " ORDER BY id DESC LIMIT 1",
+                (folder, model_sha256),
+            ).fetchone()
+        return None if row is None else str(row["csv_path"])
+
+    def reconcile_folder(self, out_folder: str) -> list[FolderRecord]:
+        """Settle 'running' rows of `out_folder` left by dead runs. Call only while holding the folder's lock."""
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT id, csv_path FROM folder_runs WHERE out_folder=? AND state='running'", (out_folder,)
+            ).fetchall()
+            for row in rows:
+                published = row["csv_path"] is not None and Path(row["csv_path"]).is_file()
+                ok, errors = _count_statuses(Path(row["csv_path"])) if published else (0, 0)
+                state, note = (
+                    ("completed", "recovered: the CSV was published but the run died before recording it")
+                    if published
+                    else ("crashed", "the run died before its CSV was complete; partial files were removed")
+                )
+                db.execute("UPDATE folder_runs SET state=?, error=?, files_ok=?, files_error=?, finished_at=?"
+                           " WHERE id=?", (state, note, ok, errors, utc_now(), row["id"]))
+        return [self.folder_run(int(r["id"])) for r in rows]
+
+
+def _count_statuses(csv_path: Path) -> tuple[int, int]:
+    """(ok, error) rows of a published predictions CSV."""
+    counts = {"ok": 0, "error": 0}
+    with csv_path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            counts[row.get("status") or "error"] = counts.get(row.get("status") or "error", 0) + 1
+    return counts["ok"], counts["error"]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # Alive, owned by someone else.
+        return True
+    return True

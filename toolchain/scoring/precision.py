@@ -1,0 +1,92 @@
+"""Which model file a scoring session runs: the fp32 `model.onnx` the user named, or its certified fp16 variant.
+
+Pure functions of their arguments and the files beside the model, so they are tested on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from toolchain.errors import ModelMetadataError, ScoringError
+from toolchain.inference.contract import read_metadata, report_path, variant_path
+from toolchain.inference.providers import CUDA_EP
+
+
+class Precision(str, Enum):
+    """auto = the certified fp16 variant on CUDA, the named file on CPU; fp32 = never fp16; fp16 = the variant
+    wherever it passed its report."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    fp16 = "fp16"
+
+
+PRECISION_CHOICES = tuple(p.value for p in Precision)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The file a session should run, and why (one line, for the user)."""
+
+    path: Path
+    reason: str
+
+
+def fp16_certificate(model: Path, judged_on_cuda: bool) -> str:
+    """"" when `model`'s fp16 variant may stand in for it, else the one-line reason it may not.
+
+    Certified means: `model.fp16.onnx` and `parity.fp16.json` sit beside `model`; the report is the fp16 report of
+    that file and says "kept"; with `judged_on_cuda`, it was judged on the CUDA EP (a CPU judgement covers weight
+    rounding only: ORT's CPU EP computes in float32, so it cannot see float16 overflow, which untrained or
+    badly scaled ResNets reach); and the variant's metadata is `model`'s apart from precision (an fp32 re-export
+    without --fp16 leaves a stale variant behind, with another export time).
+    """
+    variant, report = variant_path(model, "fp16"), report_path(model, "fp16")
+    fix = "run `toolchain export-onnx --fp16`" + (" on a GPU machine" if judged_on_cuda else "")
+    if not variant.is_file():
+        return f"no {variant.name} beside {model.name} ({fix} to make one)"
+    try:
+        verdict = json.loads(report.read_text())
+    except (OSError, ValueError) as exc:
+        return f"{report.name} is missing or unreadable ({type(exc).__name__}): {fix}"
+    if not isinstance(verdict, dict) or verdict.get("precision") != "fp16" or \
+            Path(str(verdict.get("model_path", ""))).name != variant.name:
+        return f"{report.name} is not the fp16 report of {variant.name}: {fix}"
+    if verdict.get("status") != "kept" or verdict.get("kept") is not True:
+        return f"{report.name} says {variant.name} failed ({verdict.get('reason', 'no reason given')}): {fix}"
+    if judged_on_cuda and verdict.get("provider") != CUDA_EP:
+        return f"{variant.name} was judged on {verdict.get('provider')}, not CUDA: {fix}"
+    try:
+        base, candidate = read_metadata(model), read_metadata(variant)
+    except ModelMetadataError as exc:
+        return f"cannot compare {variant.name} with {model.name}: {exc}"
+    if dataclasses.replace(candidate, precision=base.precision) != base:
+        return f"{variant.name} was exported from another {model.name} (metadata differ): {fix}"
+    return ""
+
+
+def choose_model_file(model: Path, on_cuda: bool, precision: str = "auto") -> ModelChoice:
+    """Which file to run for `model` (the fp32 `model.onnx` a user names).
+
+    precision "fp32": `model` itself. "auto": on CUDA, its fp16 variant when certified on CUDA (faster there;
+    see `fp16_certificate`), else `model`; on CPU always `model` (ORT's CPU EP lacks most float16 kernels, so
+    fp16 is slower there). "fp16": the variant wherever it passed its report, on any provider (e.g. to check
+    its results on a CPU); `ScoringError` when it has not.
+    """
+    if precision not in PRECISION_CHOICES:
+        raise ScoringError(f"precision={precision!r} is not one of {', '.join(PRECISION_CHOICES)}")
+    if precision == "fp32":
+        return ModelChoice(model, "precision fp32 requested")
+    if precision == "auto" and not on_cuda:
+        return ModelChoice(model, "on the CPU fp32 is faster than fp16")
+    problem = fp16_certificate(model, judged_on_cuda=precision == "auto")
+    if not problem:
+        fp16 = variant_path(model, "fp16")
+        return ModelChoice(fp16, f"{report_path(model, 'fp16').name} certifies {fp16.name}")
+    if precision == "fp16":
+        raise ScoringError(f"precision fp16 requested for {model} but {problem}")
+    return ModelChoice(model, problem)

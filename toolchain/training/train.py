@@ -1,0 +1,304 @@
+"""Fine-tune a ResNet on cached log-mel images: the seed recipe as named, testable functions.
+
+`train(config)`: load data -> cache features (parallel, once per file) -> leak-free split -> epochs of
+`train_one_epoch` + `evaluate` with AdamW, label smoothing, ReduceLROnPlateau on val accuracy and early stopping ->
+best and last checkpoints every epoch -> reports of the best model (toolchain.reports).
+`--resume PATH` (a `*_last.pth`) restores weights, optimizer, scheduler and early-stopping state and starts at the
+next epoch; each epoch's shuffle is seeded by (seed, epoch), so a resumed run sees the batches an unbroken one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from toolchain.audio.config import DEFAULT_CONFIG, FeatureConfig
+from toolchain.errors import TrainingError
+from toolchain.io import file_sha256, write_json
+from toolchain.progress import NullProgress, ProgressReporter
+from toolchain.training import reports
+from toolchain.training.cache import DEFAULT_CACHE_DIR, FeatureCache
+from toolchain.training.checkpoint import (
+    best_checkpoint_name,
+    last_checkpoint_name,
+    load_checkpoint,
+    make_payload,
+    save_checkpoint,
+)
+from toolchain.training.epochs import (
+    Evaluation,
+    evaluate,
+    recalibrate_batchnorm,
+    train_one_epoch,
+)
+from toolchain.training.model import DEFAULT_ARCH, build_model, parse_arch
+from toolchain.training.prepared import (
+    PreparedData,
+    load_labelled,
+    loader_for,
+    prepare_data,
+)
+from toolchain.training.runtime import (
+    DEVICES,
+    Runtime,
+    resolve_runtime,
+    seed_everything,
+)
+
+__all__ = ["Evaluation", "TrainConfig", "TrainResult", "evaluate", "train", "train_one_epoch"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training knob with the seed recipe's value as default, and why."""
+
+    data: str  # Folder-per-class tree or CSV manifest (filename,label[,group]).
+    test: str | None = None  # Optional labelled test set (same layouts): reported, never trained or tuned on.
+    out: str | None = None  # Run folder; None -> artifacts/runs/<UTC timestamp>/ (resume: the checkpoint's folder).
+    arch: str = DEFAULT_ARCH.value  # Seed model; resnet18 trains ~5x faster for tests and small machines.
+    weights: str = "imagenet"  # Pretrained start: small audio datasets converge in a few epochs. "none" | PATH.
+    device: str = "auto"  # CUDA when present (AMP + channels-last), else CPU.
+    epochs: int = 40  # Seed recipe; early stopping usually ends sooner.
+    batch_size: int = 16  # Seed recipe; ResNet152 activations at 3x128x216 fit in a few GB.
+    lr: float = 1e-4  # Seed recipe: a fine-tuning rate, small enough to keep the pretrained filters.
+    weight_decay: float = 0.01  # AdamW's default decoupled decay.
+    label_smoothing: float = 0.1  # Seed recipe; tempers over-confidence on small datasets.
+    lr_factor: float = 0.5  # ReduceLROnPlateau: halve the LR when val accuracy stalls.
+    lr_patience: int = 2  # Stalled epochs before the LR drops; below `patience`, so it drops before we stop.
+    patience: int = 6  # Seed recipe: early stop after this many epochs without val-accuracy improvement.
+    val_fraction: float = 0.2  # Seed recipe; stratified, group- and duplicate-aware.
+    seed: int = 42  # Python, numpy and torch RNGs, the split and each epoch's shuffle.
+    resume: str | None = None  # A *_last.pth to continue from; training resumes at its epoch + 1.
+    cache_dir: str = str(DEFAULT_CACHE_DIR)  # Feature cache shared by every run with the same feature config.
+    num_workers: int | None = None  # Feature-extraction processes; None -> one per CPU core.
+    # Not in the seed: recompute BatchNorm statistics on this many training batches before each evaluation, or
+    # eval mode lags the weights (from scratch, 100 % train accuracy but chance in eval). 0 turns it off.
+    bn_recalibration_batches: int = 32
+    feature_config: FeatureConfig = DEFAULT_CONFIG  # The front end; stored in every checkpoint.
+
+    def __post_init__(self) -> None:
+        parse_arch(self.arch)  # Unknown arch -> error listing the allowed ones.
+        checks = {
+            "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
+            "weight_decay": self.weight_decay >= 0, "label_smoothing": 0 <= self.label_smoothing < 1,
+            "lr_factor": 0 < self.lr_factor < 1, "lr_patience": self.lr_patience >= 0, "patience": self.patience >= 1,
+            "val_fraction": 0 < self.val_fraction < 1, "num_workers": self.num_workers is None or self.num_workers >= 0,
+            "bn_recalibration_batches": self.bn_recalibration_batches >= 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise TrainingError(f"{name}={getattr(self, name)!r} is out of range: see `toolchain train --help`")
+        if self.device not in DEVICES:
+            raise TrainingError(f"device {self.device!r} is unknown: use one of {', '.join(DEVICES)}")
+
+    def to_train_args(self) -> dict[str, Any]:
+        """Plain-typed dict for checkpoints (loads with weights_only=True); the feature config is stored apart."""
+        args = dataclasses.asdict(self)
+        args.pop("feature_config")
+        return args
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run produced. `outputs` maps a name (metrics, curves, ...) to its file in `run_dir`."""
+
+    run_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    best_epoch: int
+    best_val_acc: float
+    epochs_run: int  # Epochs trained by this call (a resumed run counts only its own).
+    stopped_early: bool
+    history: list[dict[str, float]]  # Every epoch so far, resumed ones included.
+    failures: dict[str, str]  # Undecodable files (path -> cause), excluded from training.
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
+class _StopState:
+    """Best-so-far and early-stopping state; travels in the last checkpoint (these key names) for --resume."""
+
+    best_val_acc: float = -1.0
+    best_epoch: int = 0
+    epochs_without_improvement: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def default_run_dir(root: Path = Path("artifacts") / "runs") -> Path:
+    """`<root>/<UTC YYYYmmddTHHMMSSZ>`, with a `-2`, `-3`... suffix when two runs start in the same second."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    candidate, n = root / stamp, 1
+    while candidate.exists():
+        n += 1
+        candidate = root / f"{stamp}-{n}"
+    return candidate
+
+
+def _resume_state(path: Path, config: TrainConfig, classes: list[str]) -> dict[str, Any]:
+    """The raw last checkpoint, checked to fit this run."""
+    ckpt = load_checkpoint(path)
+    if "optimizer" not in ckpt.raw:
+        raise TrainingError(f"{path} has no optimizer state: resume from {last_checkpoint_name(ckpt.arch)}")
+    if ckpt.arch.value != config.arch:
+        raise TrainingError(f"{path} is a {ckpt.arch.value} checkpoint but --arch is {config.arch}: pass "
+                            f"--arch {ckpt.arch.value}")
+    if list(ckpt.classes) != classes:
+        raise TrainingError(f"{path} was trained on classes {list(ckpt.classes)}, the data has {classes}: resume "
+                            "with the same --data")
+    if ckpt.feature_config != config.feature_config:
+        raise TrainingError(f"{path} used another feature config: resume with the toolchain that made it")
+    return ckpt.raw
+
+
+def train(
+    config: TrainConfig,
+    progress: ProgressReporter | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Run the recipe end to end; `on_epoch` receives each epoch's metrics row (the CLI prints it)."""
+    progress = progress or NullProgress()
+    runtime = resolve_runtime(config.device)
+    run_dir = Path(config.out or (Path(config.resume).parent if config.resume else default_run_dir())).resolve()
+    samples, test_samples, classes = load_labelled(config.data, config.test)
+    raw = _resume_state(Path(config.resume), config, classes) if config.resume else None
+
+    seed_everything(config.seed)  # The fresh fc (and the whole net with --weights none) starts identically.
+    model = build_model(config.arch, len(classes), weights="none" if raw else config.weights)
+    model = model.to(runtime.device, memory_format=runtime.memory_format)
+    data = prepare_data(samples, test_samples, classes, FeatureCache(config.cache_dir, config.feature_config),
+                        val_fraction=config.val_fraction, seed=config.seed, num_workers=config.num_workers,
+                        progress=progress)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=config.lr_factor, patience=config.lr_patience)
+    scaler = runtime.grad_scaler()
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    state, start_epoch = _StopState(), 1
+    if raw is not None:
+        for part, saved in ((model, raw["state_dict"]), (optimizer, raw["optimizer"]),
+                            (scheduler, raw["scheduler"]), (scaler, raw.get("scaler"))):
+            if saved:
+                part.load_state_dict(saved)
+        state = _StopState(float(raw["best_val_acc"]), int(raw["best_epoch"]),
+                           int(raw["epochs_without_improvement"]), list(raw["history"]))
+        start_epoch = int(raw["epoch"]) + 1
+        if not _carry_best(Path(config.resume), run_dir, best_checkpoint_name(config.arch)):
+            state.best_val_acc = -1.0  # No earlier best to carry over: the first resumed epoch becomes it.
+
+    generator = torch.Generator()
+    train_loader = loader_for(data, data.train, config.batch_size, runtime, generator)
+    val_loader = loader_for(data, data.val, config.batch_size, runtime)
+    best_path, last_path = run_dir / best_checkpoint_name(config.arch), run_dir / last_checkpoint_name(config.arch)
+    epochs_run, stopped_early = 0, state.epochs_without_improvement >= config.patience
+    for epoch in range(start_epoch, config.epochs + 1):
+        if stopped_early:
+            break
+        started = time.perf_counter()
+        generator.manual_seed(config.seed * 1_000_003 + epoch)  # Resumable shuffle: depends on epoch only.
+        lr = optimizer.param_groups[0]["lr"]
+        tag = f"epoch {epoch}/{config.epochs}"
+        stats = train_one_epoch(model, train_loader, criterion, optimizer, runtime, scaler, progress, f"{tag} train")
+        recalibrate_batchnorm(model, train_loader, runtime, progress, config.bn_recalibration_batches,
+                              f"{tag} batchnorm statistics")
+        val = evaluate(model, val_loader, criterion, runtime, progress, f"{tag} val")
+        scheduler.step(val.accuracy)
+        row = {"epoch": epoch, "train_loss": stats.loss, "train_acc": stats.accuracy, "val_loss": val.loss,
+               "val_acc": val.accuracy, "lr": lr, "seconds": round(time.perf_counter() - started, 3),
+               "train_data_share": round(stats.data_share, 4)}
+        state.history.append(row)
+        improved = val.accuracy > state.best_val_acc
+        if improved:
+            state.best_val_acc, state.best_epoch, state.epochs_without_improvement = val.accuracy, epoch, 0
+        else:
+            state.epochs_without_improvement += 1
+        stopped_early = state.epochs_without_improvement >= config.patience
+        payload = make_payload(model, config.arch, classes, config.feature_config, epoch=epoch,
+                               metrics={k: v for k, v in row.items() if k != "epoch"},
+                               train_args={**config.to_train_args(), "out": str(run_dir)}, val_files=data.val_paths)
+        if improved:
+            save_checkpoint(payload, best_path)
+        save_checkpoint({**payload, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "scaler": scaler.state_dict(), **dataclasses.asdict(state)}, last_path)
+        reports.write_metrics_csv(state.history, run_dir / "metrics.csv")
+        epochs_run += 1
+        if on_epoch is not None:
+            on_epoch(row)
+    if not best_path.is_file():
+        raise TrainingError(f"no best checkpoint in {run_dir}: nothing was trained; raise --epochs above "
+                            f"{start_epoch - 1}")
+
+    outputs, scores = _final_reports(model, best_path, data, criterion, runtime, progress, run_dir, state.history)
+    result = TrainResult(run_dir, best_path, last_path, state.best_epoch, state.best_val_acc, epochs_run,
+                         stopped_early, state.history, dict(data.failures), outputs)
+    outputs["summary"] = write_json(_summary(result, config, data, scores, runtime), run_dir / "summary.json")
+    return result
+
+
+def _carry_best(resume_path: Path, run_dir: Path, name: str) -> bool:
+    """Resuming into another folder brings the earlier best checkpoint along. False when there is none."""
+    source, target = resume_path.parent / name, run_dir / name
+    if source.resolve() != target.resolve() and source.is_file():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    return target.is_file()
+
+
+def _final_reports(
+    model: nn.Module, best_path: Path, data: PreparedData, criterion: nn.Module, runtime: Runtime,
+    progress: ProgressReporter, run_dir: Path, history: list[dict[str, float]],
+) -> tuple[dict[str, Path], dict[str, float]]:
+    """Val (and test) reports of the best model, plus metrics and curves. Returns (outputs, accuracies)."""
+    best = torch.load(best_path, map_location="cpu", weights_only=True)
+    model.load_state_dict(best["state_dict"])
+    outputs = {"metrics": reports.write_metrics_csv(history, run_dir / "metrics.csv"),
+               "curves": reports.plot_training_curves(history, run_dir / "training_curves.png")}
+    val = evaluate(model, loader_for(data, data.val, 32, runtime), criterion, runtime, progress, "val (best)")
+    outputs.update(reports.write_split_reports(val.targets, val.predictions, data.classes, run_dir, "",
+                                               f"validation, best epoch {best['epoch']}"))
+    scores = {"val_acc": val.accuracy}
+    if data.test_order:
+        test = evaluate(model, loader_for(data, data.test, 32, runtime), criterion, runtime, progress, "test")
+        outputs.update(reports.write_split_reports(test.targets, test.predictions, data.classes, run_dir, "test_",
+                                                   f"test, best epoch {best['epoch']}"))
+        probs = dict(zip((s.path for s in data.test), test.probabilities))
+        rows = [reports.PredictionRow(p, probabilities=probs.get(p), error=data.failures.get(p))
+                for p in data.test_order]
+        outputs["test_predictions"] = reports.write_predictions_csv(
+            rows, data.classes, run_dir / reports.PREDICTIONS_NAME)
+        scores["test_acc"] = test.accuracy
+    return outputs, scores
+
+
+def _summary(
+    result: TrainResult, config: TrainConfig, data: PreparedData, scores: dict[str, float], runtime: Runtime
+) -> dict[str, Any]:
+    """summary.json: what was trained on what, how well, and where every output is."""
+    return {
+        "run_dir": str(result.run_dir),
+        "best_checkpoint": str(result.best_checkpoint),
+        "checkpoint_sha256": file_sha256(result.best_checkpoint),
+        "last_checkpoint": str(result.last_checkpoint),
+        "arch": config.arch, "weights": config.weights, "device": str(runtime.device),
+        "feature_fingerprint": config.feature_config.fingerprint,
+        "classes": data.classes,
+        "best_epoch": result.best_epoch, "best_val_acc": result.best_val_acc,
+        "final_val_acc": scores["val_acc"], "test_acc": scores.get("test_acc"),
+        "epochs_run": result.epochs_run, "epochs_total": len(result.history), "stopped_early": result.stopped_early,
+        "num_train": len(data.train), "num_val": len(data.val), "num_test": len(data.test),
+        "split": data.split_counts(),
+        "grouped_split": any(s.group is not None for s in data.train + data.val),
+        "test_duplicates_of_training": data.test_duplicates_of_training(),
+        "undecodable_files": [{"file": p, "cause": c} for p, c in sorted(result.failures.items())],
+        "outputs": {name: str(path) for name, path in result.outputs.items()},
+        "train_args": {**config.to_train_args(), "out": str(result.run_dir)},
+    }
