@@ -18,7 +18,7 @@ block in float (accuracy and speed cost of every exclusion).
 Recipe syntax: MODE[:float=LAYER+LAYER][:ops=Conv+Gemm][:calib=minmax|percentile|entropy][:pct=P][:clips=N]
 (no layer stays float unless float= names it; LAYER: PyTorch module name such as conv1, fc, layer4.1.conv2, or a
 block prefix such as layer4.1; clips: calibration clip count, default --calibration-clips). Without --recipes, the
-sweep behind toolchain.quantize.AUTO_ORDER runs. Prints one JSON line per recipe and appends them to results.jsonl.
+sweep behind toolchain.export.quantize.AUTO_ORDER runs. Prints one JSON line per recipe and appends them to results.jsonl.
 """
 
 from __future__ import annotations

@@ -7,28 +7,26 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 from pathlib import Path
 
 import pytest
+from support import TRAINED_FEATURES, TRAINED_TAKES, TRAINED_TEST_TAKE, fsdd_rows, write_fsdd_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 FSDD = Path(os.environ.get("TOOLCHAIN_FSDD", REPO.parent / "shared" / "data" / "fsdd"))
 
 
-def copy_clips(fsdd_dir: Path, dest: Path, start: int, n: int) -> list[str]:
-    """Copy FSDD recordings [start, start + n) (sorted by name) into a new folder `dest`; returns their names."""
-    dest.mkdir(parents=True)
-    names = sorted(p.name for p in (fsdd_dir / "recordings").glob("*.wav"))[start:start + n]
-    for name in names:
-        shutil.copy(fsdd_dir / "recordings" / name, dest / name)
-    return names
+# A test that needs one of these is slow (minutes of training, a Prefect server, a browser): `make test-fast`
+# (`-m "not slow"`) leaves it out. Marking by fixture keeps the marker true when a test gains such a dependency.
+SLOW_FIXTURES = frozenset({
+    "trained_checkpoint", "exported_model", "onnx_model", "prefect_api", "prefect_env", "dask_cluster", "chromium",
+})
 
 
-def read_rows(path: str | Path) -> list[dict[str, str]]:
-    """A CSV's rows as dicts."""
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -37,28 +35,6 @@ def fsdd_dir() -> Path:
     if not (FSDD / "labels.csv").is_file():
         pytest.fail(f"FSDD not found at {FSDD}: put ../shared beside the checkout or set TOOLCHAIN_FSDD")
     return FSDD
-
-
-def fsdd_rows(fsdd: Path) -> list[dict[str, str]]:
-    with (fsdd / "labels.csv").open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def write_fsdd_manifest(
-    fsdd: Path, out_csv: Path, *, speakers: set[str] | None = None, takes: range | None = None
-) -> Path:
-    """A CSV manifest (absolute filename,label,group=speaker) over a subset of FSDD."""
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    with out_csv.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["filename", "label", "group"])
-        for row in fsdd_rows(fsdd):
-            if speakers is not None and row["speaker"] not in speakers:
-                continue
-            if takes is not None and int(row["take"]) not in takes:
-                continue
-            writer.writerow([str(fsdd / row["filename"]), row["label"], row["speaker"]])
-    return out_csv
 
 
 @pytest.fixture(scope="session")
@@ -82,35 +58,23 @@ def tiny_checkpoint(tmp_path_factory, fsdd_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
-def exported_model(request, tmp_path_factory):
-    """Issue 3: `export_and_certify` run once per session -> `ExportResult` (model.onnx + parity.json, 6 clips).
-
-    Exports `trained_checkpoint` when the suite defines it, else `tiny_checkpoint`; the checkpoint path is
-    `result.parity.checkpoint_path`. Tests that alter the model must work on a copy.
+def exported_model(trained_checkpoint, tmp_path_factory):
+    """`export_and_certify` of `trained_checkpoint`, run once per session -> `ExportResult` (model.onnx +
+    parity.json, 6 clips); the checkpoint path is `result.parity.checkpoint_path`. Tests that alter the model must
+    work on a copy.
     """
     from toolchain.export.certify import ExportOptions, export_and_certify
 
-    try:
-        checkpoint = request.getfixturevalue("trained_checkpoint")
-    except pytest.FixtureLookupError:
-        checkpoint = request.getfixturevalue("tiny_checkpoint")
+    checkpoint = trained_checkpoint
     out = tmp_path_factory.mktemp("exported") / "model.onnx"
     return export_and_certify(checkpoint, ExportOptions(out=out, parity_samples=6))
-
-
-# The trained_checkpoint fixture's data: every FSDD speaker, a few takes each; the split holds one speaker out.
-TRAINED_TAKES = range(8)
-TRAINED_TEST_TAKE = 49
-# FSDD clips are 0.2-2.3 s (99 % under 1 s): 1-s clips keep the speech and make images 5x narrower than the 5-s
-# default (128 x 44 instead of 128 x 216), so a from-scratch network learns in a few CPU epochs.
-TRAINED_FEATURES = {"clip_seconds": 1.0}
 
 
 @pytest.fixture(scope="session")
 def trained_checkpoint(tmp_path_factory, fsdd_dir) -> Path:
     """The best checkpoint of one real, brief training run (the only training of that size in the suite).
 
-    What it is: resnet18, `--weights none`, lr 1e-3, 6 epochs, trained by `toolchain.train.train` on FSDD takes
+    What it is: resnet18, `--weights none`, lr 1e-3, 6 epochs, trained by `toolchain.training.train.train` on FSDD takes
     0-7 of all six speakers (480 clips) with group = speaker, so the group-aware split holds one whole speaker out
     as validation: `checkpoint.val_files` are that speaker's 80 real FSDD clips (absolute paths) and
     `metrics["val_acc"]` is speaker-held-out accuracy (well above the 10 % chance level).

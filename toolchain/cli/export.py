@@ -1,4 +1,4 @@
-"""`toolchain export-onnx` and `toolchain verify-onnx`: thin shells over `toolchain.certify`."""
+"""`toolchain export-onnx` and `toolchain verify-onnx`: thin shells over `toolchain.export.certify`."""
 
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ class ClipSelection:
 
 
 def clips_from_parity_data(source: str | Path) -> list[Clip]:
-    """Clips from a training-style dataset (`toolchain.data.load_dataset`: class folders or filename,label CSV).
+    """Clips from a training-style dataset (`toolchain.training.data.load_dataset`: class folders or filename,label CSV).
 
     A folder with a top-level `labels.csv` (the FSDD layout) is read through that manifest; any other folder
     that is not a class tree (flat, one class) is walked for audio files, unlabelled: parity needs no labels.

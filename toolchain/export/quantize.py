@@ -2,7 +2,7 @@
 
 Each variant gets its own report (top-1 agreement with the fp32 ONNX model, probability drift, accuracy when
 labels are known, throughput on the evaluation clips) and is kept only when the report passes its threshold;
-otherwise the file is deleted and `VariantRejectedError` says why (machinery in `toolchain.variants`).
+otherwise the file is deleted and `VariantRejectedError` says why (machinery in `toolchain.export.variants`).
 
 INT8 on CPUs without VNNI (AVX2 only): ORT's fast kernel multiplies u8 activations by s8 weights and sums pairs of
 products in 16 bits (vpmaddubsw), which saturates when two large activations meet two large weights. 7-bit

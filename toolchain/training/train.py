@@ -2,7 +2,7 @@
 
 `train(config)`: load data -> cache features (parallel, once per file) -> leak-free split -> epochs of
 `train_one_epoch` + `evaluate` with AdamW, label smoothing, ReduceLROnPlateau on val accuracy and early stopping ->
-best and last checkpoints every epoch -> reports of the best model (toolchain.reports).
+best and last checkpoints every epoch -> reports of the best model (toolchain.training.reports).
 `--resume PATH` (a `*_last.pth`) restores weights, optimizer, scheduler and early-stopping state and starts at the
 next epoch; each epoch's shuffle is seeded by (seed, epoch), so a resumed run sees the batches an unbroken one would.
 """

@@ -10,7 +10,7 @@ import math
 
 import distributed
 import pytest
-from test_flow import copy_clips, prefect_api, read_rows  # noqa: F401 (prefect_api is a fixture)
+from support import copy_clips, read_rows
 
 from flows.score_folder import score_folder_flow
 from toolchain.errors import ScoringError
@@ -18,14 +18,6 @@ from toolchain.scoring.ledger import Ledger
 
 ENGINE = {"intra_op_threads": 1, "batch_size": 4}
 PROB_TOLERANCE = 1e-5  # Same model, same features; only batch composition differs between the runs.
-
-
-@pytest.fixture(scope="module")
-def dask_cluster():
-    # Real worker processes (daemonic: the engine decodes inline there), one thread each, loopback only.
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as cluster:
-        yield cluster
 
 
 def by_file(rows: list[dict[str, str]]) -> dict[str, dict[str, str]]:

@@ -16,13 +16,12 @@ FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from test_serve_e2e import copy_clips, prefect_env  # noqa: F401 (prefect_env is a fixture)
+from support import copy_clips
 
 from toolchain.scoring.ledger import Ledger
 
@@ -33,23 +32,6 @@ SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts"
 RENDER_TIMEOUT_MS = 120_000  # The UI is a single-page app: first load compiles a lot of JS on a busy box.
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-def chromium() -> str:
-    if Path(CHROMIUM).is_file():
-        return CHROMIUM
-    message = f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-@pytest.fixture
-def ui_model(request) -> Path:
-    if os.environ.get("MODEL"):
-        return Path(os.environ["MODEL"]).resolve()
-    return request.getfixturevalue("onnx_model")
 
 
 def test_flow_run_and_artifact_show_in_the_ui(chromium, prefect_env, ui_model, fsdd_dir, tmp_path):

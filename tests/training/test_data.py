@@ -11,15 +11,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import fsdd_rows, write_fsdd_manifest
+from support import fsdd_files, write_fsdd_manifest
 
 from toolchain.errors import DatasetError
 from toolchain.training.data import Sample, list_inputs, load_dataset, split_dataset
-
-
-def _fsdd_files(fsdd: Path, label: str, n: int, speaker: str = "george") -> list[Path]:
-    rows = [r for r in fsdd_rows(fsdd) if r["label"] == label and r["speaker"] == speaker]
-    return [fsdd / r["filename"] for r in rows[:n]]
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
@@ -28,20 +23,6 @@ def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
         writer.writerow(header)
         writer.writerows(rows)
     return path
-
-
-@pytest.fixture
-def class_tree(tmp_path, fsdd_dir) -> Path:
-    """data/<label>/... with nested folders, an upper-case extension, a hidden file and a non-audio file."""
-    root = tmp_path / "data"
-    for label in ("one", "two"):
-        for i, src in enumerate(_fsdd_files(fsdd_dir, label, 3)):
-            target = root / label / ("nested" if i == 2 else "") / (src.stem + (".WAV" if i == 1 else ".wav"))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, target)
-    (root / "one" / ".hidden.wav").write_bytes(b"x")
-    (root / "one" / "notes.txt").write_text("not audio")
-    return root
 
 
 def test_folder_tree_finds_audio_recursively_case_insensitively(class_tree):
@@ -56,7 +37,7 @@ def test_folder_tree_finds_audio_recursively_case_insensitively(class_tree):
 
 
 def test_csv_manifest_relative_absolute_and_groups(tmp_path, fsdd_dir):
-    one, two = _fsdd_files(fsdd_dir, "one", 1)[0], _fsdd_files(fsdd_dir, "two", 1)[0]
+    one, two = fsdd_files(fsdd_dir, "one", 1)[0], fsdd_files(fsdd_dir, "two", 1)[0]
     (tmp_path / "clips").mkdir()
     shutil.copyfile(one, tmp_path / "clips" / "a.wav")
     manifest = _write_csv(tmp_path / "m.csv", ["filename", "label", "group"],
@@ -67,7 +48,7 @@ def test_csv_manifest_relative_absolute_and_groups(tmp_path, fsdd_dir):
 
 
 def test_csv_without_group_column_has_no_groups(tmp_path, fsdd_dir):
-    rows = [[str(p), "one"] for p in _fsdd_files(fsdd_dir, "one", 2)] + [[str(_fsdd_files(fsdd_dir, "two", 1)[0]), "two"]]
+    rows = [[str(p), "one"] for p in fsdd_files(fsdd_dir, "one", 2)] + [[str(fsdd_files(fsdd_dir, "two", 1)[0]), "two"]]
     samples = load_dataset(_write_csv(tmp_path / "m.csv", ["filename", "label"], rows))
     assert len(samples) == 3 and all(s.group is None for s in samples)
 
@@ -91,7 +72,7 @@ def test_unreadable_csv(tmp_path):
 
 
 def test_listed_files_missing_are_counted_and_named(tmp_path, fsdd_dir):
-    real = str(_fsdd_files(fsdd_dir, "one", 1)[0])
+    real = str(fsdd_files(fsdd_dir, "one", 1)[0])
     manifest = _write_csv(tmp_path / "m.csv", ["filename", "label"],
                           [[real, "one"], ["gone1.wav", "two"], ["gone2.wav", "two"]])
     with pytest.raises(DatasetError, match=r"2 file\(s\) listed in .*m.csv do not exist \(gone1.wav, gone2.wav\)"):
@@ -106,7 +87,7 @@ def test_folder_without_audio(tmp_path):
 
 
 def test_one_class_only(tmp_path, fsdd_dir):
-    for src in _fsdd_files(fsdd_dir, "one", 2):
+    for src in fsdd_files(fsdd_dir, "one", 2):
         (tmp_path / "one").mkdir(exist_ok=True)
         shutil.copyfile(src, tmp_path / "one" / src.name)
     with pytest.raises(DatasetError, match="only one class \\('one'\\)"):
@@ -157,9 +138,9 @@ def test_byte_identical_files_never_straddle(tmp_path, fsdd_dir):
     root = tmp_path / "data"
     for label in ("one", "two"):
         (root / label).mkdir(parents=True)
-        for src in _fsdd_files(fsdd_dir, label, 10):
+        for src in fsdd_files(fsdd_dir, label, 10):
             shutil.copyfile(src, root / label / src.name)
-    original = _fsdd_files(fsdd_dir, "one", 1)[0]
+    original = fsdd_files(fsdd_dir, "one", 1)[0]
     for k in range(3):
         shutil.copyfile(original, root / "one" / f"copy{k}.wav")
     shutil.copyfile(original, root / "two" / "mislabelled_copy.wav")
@@ -174,8 +155,8 @@ def test_byte_identical_files_never_straddle(tmp_path, fsdd_dir):
 
 def test_duplicates_merge_groups(tmp_path, fsdd_dir):
     """A file shared by two groups binds both groups to the same side."""
-    clip = _fsdd_files(fsdd_dir, "one", 1)[0]
-    others = _fsdd_files(fsdd_dir, "two", 8)
+    clip = fsdd_files(fsdd_dir, "one", 1)[0]
+    others = fsdd_files(fsdd_dir, "two", 8)
     rows = [[str(clip), "one", "A"], [str(clip), "one", "B"]]
     rows += [[str(p), "two" if i % 2 else "one", f"G{i}"] for i, p in enumerate(others)]
     samples = load_dataset(_write_csv(tmp_path / "m.csv", ["filename", "label", "group"], rows))

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from toolchain.audio.config import DEFAULT_CONFIG, FeatureConfig, check_reproducible
-from toolchain.audio.decode import is_audio_path
+from toolchain.audio.decode import find_audio_files, is_audio_path
 from toolchain.audio.features import features_from_path, stack_channels
 from toolchain.audio.reference import (
     extract_log_mel,
@@ -29,11 +29,6 @@ SR = DEFAULT_CONFIG.sample_rate
 def tone(seconds: float, sr: int, freq: float = 440.0, amp: float = 0.5) -> np.ndarray:
     t = np.arange(int(seconds * sr)) / sr
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-
-
-@pytest.fixture
-def fsdd_clip(fsdd_dir):
-    return fsdd_dir / "recordings" / "3_jackson_7.wav"
 
 
 def test_config_derived_sizes_match_the_seed_recipe():
@@ -192,3 +187,12 @@ def test_truncated_real_recording_is_an_error(tmp_path, fsdd_clip):
 def test_missing_file_is_an_error(tmp_path):
     with pytest.raises(AudioDecodeError, match="no such file"):
         load_and_fix_length(tmp_path / "absent.wav")
+
+
+def test_find_audio_files_has_one_hidden_rule_for_everyone(tmp_path):
+    for name in ("b.wav", "A.WAV", "sub/c.flac", "._b.wav", ".hidden/d.wav", "sub/.e.wav", "notes.txt", "x.wav.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    found = find_audio_files(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["A.WAV", "b.wav", "sub/c.flac"]
+    assert all(p.is_absolute() for p in found)

@@ -24,11 +24,6 @@ from toolchain.training.checkpoint import load_checkpoint
 N_CLIPS = 4  # Enough for batch 3 to include a ragged last batch.
 
 
-@pytest.fixture(scope="module")
-def clips(fsdd_dir) -> list[Path]:
-    return sorted((fsdd_dir / "recordings").glob("*_nicolas_1.wav"))[:N_CLIPS]
-
-
 def tampered_copy(model_path: Path, dest: Path, edit) -> Path:
     model = onnx.load(str(model_path))
     edit(model)

@@ -6,22 +6,12 @@ import shutil
 
 import pytest
 import torch
-from conftest import write_fsdd_manifest
+from support import write_fsdd_manifest
 
 from toolchain.audio.config import DEFAULT_CONFIG
 from toolchain.errors import DatasetError, ParityError
 from toolchain.export.clips import clips_from_parity_data, featurize_clips, select_clips
 from toolchain.training.checkpoint import load_checkpoint, save_checkpoint
-
-
-@pytest.fixture()
-def checkpoint_with_training_data(tiny_checkpoint, fsdd_dir, tmp_path):
-    """tiny_checkpoint, re-saved as if trained on george takes 0-2 with val = george take 3."""
-    manifest = write_fsdd_manifest(fsdd_dir, tmp_path / "train.csv", speakers={"george"}, takes=range(4))
-    raw = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
-    raw["train_args"] = {"data": str(manifest)}
-    raw["val_files"] = [str(fsdd_dir / "recordings" / f"{d}_george_3.wav") for d in range(10)]
-    return load_checkpoint(save_checkpoint(raw, tmp_path / "resnet_18_model.pth"))
 
 
 def test_default_is_val_files_labelled_from_training_data(checkpoint_with_training_data):

@@ -13,12 +13,6 @@ from toolchain.audio.reference import extract_log_mel, fix_length, reference_fea
 TOLERANCE = 1e-3  # Max abs diff on the normalized [0, 1] features (issue 5's bar).
 
 
-@pytest.fixture(scope="module")
-def fsdd_clips(fsdd_dir):
-    """Every 25th recording: 120 clips over all speakers and digits."""
-    return sorted((fsdd_dir / "recordings").glob("*.wav"))[::25]
-
-
 def test_fast_features_match_librosa_on_real_clips(fsdd_clips):
     worst = 0.0
     for path in fsdd_clips:

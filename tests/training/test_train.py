@@ -15,7 +15,6 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
-from conftest import write_fsdd_manifest
 
 from toolchain.errors import TrainingError
 from toolchain.io import file_sha256
@@ -117,16 +116,6 @@ def test_checkpoints_are_plain_and_complete(trained_checkpoint):
     assert all(Path(p).is_file() for p in summary["outputs"].values())
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, fsdd_dir) -> dict:
-    """30 clips (3 speakers x 10 digits x take 0): seconds per epoch, enough to exercise resume."""
-    root = tmp_path_factory.mktemp("tiny_train")
-    manifest = write_fsdd_manifest(fsdd_dir, root / "tiny.csv", speakers={"george", "jackson", "lucas"},
-                                   takes=range(1))
-    return dict(data=str(manifest), arch="resnet18", weights="none", lr=1e-3, batch_size=8,
-                cache_dir=str(root / "cache"), num_workers=0)
-
-
 class Recorder:
     """A ProgressReporter that remembers which bars were started."""
 
@@ -141,20 +130,6 @@ class Recorder:
 
     def finish(self, key):
         pass
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tiny, tmp_path_factory):
-    """An unbroken 3-epoch run, plus a copy of its folder's checkpoints as they were after epoch 2."""
-    root = tmp_path_factory.mktemp("tiny_runs")
-    snapshot = root / "after_epoch_2"
-
-    def keep_epoch_2(row):
-        if row["epoch"] == 2:
-            shutil.copytree(root / "straight", snapshot, ignore=shutil.ignore_patterns("*.png", "*.csv"))
-
-    straight = train(TrainConfig(**tiny, epochs=3, out=str(root / "straight")), on_epoch=keep_epoch_2)
-    return straight, snapshot
 
 
 def test_resume_starts_at_the_next_epoch(tiny, tiny_run, tmp_path):

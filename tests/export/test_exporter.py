@@ -76,7 +76,7 @@ def test_export_leaves_only_the_requested_file(exported_model, tmp_path):
 
 
 def test_exporter_failure_is_one_line_export_error(exported_model, tmp_path, monkeypatch):
-    import toolchain.onnx_export as onnx_export
+    import toolchain.export.exporter as onnx_export
 
     def broken(*args, **kwargs):
         raise RuntimeError("unsupported operator aten::weird\nlong traceback-ish detail")

@@ -17,14 +17,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import fsdd_rows, read_rows
+from support import fsdd_rows, read_rows
 from typer.testing import CliRunner
 
 from toolchain.cli import app
 from toolchain.errors import ScoringError, VariantRejectedError
-from toolchain.export.clips import Clip, featurize_clips
 from toolchain.export.quantize import convert_fp16
-from toolchain.inference.contract import INPUT_NAME, OUTPUT_NAME, PREFIX, read_metadata, variant_path
+from toolchain.inference.contract import INPUT_NAME, OUTPUT_NAME, PREFIX, variant_path
 from toolchain.inference.providers import (
     CPU_EP,
     CUDA_EP,
@@ -37,42 +36,24 @@ from toolchain.io import file_sha256
 from toolchain.scoring.engine import EngineConfig, load_model, score_files
 from toolchain.scoring.folder import describe_model, folder_job, score_shard
 from toolchain.scoring.ledger import Ledger
-from toolchain.scoring.precision import FP16_REPORT, choose_model_file
+from toolchain.scoring.precision import choose_model_file
 
 CPU_ONLY = dict(decode_workers=0, intra_op_threads=1)  # A 2-core CI box: no pool, one ORT thread.
-
-
-@pytest.fixture(scope="module")
-def features(onnx_model, fsdd_dir) -> np.ndarray:
-    """(6, 3, n_mels, frames) float32 features of real clips, in the model's own feature config."""
-    config = read_metadata(onnx_model).feature_config
-    clips = [Clip(fsdd_dir / "recordings" / f"{d}_nicolas_41.wav") for d in range(6)]
-    return featurize_clips(clips, config)[0]
-
-
-@pytest.fixture(scope="module")
-def certified(onnx_model, features, tmp_path_factory) -> Path:
-    """A folder as `export-onnx --fp16` leaves it: model.onnx, model.fp16.onnx and parity.fp16.json written by the
-    real `convert_fp16` (judged on the CPU EP here; no bar, so the selection tests don't hinge on fp16 quality)."""
-    folder = tmp_path_factory.mktemp("certified")
-    model = folder / "model.onnx"
-    shutil.copy(onnx_model, model)
-    convert_fp16(model, variant_path(model, "fp16"), features, min_agreement=0.0, report_path=folder / FP16_REPORT)
-    return model
 
 
 def copy_folder(model: Path, dest: Path, judged_on: str | None = None) -> Path:
     """A copy of the model's folder; `judged_on` rewrites the report's provider (what a GPU machine's export writes)."""
     shutil.copytree(model.parent, dest)
     if judged_on is not None:
-        report = json.loads((dest / FP16_REPORT).read_text())
-        (dest / FP16_REPORT).write_text(json.dumps({**report, "provider": judged_on}))
+        report = json.loads((dest / "parity.fp16.json").read_text())
+        (dest / "parity.fp16.json").write_text(json.dumps({**report, "provider": judged_on}))
     return dest / model.name
 
 
 def test_variant_name_is_the_exporters(tmp_path):
     model = tmp_path / "model.onnx"
-    assert variant_path(model) == variant_path(model, "fp16") == tmp_path / "model.fp16.onnx"
+    assert variant_path(model, "fp16") == tmp_path / "model.fp16.onnx"
+    assert variant_path(model, "int8") == tmp_path / "model.int8.onnx" and variant_path(model, "fp32") == model
 
 
 def test_cpu_runs_the_given_file_even_beside_a_certified_variant(certified, tmp_path):
@@ -84,32 +65,32 @@ def test_cpu_runs_the_given_file_even_beside_a_certified_variant(certified, tmp_
 def test_cuda_runs_the_variant_certified_on_cuda(certified, tmp_path):
     model = copy_folder(certified, tmp_path / "m", judged_on=CUDA_EP)
     choice = choose_model_file(model, on_cuda=True)
-    assert choice.path == model.with_name("model.fp16.onnx") and FP16_REPORT in choice.reason
+    assert choice.path == model.with_name("model.fp16.onnx") and "parity.fp16.json" in choice.reason
 
 
 def test_cuda_keeps_fp32_when_the_variant_was_judged_only_on_cpu(certified):
-    assert json.loads((certified.parent / FP16_REPORT).read_text())["provider"] == CPU_EP  # As written here.
+    assert json.loads((certified.parent / "parity.fp16.json").read_text())["provider"] == CPU_EP  # As written here.
     choice = choose_model_file(certified, on_cuda=True)
     assert choice.path == certified
     assert f"judged on {CPU_EP}, not CUDA" in choice.reason and "export-onnx --fp16` on a GPU" in choice.reason
     # Asked for explicitly, a variant that passed its report runs wherever it was judged.
-    assert choose_model_file(certified, on_cuda=True, precision="fp16").path == variant_path(certified)
+    assert choose_model_file(certified, on_cuda=True, precision="fp16").path == variant_path(certified, "fp16")
 
 
 def test_missing_variant_or_report_keeps_fp32(certified, tmp_path):
     no_variant = copy_folder(certified, tmp_path / "a", judged_on=CUDA_EP)
-    variant_path(no_variant).unlink()
+    variant_path(no_variant, "fp16").unlink()
     choice = choose_model_file(no_variant, on_cuda=True)
     assert choice.path == no_variant and "no model.fp16.onnx beside model.onnx" in choice.reason
     with pytest.raises(ScoringError, match="precision fp16 requested .* no model.fp16.onnx"):
         choose_model_file(no_variant, on_cuda=False, precision="fp16")
 
     no_report = copy_folder(certified, tmp_path / "b", judged_on=CUDA_EP)
-    (no_report.parent / FP16_REPORT).unlink()
+    (no_report.parent / "parity.fp16.json").unlink()
     assert "parity.fp16.json is missing" in choose_model_file(no_report, on_cuda=True).reason
 
     foreign = copy_folder(certified, tmp_path / "c", judged_on=CUDA_EP)
-    (foreign.parent / FP16_REPORT).write_text(json.dumps({"precision": "int8", "status": "kept", "kept": True}))
+    (foreign.parent / "parity.fp16.json").write_text(json.dumps({"precision": "int8", "status": "kept", "kept": True}))
     assert "is not the fp16 report" in choose_model_file(foreign, on_cuda=True).reason
 
 
@@ -117,9 +98,9 @@ def test_rejected_variant_is_never_used(onnx_model, features, tmp_path):
     model = tmp_path / "model.onnx"
     shutil.copy(onnx_model, model)
     with pytest.raises(VariantRejectedError):  # No agreement reaches 101 %: the real rule rejects it.
-        convert_fp16(model, variant_path(model), features, min_agreement=1.01, report_path=tmp_path / FP16_REPORT)
-    assert not variant_path(model).exists()
-    shutil.copy(onnx_model, variant_path(model))  # A stray file with the variant's name must not be trusted.
+        convert_fp16(model, variant_path(model, "fp16"), features, min_agreement=1.01, report_path=tmp_path / "parity.fp16.json")
+    assert not variant_path(model, "fp16").exists()
+    shutil.copy(onnx_model, variant_path(model, "fp16"))  # A stray file with the variant's name must not be trusted.
     choice = choose_model_file(model, on_cuda=True)
     assert choice.path == model and "says model.fp16.onnx failed" in choice.reason
 
@@ -137,7 +118,7 @@ def test_stale_variant_from_an_earlier_export_is_not_used(certified, tmp_path):
 
 def test_fp16_model_scores_through_the_engine_and_names_itself(certified, fsdd_dir, tmp_path):
     model = load_model(certified, EngineConfig(precision="fp16", **CPU_ONLY))
-    variant = variant_path(certified)
+    variant = variant_path(certified, "fp16")
     assert model.path == variant and model.metadata.precision == "fp16"
     assert model.sha256 == file_sha256(variant) and model.source_sha256 == file_sha256(certified)
     assert load_model(certified, EngineConfig(**CPU_ONLY)).path == certified  # auto on CPU: the given file.

@@ -6,14 +6,12 @@ FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
 from __future__ import annotations
 
 import csv
-import shutil
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-import soundfile as sf
-from conftest import TRAINED_TAKES, fsdd_rows
+from support import TRAINED_TAKES, fsdd_rows, published_csvs
 
 from toolchain.errors import FeatureConfigError, ModelMetadataError, ScoringError
 from toolchain.inference.contract import PREFIX
@@ -30,7 +28,7 @@ from toolchain.scoring.folder import (
     write_predictions,
 )
 from toolchain.scoring.ledger import Ledger
-from toolchain.scoring.outputs import csv_columns, published_csvs
+from toolchain.scoring.outputs import csv_columns
 
 # Two decode workers exercise the process pool; one ORT thread keeps a 2-core CI box from oversubscribing.
 CONFIG = EngineConfig(batch_size=8, decode_workers=1, intra_op_threads=1)
@@ -39,11 +37,6 @@ CONFIG = EngineConfig(batch_size=8, decode_workers=1, intra_op_threads=1)
 def read_rows(path: str | Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-@pytest.fixture(scope="module")
-def model(onnx_model):
-    return load_model(onnx_model, CONFIG)
 
 
 def test_scores_unseen_fsdd_takes_well_above_chance(model, fsdd_dir):
@@ -104,39 +97,6 @@ def test_auto_provider_falls_back_to_cpu_without_cuda(onnx_model):
     loaded = load_model(onnx_model, EngineConfig(provider="auto", decode_workers=0, intra_op_threads=1))
     if not cuda_driver_present():
         assert loaded.provider == "CPUExecutionProvider"
-
-
-def make_bad_input_folder(root: Path, fsdd_dir: Path) -> dict[str, str]:
-    """Every case of issue 4 point 8, plus real clips in awkward places. Returns {relative path: expected status}."""
-    root.mkdir(parents=True)
-    real = fsdd_dir / "recordings" / "3_theo_30.wav"
-    y, sr = sf.read(real, dtype="float32")
-    (root / "empty.wav").write_bytes(b"")
-    (root / "garbage.wav").write_bytes(np.random.default_rng(0).bytes(4096))
-    sf.write(root / "header_only.wav", np.zeros(0, dtype=np.float32), 8000)
-    sf.write(root / "full.wav", y, sr)
-    data = (root / "full.wav").read_bytes()
-    (root / "truncated.wav").write_bytes(data[: len(data) // 2])
-    (root / "full.wav").unlink()
-    sf.write(root / "silent.wav", np.zeros(8000, dtype=np.float32), 8000)
-    t = np.arange(600 * 8000) / 8000  # 10 minutes at 8 kHz.
-    sf.write(root / "very_long.wav", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 8000)
-    (root / "not_audio.wav").write_text("this is a text file with an audio extension\n")
-    (root / "notes.txt").write_text("ignored: not an audio extension\n")
-    shutil.copy(real, root / "UPPER.WAV")
-    (root / "nested" / "deeper").mkdir(parents=True)
-    sf.write(root / "nested" / "deeper" / "clip.flac", y, sr)
-    return {
-        "UPPER.WAV": "ok", "empty.wav": "error", "garbage.wav": "error", "header_only.wav": "error",
-        "nested/deeper/clip.flac": "ok", "not_audio.wav": "error", "silent.wav": "ok", "truncated.wav": "error",
-        "very_long.wav": "ok",
-    }
-
-
-@pytest.fixture(scope="module")
-def bad_input_folder(tmp_path_factory, fsdd_dir) -> tuple[Path, dict[str, str]]:
-    root = tmp_path_factory.mktemp("bad") / "drop-2024-01-02"
-    return root, make_bad_input_folder(root, fsdd_dir)
 
 
 def test_bad_input_folder_gives_one_row_per_audio_file(onnx_model, bad_input_folder, tmp_path):

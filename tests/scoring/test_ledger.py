@@ -74,7 +74,7 @@ def test_reconcile_settles_rows_left_by_killed_runs(tmp_path):
 
 def test_runs_of_dead_processes_are_reaped(tmp_path):
     code = (
-        "import sys; from toolchain.ledger import Ledger; "
+        "import sys; from toolchain.scoring.ledger import Ledger; "
         "Ledger(sys.argv[1]).start_run('ghost', mode='folder', target='/x', model_path='/m', model_sha256='s')"
     )
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "ledger.sqlite")], check=True)

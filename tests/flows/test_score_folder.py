@@ -8,24 +8,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
-from conftest import copy_clips, read_rows  # noqa: F401 (re-exported for other test modules)
-from test_engine import make_bad_input_folder
+from support import copy_clips, make_bad_input_folder, published_csvs, read_rows
 
 from flows.score_folder import score_folder_flow
 from toolchain.scoring.ledger import Ledger
-from toolchain.scoring.outputs import FAULT_ENV, published_csvs
+from toolchain.scoring.outputs import FAULT_ENV
 
 ENGINE = {"decode_workers": 1, "intra_op_threads": 1, "batch_size": 8}
-
-
-@pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    # The harness server takes ~17 s to start here (more on a busy box); its 30 s default is too tight.
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
 
 
 def flow_runs_by_name() -> dict[str, list]:

@@ -11,10 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_flow import copy_clips, prefect_api, read_rows  # noqa: F401 (prefect_api is a fixture)
+from support import copy_clips, published_csvs, read_rows
 
 from toolchain.scoring.ledger import Ledger
-from toolchain.scoring.outputs import published_csvs
 
 RUN_TIMEOUT_S = 600  # Two runs share 2 busy cores with the rest of the suite.
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import fsdd_rows
+from support import fsdd_rows
 
 import toolchain.training.cache as cache_module
 from toolchain.audio.config import DEFAULT_CONFIG, FeatureConfig

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import onnx
-import pytest
 import torch
 import typer.main
-from conftest import write_fsdd_manifest
+from support import assert_user_error
 from typer.testing import CliRunner
 
 from toolchain.cli import app
@@ -22,21 +20,6 @@ from toolchain.training.checkpoint import save_checkpoint
 
 runner = CliRunner()
 
-
-def _one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.output
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-
-
-@pytest.fixture(scope="module")
-def parity_csv(tmp_path_factory, fsdd_dir) -> Path:
-    """Labelled clips of one speaker, takes 4-5 (20 clips; the commands sample from them)."""
-    return write_fsdd_manifest(fsdd_dir, tmp_path_factory.mktemp("parity") / "clips.csv", speakers={"yweweler"},
-                               takes=range(4, 6))
 
 
 def test_help_documents_every_option():
@@ -51,7 +34,7 @@ def test_export_writes_model_reports_and_variants_by_rule(exported_model, parity
     out = tmp_path / "deploy"
     result = runner.invoke(app, ["export-onnx", "--checkpoint", checkpoint, "--out", str(out), "--parity-data",
                                  str(parity_csv), "--parity-samples", "4", "--int8", "--fp16"])
-    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert "Parity fp32 vs PyTorch" in result.output
     assert (out / "model.onnx").is_file()
     assert json.loads((out / "parity.json").read_text())["status"] == "passed"
@@ -85,13 +68,13 @@ def test_verify_fails_on_a_tampered_copy(exported_model, tmp_path):
     report = tmp_path / "verify.json"
     result = runner.invoke(app, ["verify-onnx", "--model", str(tampered), "--checkpoint",
                                  exported_model.parity.checkpoint_path, "--parity-samples", "3", "--report", str(report)])
-    _one_line_error(result, "parity gate failed", "model.onnx")
+    assert_user_error(result, "parity gate failed", "model.onnx")
     assert json.loads(report.read_text())["status"] == "failed"
 
 
 def test_sabotaged_export_fails_and_leaves_no_model(exported_model, tmp_path, monkeypatch):
     """Our own exporter step is sabotaged (one weight altered before saving): the gate must catch it."""
-    import toolchain.onnx_export as onnx_export
+    import toolchain.export.exporter as onnx_export
 
     real = onnx_export._to_onnx_proto
 
@@ -106,7 +89,7 @@ def test_sabotaged_export_fails_and_leaves_no_model(exported_model, tmp_path, mo
     out.write_bytes(b"stale model from an earlier export")
     result = runner.invoke(app, ["export-onnx", "--checkpoint", exported_model.parity.checkpoint_path,
                                  "--out", str(out), "--parity-samples", "3"])
-    _one_line_error(result, "parity gate failed")
+    assert_user_error(result, "parity gate failed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["parity.json"]
     data = json.loads((tmp_path / "parity.json").read_text())
     assert data["status"] == "failed" and data["model_path"] == str(out)
@@ -117,13 +100,13 @@ def test_missing_validation_files_ask_for_parity_data(exported_model, tmp_path):
     raw["val_files"] = [str(tmp_path / "moved-away" / "a.wav")]
     checkpoint = save_checkpoint(raw, tmp_path / "resnet_18_model.pth")
     result = runner.invoke(app, ["export-onnx", "--checkpoint", str(checkpoint)])
-    _one_line_error(result, "--parity-data")
+    assert_user_error(result, "--parity-data")
     assert not (tmp_path / "model.onnx").exists()
 
 
 def test_missing_checkpoint_is_one_line(tmp_path):
     result = runner.invoke(app, ["export-onnx", "--checkpoint", str(tmp_path / "nope.pth")])
-    _one_line_error(result, "nope.pth")
+    assert_user_error(result, "nope.pth")
 
 
 def test_copied_model_verifies_in_another_folder(exported_model, tmp_path):

@@ -12,7 +12,6 @@ import onnx
 import pytest
 
 from toolchain.errors import VariantRejectedError
-from toolchain.export.clips import Clip, featurize_clips
 from toolchain.export.quantize import (
     AUTO_ORDER,
     Int8Mode,
@@ -24,18 +23,6 @@ from toolchain.export.quantize import (
 )
 from toolchain.inference.contract import INPUT_NAME, OUTPUT_NAME, read_metadata
 from toolchain.inference.session import open_session
-
-
-@pytest.fixture(scope="module")
-def clip_features(exported_model, fsdd_dir):
-    """4 labelled evaluation clips and 3 disjoint calibration clips (a test needs ranges, not accuracy)."""
-    config = read_metadata(exported_model.model_path).feature_config
-    recordings = fsdd_dir / "recordings"
-    evaluation = [Clip(recordings / f"{d}_lucas_2.wav", label) for d, label in ((0, "zero"), (3, "three"), (7, "seven"), (9, "nine"))]
-    calibration = [Clip(recordings / f"{d}_theo_3.wav") for d in (1, 5, 8)]
-    features, used, _ = featurize_clips(evaluation, config)
-    calib, _, _ = featurize_clips(calibration, config)
-    return features, [c.label for c in used], calib
 
 
 def test_int8_kept_when_agreement_meets_threshold(exported_model, clip_features, tmp_path):

@@ -9,88 +9,16 @@ FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
 from __future__ import annotations
 
 import csv
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from conftest import copy_clips  # noqa: F401 (re-exported for test_ui_browser)
+from support import copy_clips, published_csvs, stop, wait_until
 
 from toolchain.scoring.ledger import Ledger
-from toolchain.scoring.outputs import published_csvs
 
 BIN = Path(sys.executable).parent
 STARTUP_TIMEOUT_S = 240  # Cold server start is ~20-26 s on an idle 2-core box; CI boxes are busier.
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group (serve pauses its schedule on the way out), SIGKILL after 15 s."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def wait_until(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if proc is not None and proc.poll() is not None:
-            break
-        time.sleep(1)
-    tail = log.read_text()[-3000:] if log and log.exists() else ""
-    pytest.fail(f"timed out waiting for {what}\n{tail}")
-
-
-def healthy(api_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
-@pytest.fixture
-def prefect_env(tmp_path) -> Iterator[dict[str, str]]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(tmp_path / "prefect-home"),
-        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_RUNNER_POLL_FREQUENCY="1",
-        PREFECT_SERVER_API_HOST="127.0.0.1",
-    )
-    log = tmp_path / "server.log"
-    with log.open("w") as out:
-        server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
-                                   str(port)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_until(lambda: healthy(env["PREFECT_API_URL"]), STARTUP_TIMEOUT_S, "prefect server", server, log)
-        yield env
-    finally:
-        stop(server)
 
 
 def test_server_serve_and_deployment_run(prefect_env, onnx_model, fsdd_dir, tmp_path):

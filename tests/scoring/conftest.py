@@ -1,0 +1,48 @@
+"""Fixtures for tests/scoring/."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support import make_bad_input_folder
+
+from toolchain.export.clips import Clip, featurize_clips
+from toolchain.export.quantize import convert_fp16
+from toolchain.inference.contract import read_metadata, variant_path
+from toolchain.scoring.engine import EngineConfig, load_model
+
+
+@pytest.fixture(scope="module")
+def features(onnx_model, fsdd_dir) -> np.ndarray:
+    """(6, 3, n_mels, frames) float32 features of real clips, in the model's own feature config."""
+    config = read_metadata(onnx_model).feature_config
+    clips = [Clip(fsdd_dir / "recordings" / f"{d}_nicolas_41.wav") for d in range(6)]
+    return featurize_clips(clips, config)[0]
+
+
+@pytest.fixture(scope="module")
+def certified(onnx_model, features, tmp_path_factory) -> Path:
+    """A folder as `export-onnx --fp16` leaves it: model.onnx, model.fp16.onnx and parity.fp16.json written by the
+    real `convert_fp16` (judged on the CPU EP here; no bar, so the selection tests don't hinge on fp16 quality)."""
+    folder = tmp_path_factory.mktemp("certified")
+    model = folder / "model.onnx"
+    shutil.copy(onnx_model, model)
+    convert_fp16(model, variant_path(model, "fp16"), features, min_agreement=0.0, report_path=folder / "parity.fp16.json")
+    return model
+
+
+CONFIG = EngineConfig(batch_size=8, decode_workers=1, intra_op_threads=1)
+
+
+@pytest.fixture(scope="module")
+def model(onnx_model):
+    return load_model(onnx_model, CONFIG)
+
+
+@pytest.fixture(scope="module")
+def bad_input_folder(tmp_path_factory, fsdd_dir) -> tuple[Path, dict[str, str]]:
+    root = tmp_path_factory.mktemp("bad") / "drop-2024-01-02"
+    return root, make_bad_input_folder(root, fsdd_dir)

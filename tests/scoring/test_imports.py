@@ -1,0 +1,21 @@
+"""Scoring never imports torch, training or export: a scoring-only install stays small (checked in a fresh process)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize("module", ["toolchain.scoring", "toolchain.scoring.folder", "flows.score_folder"])
+def test_scoring_imports_no_torch_training_or_export(module):
+    code = (
+        f"import sys, json, {module}\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')"
+        " or m.startswith(('toolchain.training', 'toolchain.export')))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
