@@ -34,6 +34,8 @@ import numpy as np
 import psutil
 import soundfile as sf
 
+from toolchain.io import available_cores, write_json
+
 REPO = Path(__file__).resolve().parents[1]
 FSDD = Path(os.environ.get("TOOLCHAIN_FSDD", REPO.parent / "shared" / "data" / "fsdd"))
 SAMPLE_RATE = 8000
@@ -152,15 +154,12 @@ def main() -> None:
         results.append(result)
 
     report = {
-        "via": args.via, "model": str(args.model), "cores": len(os.sched_getaffinity(0)),
+        "via": args.via, "model": str(args.model), "cores": available_cores(),
         "machine": platform.platform(), "sizes": [asdict(r) for r in results],
         "seconds_per_file_ratio_largest_vs_smallest": round(results[-1].seconds_per_file / results[0].seconds_per_file, 3),
         "peak_tree_rss_mb_max": max(r.peak_tree_rss_mb for r in results),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, args.out)  # A killed run never leaves a half-written report.
+    write_json(report, args.out)  # Atomic: a killed run never leaves a half-written report.
     print(json.dumps({k: v for k, v in report.items() if k != "sizes"}))
     print(f"wrote {args.out}")
 

@@ -23,7 +23,6 @@ PREFIX = "toolchain."
 INPUT_NAME = "features"  # (batch, channels, n_mels, frames) float32
 OUTPUT_NAME = "logits"  # (batch, n_classes) float32
 MODEL_NAME = "model.onnx"
-PRECISIONS = ("fp32", "int8", "fp16")
 
 
 def variant_path(model: str | Path, precision: str) -> Path:
