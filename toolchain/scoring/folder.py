@@ -341,13 +341,13 @@ def run_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path, 
     right now; without it a busy folder raises `FolderBusyError`. The ledger knows a model by the file named here
     (a GPU run of its fp16 variant and a CPU run are one model to the ledger); CSV rows name the file that ran.
     """
-    folder = str(check_folder(folder))
     identity = describe_model(model_path)
     ledger = Ledger.in_dir(out_dir)
     steps.log(f"model {model_path} sha256={identity.sha256} ({identity.metadata.arch}, "
               f"{len(identity.metadata.classes)} classes)")
     with scoring_run(out_dir, mode="folder", target=folder, model=identity, flow_run_id=flow_run_id,
                      parent_run_id=parent_run_id, run_id=run_id) as run_id:
+        folder = str(check_folder(folder))  # Inside the run: a missing folder is a failed run in the ledger.
         try:
             with folder_job(ledger, folder, out_dir, run_id, identity.sha256, flow_run_id=flow_run_id,
                             skip_if_scored=skip_scored) as job:
