@@ -109,6 +109,17 @@ def trained_checkpoint(tmp_path_factory, fsdd_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def onnx_model(exported_model) -> Path:
-    """Issue 4: the trained model as scoring sees it, a self-describing `.onnx` (the parity-certified export of
+    """the trained model as scoring sees it, a self-describing `.onnx` (the parity-certified export of
     `trained_checkpoint`, shared with the export tests so the suite exports once). Read-only: copy to modify."""
     return exported_model.model_path
+
+
+@pytest.fixture(scope="module")
+def features(onnx_model, fsdd_dir):
+    """(6, 3, n_mels, frames) float32 features of real clips, in `onnx_model`'s own feature config."""
+    from toolchain.export.clips import Clip, featurize_clips
+    from toolchain.inference.contract import read_metadata
+
+    config = read_metadata(onnx_model).feature_config
+    clips = [Clip(fsdd_dir / "recordings" / f"{d}_nicolas_41.wav") for d in range(6)]
+    return featurize_clips(clips, config)[0]

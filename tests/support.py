@@ -69,7 +69,7 @@ TRAINED_FEATURES = {"clip_seconds": 1.0}
 
 
 def make_bad_input_folder(root: Path, fsdd_dir: Path) -> dict[str, str]:
-    """Every case of issue 4 point 8, plus real clips in awkward places. Returns {relative path: expected status}."""
+    """Every kind of bad input, plus real clips in awkward places. Returns {relative path: expected status}."""
     root.mkdir(parents=True)
     real = fsdd_dir / "recordings" / "3_theo_30.wav"
     y, sr = sf.read(real, dtype="float32")

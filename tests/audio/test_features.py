@@ -10,7 +10,7 @@ from toolchain.audio.decode import load_audio
 from toolchain.audio.features import features_from_path, fix_length_fast, log_mel_fast, trim_bounds
 from toolchain.audio.reference import extract_log_mel, fix_length, reference_features_from_path
 
-TOLERANCE = 1e-3  # Max abs diff on the normalized [0, 1] features (issue 5's bar).
+TOLERANCE = 1e-3  # Max abs diff on the normalized [0, 1] features.
 
 
 def test_fast_features_match_librosa_on_real_clips(fsdd_clips):

@@ -104,3 +104,11 @@ def test_killed_mid_folder_then_rerun_leaves_one_complete_csv(onnx_model, fsdd_d
     assert states == ["completed", "crashed"]
     assert sorted(r.state for r in ledger.runs()) == ["completed", "crashed"]
     assert ledger.scored_csv(str(folder.resolve()), read_rows(csvs[0])[0]["model_sha256"]) == str(csvs[0])
+
+
+def test_score_help_offers_the_gpu_settings_a_user_changes():
+    result = CliRunner().invoke(app, ["score", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for option in ("--precision", "--device-id", "--provider", "--batch-size"):
+        assert option in result.output
+    assert "--io-binding" not in result.output and "--conv-algo-search" not in result.output

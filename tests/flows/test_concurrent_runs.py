@@ -1,4 +1,4 @@
-"""Issue 6.4: two flow runs at once (two real `python -m flows` processes) on different folders, one output_dir,
+"""two flow runs at once (two real `python -m flows` processes) on different folders, one output_dir,
 against one Prefect API (the harness server): the SQLite ledger stays consistent and both CSVs are complete.
 
 FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.

@@ -1,4 +1,4 @@
-"""Issue 6.1: `score-folder` shards spread over a real Dask cluster (2 worker processes on loopback) write the same
+"""`score-folder` shards spread over a real Dask cluster (2 worker processes on loopback) write the same
 CSV as the in-process run. Runs under Prefect's test harness (a real temporary API server).
 
 FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.

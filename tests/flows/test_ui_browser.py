@@ -1,4 +1,4 @@
-"""Issue 6.3: the Prefect UI shows our flow run and its artifact, checked in a real headless Chromium.
+"""the Prefect UI shows our flow run and its artifact, checked in a real headless Chromium.
 
 Needs Debian's `chromium` (`.ci/run` installs it; by hand: `apt-get install -y chromium`) and the `playwright`
 Python package (a dev dependency; Playwright's own browser download is never used). Without Chromium the test

@@ -7,8 +7,10 @@ import onnx
 from onnx import TensorProto, helper
 
 from toolchain.inference.contract import INPUT_NAME, OUTPUT_NAME
-from toolchain.inference.providers import CPU_EP
-from toolchain.inference.session import candidate_providers, open_session, run_batches, softmax
+from toolchain.inference.providers import (
+    CPU_EP,
+)
+from toolchain.inference.session import candidate_providers, open_session, run_batches, run_logits, softmax
 
 
 def _linear_model(path, n_in=6, n_out=3):
@@ -40,3 +42,13 @@ def test_softmax_is_stable_for_huge_logits():
     np.testing.assert_allclose(probs.sum(axis=1), 1.0)
     np.testing.assert_allclose(probs[0], [1.0, 0.0, 0.0])
     np.testing.assert_allclose(probs[1], 1 / 3)
+
+
+def test_io_binding_and_padding_return_what_session_run_returns(onnx_model, features):
+    session = open_session(onnx_model)
+    (expected,) = session.run([OUTPUT_NAME], {INPUT_NAME: features})
+    bound = run_logits(session, features, io_binding=True, device="cpu")
+    np.testing.assert_allclose(bound, expected, rtol=1e-5, atol=1e-5)
+    padded = run_logits(session, features[:3], io_binding=True, pad_to=8)
+    assert padded.shape == (3, expected.shape[1]) and padded.dtype == np.float32
+    np.testing.assert_allclose(padded, expected[:3], rtol=1e-4, atol=1e-4)  # Batch size changes ORT's blocking.

@@ -5,22 +5,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 from support import make_bad_input_folder
 
-from toolchain.export.clips import Clip, featurize_clips
 from toolchain.export.quantize import convert_fp16
-from toolchain.inference.contract import read_metadata, variant_path
+from toolchain.inference.contract import variant_path
 from toolchain.scoring.engine import EngineConfig, load_model
-
-
-@pytest.fixture(scope="module")
-def features(onnx_model, fsdd_dir) -> np.ndarray:
-    """(6, 3, n_mels, frames) float32 features of real clips, in the model's own feature config."""
-    config = read_metadata(onnx_model).feature_config
-    clips = [Clip(fsdd_dir / "recordings" / f"{d}_nicolas_41.wav") for d in range(6)]
-    return featurize_clips(clips, config)[0]
 
 
 @pytest.fixture(scope="module")

@@ -5,38 +5,33 @@ FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from support import TRAINED_TAKES, fsdd_rows, published_csvs
+from support import TRAINED_TAKES, fsdd_rows, read_rows
 
 from toolchain.errors import FeatureConfigError, ModelMetadataError, ScoringError
-from toolchain.inference.contract import PREFIX
-from toolchain.inference.providers import cuda_driver_present
+from toolchain.inference.contract import PREFIX, variant_path
+from toolchain.inference.providers import (
+    cuda_driver_present,
+)
+from toolchain.io import file_sha256
 from toolchain.scoring.engine import EngineConfig, load_model, resolve_threads, score_files
 from toolchain.scoring.folder import (
     describe_model,
-    discover_audio_files,
     folder_job,
-    record_folder,
-    score_folder,
     score_shard,
-    shard,
-    write_predictions,
 )
 from toolchain.scoring.ledger import Ledger
-from toolchain.scoring.outputs import csv_columns
+
+CPU_ONLY = dict(decode_workers=0, intra_op_threads=1)
 
 # Two decode workers exercise the process pool; one ORT thread keeps a 2-core CI box from oversubscribing.
 CONFIG = EngineConfig(batch_size=8, decode_workers=1, intra_op_threads=1)
 
 
-def read_rows(path: str | Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_scores_unseen_fsdd_takes_well_above_chance(model, fsdd_dir):
@@ -97,78 +92,6 @@ def test_auto_provider_falls_back_to_cpu_without_cuda(onnx_model):
     loaded = load_model(onnx_model, EngineConfig(provider="auto", decode_workers=0, intra_op_threads=1))
     if not cuda_driver_present():
         assert loaded.provider == "CPUExecutionProvider"
-
-
-def test_bad_input_folder_gives_one_row_per_audio_file(onnx_model, bad_input_folder, tmp_path):
-    folder, expected = bad_input_folder
-    summary = score_folder(onnx_model, folder, tmp_path / "out", CONFIG)
-
-    rows = read_rows(summary.csv_path)
-    identity = describe_model(onnx_model)
-    assert [r["file"] for r in rows] == sorted(expected)  # Sorted, relative, posix; notes.txt ignored.
-    assert {r["file"]: r["status"] for r in rows} == expected
-    for r in rows:
-        assert r["model_sha256"] == identity.sha256 and r["run_id"] == summary.run_id
-        if r["status"] == "error":
-            assert r["error"] and not r["label"] and not r["confidence"]
-        else:
-            assert not r["error"] and r["label"] and 0 < float(r["confidence"]) <= 1
-    assert "empty" in next(r["error"] for r in rows if r["file"] == "empty.wav")
-    assert "truncated" in next(r["error"] for r in rows if r["file"] == "truncated.wav")
-    assert (summary.files_ok, summary.files_error) == (4, 5)
-    assert Path(summary.csv_path).parent == tmp_path / "out" / "drop-2024-01-02"
-    assert Path(summary.csv_path).name.startswith("predictions_") and Path(summary.csv_path).name.endswith("Z.csv")
-    assert list(rows[0]) == csv_columns(identity.metadata.classes)
-    assert sorted(p.name for p in summary_dir_files(Path(summary.csv_path).parent)) == [Path(summary.csv_path).name]
-
-
-def summary_dir_files(folder: Path) -> list[Path]:
-    """Everything in an output folder except its lock file: no temporary files may remain."""
-    return [p for p in folder.iterdir() if p.name != ".lock"]
-
-
-def test_shards_concatenate_to_the_single_pass_result(model, bad_input_folder, tmp_path):
-    folder, expected = bad_input_folder
-    files = discover_audio_files(folder)
-    assert files == sorted(expected)
-    ledger = Ledger.in_dir(tmp_path)
-    ledger.start_run("r1", mode="folder", target=str(folder), model_path=str(model.path), model_sha256=model.sha256)
-    with folder_job(ledger, folder, tmp_path, "r1", model.sha256) as job:
-        shards = [score_shard(model, job, i, part, CONFIG) for i, part in enumerate(shard(files, 4))]
-        assert len(shards) == 3
-        path = write_predictions(job, list(reversed(shards)))  # Order comes from the shard index.
-        record_folder(job, shards, path)
-    sharded = read_rows(path)
-    single = [s for s in score_files(model, folder, files, CONFIG)]
-    assert [r["file"] for r in sharded] == files
-    for row, s in zip(sharded, single):
-        assert (row["status"], row["label"]) == (s.status, s.label)
-        if s.status == "ok":
-            assert float(row["confidence"]) == pytest.approx(s.confidence, abs=1e-6)
-    assert ledger.scored_csv(str(folder), model.sha256) == str(path)
-
-
-def test_rescoring_writes_a_new_csv_and_keeps_the_old(onnx_model, bad_input_folder, tmp_path):
-    folder, _ = bad_input_folder
-    first = score_folder(onnx_model, folder, tmp_path, EngineConfig(decode_workers=0, intra_op_threads=1))
-    second = score_folder(onnx_model, folder, tmp_path, EngineConfig(decode_workers=0, intra_op_threads=1))
-    assert first.csv_path != second.csv_path  # Same second: the name moves on by a second, never overwrites.
-    assert published_csvs(Path(first.csv_path).parent) == sorted([Path(first.csv_path), Path(second.csv_path)])
-    assert read_rows(first.csv_path)[0]["file"] == read_rows(second.csv_path)[0]["file"]
-
-
-def test_missing_folder_and_unreadable_model_fail_with_one_line(onnx_model, tmp_path):
-    with pytest.raises(ScoringError, match="does not exist: pass a directory"):
-        score_folder(onnx_model, tmp_path / "nope", tmp_path / "out")
-    garbage = tmp_path / "model.onnx"
-    garbage.write_bytes(b"\x00not a model")
-    (tmp_path / "in").mkdir()
-    with pytest.raises(ScoringError, match="cannot load ONNX model") as info:
-        score_folder(garbage, tmp_path / "in", tmp_path / "out")
-    assert "\n" not in str(info.value)
-    with pytest.raises(ScoringError, match="does not exist"):
-        load_model(tmp_path / "missing.onnx")
-    assert not (tmp_path / "out" / "in").exists() or not published_csvs(tmp_path / "out" / "in")
 
 
 def with_metadata(onnx_model: Path, out: Path, **changes: str | None) -> Path:
@@ -232,3 +155,46 @@ def test_decoder_worker_killed_mid_stream_is_replaced(model, fsdd_dir):
     reference = [r.features for r in ordered_decode(paths, model.feature_config, workers=0, max_in_flight=1)]
     for got, want in zip([first, *rest], reference):
         np.testing.assert_allclose(got.features, want, atol=1e-5)  # BLAS thread counts differ: float noise.
+
+
+def test_fp16_model_scores_through_the_engine_and_names_itself(certified, fsdd_dir, tmp_path):
+    model = load_model(certified, EngineConfig(precision="fp16", **CPU_ONLY))
+    variant = variant_path(certified, "fp16")
+    assert model.path == variant and model.metadata.precision == "fp16"
+    assert model.sha256 == file_sha256(variant) and model.source_sha256 == file_sha256(certified)
+    assert load_model(certified, EngineConfig(**CPU_ONLY)).path == certified  # auto on CPU: the given file.
+
+    files = [r["filename"] for r in fsdd_rows(fsdd_dir) if r["speaker"] == "yweweler" and r["take"] == "45"]
+    fp16_rows = list(score_files(model, fsdd_dir, files, EngineConfig(batch_size=4, **CPU_ONLY)))
+    assert [r.status for r in fp16_rows] == ["ok"] * len(files)
+    assert all(sum(r.probabilities) == pytest.approx(1.0, abs=1e-6) for r in fp16_rows)
+
+    # A Prefect shard: the job is started with the named file's identity (describe_model), the fp16 file runs,
+    # and the CSV rows name the file that ran.
+    identity = describe_model(certified)
+    ledger = Ledger.in_dir(tmp_path)
+    ledger.start_run("r1", mode="folder", target=str(fsdd_dir), model_path=identity.path,
+                     model_sha256=identity.sha256)
+    with folder_job(ledger, fsdd_dir, tmp_path, "r1", identity.sha256) as job:
+        shard = score_shard(model, job, 0, files, EngineConfig(batch_size=4, **CPU_ONLY))
+        rows = read_rows(shard.part.path)
+    assert shard.part.files_ok == len(files)
+    assert {r["model_sha256"] for r in rows} == {model.sha256}
+
+
+def test_engine_io_binding_switch_changes_nothing_but_the_call(onnx_model, fsdd_dir):
+    plain = load_model(onnx_model, EngineConfig(**CPU_ONLY))
+    bound = load_model(onnx_model, EngineConfig(io_binding="on", **CPU_ONLY))
+    assert (plain.io_binding, bound.io_binding) == (False, True)  # auto: off on CPU.
+    files = [r["filename"] for r in fsdd_rows(fsdd_dir) if r["speaker"] == "george" and r["take"] == "44"]
+    config = EngineConfig(batch_size=4, **CPU_ONLY)
+    for a, b in zip(score_files(plain, fsdd_dir, files, config), score_files(bound, fsdd_dir, files, config)):
+        assert a.label == b.label
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6)
+
+
+@pytest.mark.parametrize("field, value", [("precision", "int8"), ("io_binding", "yes"),
+                                          ("conv_algo_search", "fast"), ("device_id", -1)])
+def test_engine_config_refuses_unknown_settings(field, value):
+    with pytest.raises(ScoringError, match=field):
+        EngineConfig(**{field: value})

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from toolchain.cli.common import console, rich_progress, user_errors
+from toolchain.inference.contract import variant_path
 
 app = typer.Typer()
 
@@ -61,8 +62,8 @@ def bench(
     from toolchain.bench import BenchConfig, run_benchmark, select_clips, write_result
 
     sizes = parse_batch_sizes(batch_sizes, batch_size, clips)
-    if int8_model is None and model.with_suffix(".int8.onnx").is_file():
-        int8_model = model.with_suffix(".int8.onnx")
+    if int8_model is None and variant_path(model, "int8").is_file():
+        int8_model = variant_path(model, "int8")
     selected = select_clips(data or [DEFAULT_DATA], clips)
     config = BenchConfig(checkpoint=checkpoint, model=model, clips=selected, int8_model=int8_model,
                          batch_size=batch_size, batch_sizes=sizes)

@@ -1,0 +1,100 @@
+"""Folder scoring (`run_folder` through `score_folder`) on real FSDD clips and on generated bad input.
+
+FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from support import published_csvs, read_rows
+
+from toolchain.errors import ScoringError
+from toolchain.scoring.engine import EngineConfig, load_model, score_files
+from toolchain.scoring.folder import (
+    describe_model,
+    discover_audio_files,
+    folder_job,
+    record_folder,
+    score_folder,
+    score_shard,
+    shard,
+    write_predictions,
+)
+from toolchain.scoring.ledger import Ledger
+from toolchain.scoring.outputs import csv_columns
+
+CONFIG = EngineConfig(batch_size=8, decode_workers=1, intra_op_threads=1)
+
+
+def test_bad_input_folder_gives_one_row_per_audio_file(onnx_model, bad_input_folder, tmp_path):
+    folder, expected = bad_input_folder
+    summary = score_folder(onnx_model, folder, tmp_path / "out", CONFIG)
+
+    rows = read_rows(summary.csv_path)
+    identity = describe_model(onnx_model)
+    assert [r["file"] for r in rows] == sorted(expected)  # Sorted, relative, posix; notes.txt ignored.
+    assert {r["file"]: r["status"] for r in rows} == expected
+    for r in rows:
+        assert r["model_sha256"] == identity.sha256 and r["run_id"] == summary.run_id
+        if r["status"] == "error":
+            assert r["error"] and not r["label"] and not r["confidence"]
+        else:
+            assert not r["error"] and r["label"] and 0 < float(r["confidence"]) <= 1
+    assert "empty" in next(r["error"] for r in rows if r["file"] == "empty.wav")
+    assert "truncated" in next(r["error"] for r in rows if r["file"] == "truncated.wav")
+    assert (summary.files_ok, summary.files_error) == (4, 5)
+    assert Path(summary.csv_path).parent == tmp_path / "out" / "drop-2024-01-02"
+    assert Path(summary.csv_path).name.startswith("predictions_") and Path(summary.csv_path).name.endswith("Z.csv")
+    assert list(rows[0]) == csv_columns(identity.metadata.classes)
+    assert sorted(p.name for p in summary_dir_files(Path(summary.csv_path).parent)) == [Path(summary.csv_path).name]
+
+
+def test_shards_concatenate_to_the_single_pass_result(model, bad_input_folder, tmp_path):
+    folder, expected = bad_input_folder
+    files = discover_audio_files(folder)
+    assert files == sorted(expected)
+    ledger = Ledger.in_dir(tmp_path)
+    ledger.start_run("r1", mode="folder", target=str(folder), model_path=str(model.path), model_sha256=model.sha256)
+    with folder_job(ledger, folder, tmp_path, "r1", model.sha256) as job:
+        shards = [score_shard(model, job, i, part, CONFIG) for i, part in enumerate(shard(files, 4))]
+        assert len(shards) == 3
+        path = write_predictions(job, list(reversed(shards)))  # Order comes from the shard index.
+        record_folder(job, shards, path)
+    sharded = read_rows(path)
+    single = [s for s in score_files(model, folder, files, CONFIG)]
+    assert [r["file"] for r in sharded] == files
+    for row, s in zip(sharded, single):
+        assert (row["status"], row["label"]) == (s.status, s.label)
+        if s.status == "ok":
+            assert float(row["confidence"]) == pytest.approx(s.confidence, abs=1e-6)
+    assert ledger.scored_csv(str(folder), model.sha256) == str(path)
+
+
+def test_rescoring_writes_a_new_csv_and_keeps_the_old(onnx_model, bad_input_folder, tmp_path):
+    folder, _ = bad_input_folder
+    first = score_folder(onnx_model, folder, tmp_path, EngineConfig(decode_workers=0, intra_op_threads=1))
+    second = score_folder(onnx_model, folder, tmp_path, EngineConfig(decode_workers=0, intra_op_threads=1))
+    assert first.csv_path != second.csv_path  # Same second: the name moves on by a second, never overwrites.
+    assert published_csvs(Path(first.csv_path).parent) == sorted([Path(first.csv_path), Path(second.csv_path)])
+    assert read_rows(first.csv_path)[0]["file"] == read_rows(second.csv_path)[0]["file"]
+
+
+def test_missing_folder_and_unreadable_model_fail_with_one_line(onnx_model, tmp_path):
+    with pytest.raises(ScoringError, match="does not exist: pass a directory"):
+        score_folder(onnx_model, tmp_path / "nope", tmp_path / "out")
+    garbage = tmp_path / "model.onnx"
+    garbage.write_bytes(b"\x00not a model")
+    (tmp_path / "in").mkdir()
+    with pytest.raises(ScoringError, match="cannot load ONNX model") as info:
+        score_folder(garbage, tmp_path / "in", tmp_path / "out")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ScoringError, match="does not exist"):
+        load_model(tmp_path / "missing.onnx")
+    assert not (tmp_path / "out" / "in").exists() or not published_csvs(tmp_path / "out" / "in")
+
+
+def summary_dir_files(folder: Path) -> list[Path]:
+    """Everything in an output folder except its lock file: no temporary files may remain."""
+    return [p for p in folder.iterdir() if p.name != ".lock"]
