@@ -6,13 +6,19 @@ FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
+import pytest
+from prefect.utilities.callables import parameter_schema
 from support import copy_clips, make_bad_input_folder, published_csvs, read_rows
 
-from flows.score_folder import score_folder_flow
+from flows.score_folder import engine_settings, score_folder_flow
+from toolchain.errors import ScoringError
+from toolchain.scoring.engine import EngineConfig
 from toolchain.scoring.ledger import Ledger
 from toolchain.scoring.outputs import FAULT_ENV
+from toolchain.scoring.precision import Precision
 
 ENGINE = {"decode_workers": 1, "intra_op_threads": 1, "batch_size": 8}
 
@@ -111,3 +117,27 @@ def test_missing_folder_fails_the_run_with_a_clear_message(prefect_api, onnx_mod
 def test_needs_exactly_one_of_folder_or_inbox(prefect_api, onnx_model, tmp_path):
     state = score_folder_flow(model=str(onnx_model), output_dir=str(tmp_path), return_state=True)
     assert state.is_failed() and "exactly one of" in state.message
+
+
+def test_engine_settings_are_one_typed_parameter_that_shortcuts_override():
+    params = score_folder_flow.validate_parameters(
+        {"model": "m.onnx", "output_dir": "out", "folder": "day1",
+         "engine": {"batch_size": 8, "precision": "fp32", "device_id": 1}})
+    assert params["engine"] == EngineConfig(batch_size=8, precision="fp32", device_id=1)
+    assert engine_settings(params["engine"], batch_size=32, provider=None) == \
+        EngineConfig(batch_size=32, precision="fp32", device_id=1)
+    assert engine_settings(None) == EngineConfig()
+    with pytest.raises(ScoringError, match="batch_size=0"):
+        score_folder_flow.validate_parameters({"model": "m", "output_dir": "o", "engine": {"batch_size": 0}})
+    # The UI form offers the allowed values, from the library's enums.
+    definitions = parameter_schema(score_folder_flow.fn).model_dump()["definitions"]
+    assert set(definitions["Precision"]["enum"]) == {p.value for p in Precision}
+    assert {"precision", "device_id", "io_binding"} <= set(definitions["EngineConfig"]["properties"])
+
+
+def test_deployments_carry_every_engine_setting(onnx_model, tmp_path):
+    from flows.deploy import ServeOptions, build_deployments
+
+    engine = EngineConfig(batch_size=4, precision="fp32", device_id=0)
+    [on_demand] = build_deployments(ServeOptions(model=str(onnx_model), output_dir=str(tmp_path), engine=engine))
+    assert on_demand.parameters["engine"] == dataclasses.asdict(engine)
