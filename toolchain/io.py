@@ -14,6 +14,8 @@ import multiprocessing
 import os
 import secrets
 import sys
+import threading
+import time
 import types
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -93,11 +95,29 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def limit_worker_threads() -> None:
-    """Process-pool initializer: one BLAS/OpenMP thread per worker, so N workers use N cores, not N squared."""
+PARENT_POLL_SECONDS = 1.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    while True:
+        time.sleep(PARENT_POLL_SECONDS)
+        if os.getppid() != parent:  # Re-parented: whoever started us is gone (kill -9, OOM killer).
+            os._exit(1)
+
+
+def init_worker(parent: int) -> None:
+    """Process-pool initializer: one BLAS/OpenMP thread per worker (N workers use N cores, not N squared), and the
+    worker exits within a second of its parent's death, however the parent died.
+
+    A watcher thread rather than PR_SET_PDEATHSIG: that signal fires when the *thread* that started the worker
+    exits, and pools here outlive the task threads (Prefect's) that first used them.
+    """
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
+    if os.getppid() != parent:  # The parent died while this worker was still starting.
+        os._exit(1)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="exit-with-parent").start()
 
 
 @contextmanager
@@ -122,13 +142,14 @@ def _noop() -> None:
 
 
 def spawn_pool(workers: int, warm_up: Callable[[], None] = _noop) -> ProcessPoolExecutor:
-    """A pool of `workers` spawned processes, all started now (each runs `warm_up` once), one thread each.
+    """A pool of `workers` spawned processes, all started now (each runs `warm_up` once), one BLAS thread each,
+    each exiting when this process dies.
 
     spawn, not fork: the parent holds ORT, torch and (under Prefect) event-loop threads that a fork would copy
     mid-state. Workers are started while `__main__` is hidden, so they import only what their tasks need.
     """
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=limit_worker_threads)
+                               initializer=init_worker, initargs=(os.getpid(),))
     with _main_hidden():
         for _ in range(workers):  # With spawn, each submit to a pool without idle workers starts one.
             pool.submit(warm_up)
