@@ -31,6 +31,10 @@ class AudioDecodeError(ToolchainError):
         super().__init__(f"cannot decode audio file {self.path}: {cause}")
 
 
+class OutputPathError(ToolchainError):
+    """An output path that cannot take our files: a file where a folder must go, no permission, read-only."""
+
+
 class DatasetError(ToolchainError):
     """The dataset (folder tree or CSV manifest) is unusable."""
 

@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import secrets
 import sys
+import tempfile
 import threading
 import time
 import types
@@ -22,6 +23,8 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from toolchain.errors import OutputPathError, one_line
 
 _CHUNK = 1 << 20
 
@@ -60,6 +63,45 @@ def atomic_write(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _output_problem(path: Path, folder: Path) -> str:
+    """Why `folder` (which is `path` or its parent) cannot take our files, or ""."""
+    ancestor = folder
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return "is a file: pass a folder" if ancestor == path else f"is inside {ancestor}, which is a file"
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):  # Tried for real: root ignores permissions, read-only FS do not.
+            pass
+    except OSError as exc:
+        return f"is not writable ({one_line(exc, 200)}): pass a folder you can write to"
+    return ""
+
+
+def check_output_dir(path: str | Path, what: str) -> Path:
+    """Refuse, before any work starts, a folder our outputs cannot go to; returns it absolute. Creates nothing.
+
+    `what` names the option in the message (e.g. "--out"). A folder that does not exist yet is fine when its
+    nearest existing ancestor is a folder this process can write to.
+    """
+    path = Path(path).expanduser().absolute()
+    problem = _output_problem(path, path)
+    if problem:
+        raise OutputPathError(f"{what} {path} {problem}")
+    return path
+
+
+def check_output_file(path: str | Path, what: str) -> Path:
+    """`check_output_dir` for a file's folder; the file itself must not be a folder."""
+    path = Path(path).expanduser().absolute()
+    if path.is_dir():
+        raise OutputPathError(f"{what} {path} is a folder: pass a file name, e.g. {path / 'predictions.csv'}")
+    problem = _output_problem(path, path.parent)
+    if problem:
+        raise OutputPathError(f"{what} {path} {problem}")
+    return path
 
 
 def write_text(text: str, path: str | Path) -> Path:

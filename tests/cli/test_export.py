@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import onnx
+import pytest
 import torch
 import typer.main
 from support import assert_user_error
@@ -72,8 +73,9 @@ def test_verify_fails_on_a_tampered_copy(exported_model, tmp_path):
     assert json.loads(report.read_text())["status"] == "failed"
 
 
-def test_sabotaged_export_fails_and_leaves_no_model(exported_model, tmp_path, monkeypatch):
-    """Our own exporter step is sabotaged (one weight altered before saving): the gate must catch it."""
+def test_sabotaged_export_fails_and_keeps_the_last_good_model(exported_model, tmp_path, monkeypatch):
+    """Our own exporter step is sabotaged (one weight altered before saving): the gate must catch it, and the
+    model from an earlier export (with its parity.json) must survive the failed re-export."""
     import toolchain.export.exporter as onnx_export
 
     real = onnx_export._to_onnx_proto
@@ -84,15 +86,33 @@ def test_sabotaged_export_fails_and_leaves_no_model(exported_model, tmp_path, mo
         init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init) * np.float32(0.5), init.name))
         return proto
 
+    checkpoint = exported_model.parity.checkpoint_path
+    first, second = tmp_path / "first" / "model.onnx", tmp_path / "second" / "model.onnx"
+    second.parent.mkdir()
+    shutil.copy(exported_model.model_path, second)
+    shutil.copy(exported_model.parity_path, second.parent / "parity.json")
+    good = second.read_bytes()
     monkeypatch.setattr(onnx_export, "_to_onnx_proto", sabotaged)
-    out = tmp_path / "model.onnx"
-    out.write_bytes(b"stale model from an earlier export")
-    result = runner.invoke(app, ["export-onnx", "--checkpoint", exported_model.parity.checkpoint_path,
-                                 "--out", str(out), "--parity-samples", "3"])
-    assert_user_error(result, "parity gate failed")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["parity.json"]
-    data = json.loads((tmp_path / "parity.json").read_text())
-    assert data["status"] == "failed" and data["model_path"] == str(out)
+
+    # No earlier model: nothing is published, parity.json says why.
+    result = runner.invoke(app, ["export-onnx", "--checkpoint", checkpoint, "--out", str(first),
+                                 "--parity-samples", "3"])
+    assert_user_error(result, "parity gate failed", str(first))
+    assert ".pending" not in result.output
+    assert sorted(p.name for p in first.parent.iterdir()) == ["parity.json"]
+    data = json.loads((first.parent / "parity.json").read_text())
+    assert data["status"] == "failed" and data["model_path"] == str(first)
+
+    # An earlier good model: it and its parity.json stay; the failure is reported beside them.
+    result = runner.invoke(app, ["export-onnx", "--checkpoint", checkpoint, "--out", str(second),
+                                 "--parity-samples", "3"])
+    assert_user_error(result, "parity gate failed", f"the earlier {second} is kept")
+    assert second.read_bytes() == good
+    assert json.loads((second.parent / "parity.json").read_text())["status"] == "passed"
+    failed = json.loads((second.parent / "parity.failed.json").read_text())
+    assert failed["status"] == "failed" and failed["model_path"] == str(second)
+    assert sorted(p.name for p in second.parent.iterdir()) == ["model.onnx", "parity.failed.json", "parity.json"]
+
 
 
 def test_missing_validation_files_ask_for_parity_data(exported_model, tmp_path):
@@ -116,3 +136,44 @@ def test_copied_model_verifies_in_another_folder(exported_model, tmp_path):
     result = runner.invoke(app, ["verify-onnx", "--model", str(copy), "--checkpoint",
                                  exported_model.parity.checkpoint_path, "--parity-samples", "2"])
     assert result.exit_code == 0, result.output
+
+
+def test_unusable_parity_clips_are_refused_before_exporting(tiny_checkpoint, tmp_path, monkeypatch):
+    import toolchain.export.exporter as onnx_export
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the export ran before the parity clips were checked")
+
+    monkeypatch.setattr(onnx_export, "_to_onnx_proto", must_not_run)
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    for name in ("a.wav", "b.wav"):
+        (junk / name).write_bytes(b"RIFF not audio")
+    out = tmp_path / "deploy" / "model.onnx"
+    result = runner.invoke(app, ["export-onnx", "--checkpoint", str(tiny_checkpoint), "--out", str(out),
+                                 "--parity-data", str(junk)])
+    assert_user_error(result, "none of the 2 parity clips", "can be decoded", "--parity-data")
+    assert not out.parent.exists()
+
+
+@pytest.mark.parametrize("command", ["export-onnx", "predict"])
+def test_unwritable_outputs_are_one_line_errors_before_any_work(tiny_checkpoint, fsdd_dir, tmp_path, command):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    args = {"export-onnx": ["--out", str(blocker / "model.onnx")],
+            "predict": ["--input", str(fsdd_dir / "recordings" / "0_george_0.wav"), "--out", str(blocker / "p.csv")]}
+    result = runner.invoke(app, [command, "--checkpoint", str(tiny_checkpoint), *args[command]])
+    assert_user_error(result, "--out", str(blocker), "which is a file")
+
+
+@pytest.mark.parametrize("command", ["export-onnx", "predict"])
+def test_checkpoint_whose_weights_do_not_fit_creates_nothing(tiny_checkpoint, fsdd_dir, tmp_path, command):
+    raw = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
+    raw["arch"] = "resnet34"
+    checkpoint = save_checkpoint(raw, tmp_path / "edited" / "resnet_34_model.pth")
+    out = tmp_path / "out"
+    args = {"export-onnx": ["--out", str(out / "model.onnx")],
+            "predict": ["--input", str(fsdd_dir / "recordings" / "0_george_0.wav"), "--out", str(out / "p.csv")]}
+    result = runner.invoke(app, [command, "--checkpoint", str(checkpoint), *args[command]])
+    assert_user_error(result, "resnet_34_model.pth", "weights are those of resnet18, not resnet34")
+    assert not out.exists()

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import csv
 import shutil
+import signal
+import subprocess
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -120,8 +123,38 @@ def test_train_then_predict(manifest, tmp_path, fsdd_dir):
     digits = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"}
     assert all(r["predicted_label"] in digits for r in rows if not r["error"])
     assert [Path(r["filename"]).name for r in rows if r["error"]] == ["broken.wav"]
+    assert "1 of 4 file(s) could not be decoded" in result.output
 
 
 def test_predict_missing_checkpoint(tmp_path):
     result = runner.invoke(app, ["predict", "--checkpoint", str(tmp_path / "x.pth"), "--input", str(tmp_path)])
     assert_user_error(result, "x.pth")
+
+
+def test_range_errors_state_the_valid_range(manifest):
+    for option, value, valid in (("--lr", "-1", "above 0"), ("--val-fraction", "1.5", "between 0 and 1")):
+        result = runner.invoke(app, ["train", "--data", str(manifest), option, value])
+        assert_user_error(result, f"{option[2:].replace('-', '_')}={float(value)!r}", valid)
+
+
+def test_ctrl_c_names_the_checkpoint_to_resume_from(manifest, tmp_path):
+    """A real SIGINT to a real `toolchain train` after its first epoch: exit 130 and the --resume to pass."""
+    run = tmp_path / "run"
+    command = [str(Path(sys.executable).with_name("toolchain")), "train", "--data", str(manifest), "--arch",
+               "resnet18", "--weights", "none", "--epochs", "30", "--batch-size", "8", "--out", str(run),
+               "--cache-dir", str(tmp_path / "cache"), "--num-workers", "0", "--device", "cpu"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = ""
+        for line in proc.stderr:
+            seen += line
+            if line.startswith("epoch 1:"):
+                break
+        assert (run / "resnet_18_last.pth").is_file(), seen
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, seen + err
+    assert f"--resume {run / 'resnet_18_last.pth'}" in err and "Traceback" not in err

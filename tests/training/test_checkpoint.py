@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 import torch
@@ -68,3 +69,16 @@ def test_foreign_or_damaged_checkpoints_are_refused(tmp_path):
     save_checkpoint(payload, tmp_path / "drift.pth")
     with pytest.raises(FeatureConfigError, match="deadbeefdeadbeef"):
         load_checkpoint(tmp_path / "drift.pth")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda raw: raw.update(arch="resnet34"), "weights are those of resnet18, not resnet34"),
+    (lambda raw: raw.update(classes=raw["classes"][:3]), "lists 3 classes but has fc.weight of shape (10, 512)"),
+    (lambda raw: raw["state_dict"].update({"conv1.weight": torch.zeros(64, 3, 3, 3)}), "do not fit resnet18"),
+])
+def test_weights_that_do_not_fit_the_declared_arch_or_classes_are_refused(tiny_checkpoint, tmp_path, edit, message):
+    raw = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
+    edit(raw)
+    path = save_checkpoint(raw, tmp_path / "edited.pth")
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        load_checkpoint(path).build_model()

@@ -176,3 +176,18 @@ def test_split_rejects_bad_fraction():
     samples = _samples({"a": 3, "b": 3})
     with pytest.raises(DatasetError, match="val_fraction=1.5"):
         split_dataset(samples, 1.5, hashes=_hashes(samples))
+
+
+def test_a_file_listed_with_two_labels_is_refused_and_exact_duplicates_counted_once(tmp_path, fsdd_dir):
+    one, two = fsdd_files(fsdd_dir, "one", 2)
+    three = fsdd_files(fsdd_dir, "two", 1)[0]
+    manifest = _write_csv(tmp_path / "dup.csv", ["filename", "label"],
+                          [[str(one), "one"], [str(two), "one"], [str(three), "two"], [str(one), "one"]])
+    notes: list[str] = []
+    samples = load_dataset(manifest, notes=notes)
+    assert [s.path for s in samples] == [str(one), str(two), str(three)]
+    assert notes and "1 duplicate row(s)" in notes[0]
+    conflicting = _write_csv(tmp_path / "conflict.csv", ["filename", "label"],
+                             [[str(one), "one"], [str(two), "one"], [str(three), "two"], [str(one), "two"]])
+    with pytest.raises(DatasetError, match=f"{one} as one and two"):
+        load_dataset(conflicting)

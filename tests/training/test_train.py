@@ -15,8 +15,9 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
+from support import write_fsdd_manifest
 
-from toolchain.errors import TrainingError
+from toolchain.errors import OutputPathError, TrainingError
 from toolchain.io import file_sha256
 from toolchain.training.checkpoint import load_checkpoint, save_checkpoint
 from toolchain.training.reports import METRIC_COLUMNS, PREDICTIONS_NAME, prediction_columns
@@ -192,3 +193,48 @@ def test_default_run_dir_is_a_fresh_utc_stamp(tmp_path):
     first.mkdir()
     second = default_run_dir(tmp_path)
     assert second != first and not second.exists()
+
+
+def test_resume_on_other_data_is_refused_unless_asked_and_then_keeps_old_val_out(tiny, tiny_run, tmp_path,
+                                                                                  fsdd_dir):
+    _, snapshot = tiny_run
+    last = str(snapshot / "resnet_18_last.pth")
+    old_val = set(load_checkpoint(last).val_files)
+    # The same 30 clips plus another speaker's: same classes, other data, so another split.
+    bigger = write_fsdd_manifest(fsdd_dir, tmp_path / "bigger.csv", speakers={"george", "jackson", "lucas", "theo"},
+                                 takes=range(1))
+    other = {**tiny, "data": str(bigger)}
+    with pytest.raises(TrainingError, match="other data than --data .*--resume-with-new-data"):
+        train(TrainConfig(**other, epochs=3, out=str(tmp_path / "refused"), resume=last))
+    with pytest.raises(TrainingError, match="--seed 42"):
+        train(TrainConfig(**{**tiny, "seed": 7}, epochs=3, out=str(tmp_path / "refused"), resume=last))
+    assert not (tmp_path / "refused").exists()
+
+    notes: list[str] = []
+    resumed = train(TrainConfig(**other, epochs=3, out=str(tmp_path / "new-data"), resume=last,
+                                resume_with_new_data=True), on_note=notes.append)
+    assert resumed.epochs_run == 1
+    assert any(f"{len(old_val)} of the checkpoint's {len(old_val)} validation files" in n for n in notes), notes
+    assert any(n.startswith("resuming ") and "at epoch 3 of 3" in n for n in notes), notes
+    assert old_val <= set(load_checkpoint(resumed.last_checkpoint).val_files)  # Never trained on.
+
+
+def test_an_existing_run_folder_is_refused_unless_overwrite(tiny, tiny_run, tmp_path):
+    straight, _ = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(straight.run_dir, run)
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    with pytest.raises(TrainingError, match=r"already holds a training run .*--resume .*resnet_18_last.pth.*--overwrite"):
+        train(TrainConfig(**tiny, epochs=1, out=str(run)))
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+    again = train(TrainConfig(**tiny, epochs=1, out=str(run), overwrite=True))
+    assert again.epochs_run == 1 and load_checkpoint(again.last_checkpoint).epoch == 1
+
+
+def test_an_unwritable_out_is_refused_before_any_work(tiny, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    cache = tmp_path / "cache"
+    with pytest.raises(OutputPathError, match=f"--out {blocker / 'run'} is inside {blocker}, which is a file"):
+        train(TrainConfig(**{**tiny, "cache_dir": str(cache)}, epochs=1, out=str(blocker / "run")))
+    assert not cache.exists()  # Refused before a single feature was computed.

@@ -92,7 +92,10 @@ def load_audio(path: str | Path, config: FeatureConfig = DEFAULT_CONFIG) -> np.n
             warnings.simplefilter("ignore")
             y, _ = librosa.load(path, sr=config.sample_rate, mono=True, duration=config.max_decode_seconds)
     except Exception as exc:  # librosa raises EOFError, NoBackendError, RuntimeError, LibsndfileError, ...
-        raise AudioDecodeError(path, one_line(exc)) from exc
+        cause = one_line(exc)
+        if type(exc).__name__ == "NoBackendError":  # audioread's: no message of its own.
+            cause = "no decoder recognises this file (not audio, or a codec neither libsndfile nor ffmpeg reads)"
+        raise AudioDecodeError(path, cause) from exc
     if y.size == 0:
         raise AudioDecodeError(path, "no audio samples (header only?)")
     if not np.all(np.isfinite(y)):

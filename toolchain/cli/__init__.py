@@ -6,9 +6,17 @@ imports this one). A `ToolchainError` becomes a one-line message on stderr and e
 
 from __future__ import annotations
 
+import sys
+
 import typer
+import typer.rich_utils
 
 from toolchain.cli import bench, demo, export, score, train
+
+# Piped or logged, rich lays help out in 80 columns and cuts long option names ("--bn-recalibra…"); a terminal
+# keeps its own width. TERMINAL_WIDTH, when set, still wins.
+if typer.rich_utils.MAX_WIDTH is None and not sys.stdout.isatty():
+    typer.rich_utils.MAX_WIDTH = 130
 
 app = typer.Typer(
     name="toolchain",

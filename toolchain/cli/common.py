@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -21,7 +22,8 @@ from rich.progress import (
 
 from toolchain.errors import ToolchainError
 
-console = Console(stderr=True)
+# soft_wrap: a line longer than the terminal (or than 80 columns in a log file) is never broken into two.
+console = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_USER_ERROR = 2
@@ -66,8 +68,36 @@ class RichProgress:
             self._progress.remove_task(task)
 
 
+class LineProgress:
+    """Progress for logs (stderr is not a terminal): one line when a step starts and one when it ends, with its
+    count and time; no bars, no blank lines, nothing rewritten in place."""
+
+    def __init__(self, out: Console):
+        self._console = out
+        self._tasks: dict[str, tuple[str, int | None, int, float]] = {}
+
+    def start(self, key: str, description: str, total: int | None) -> None:
+        self._tasks[key] = (description, total, 0, time.monotonic())
+        self._console.print(f"{description} ..." + (f" ({total})" if total is not None else ""))
+
+    def advance(self, key: str, amount: int = 1, description: str | None = None) -> None:
+        if key in self._tasks:
+            text, total, done, started = self._tasks[key]
+            self._tasks[key] = (text, total, done + amount, started)
+
+    def finish(self, key: str) -> None:
+        if key in self._tasks:
+            text, total, done, started = self._tasks.pop(key)
+            count = f" {done}/{total}" if total is not None else ""
+            self._console.print(f"{text}: done{count} in {time.monotonic() - started:.1f} s")
+
+
 @contextmanager
-def rich_progress() -> Iterator[RichProgress]:
+def rich_progress() -> Iterator[RichProgress | LineProgress]:
+    """Bars on a terminal; start/done lines in a log."""
+    if not console.is_terminal:
+        yield LineProgress(console)
+        return
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),

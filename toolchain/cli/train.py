@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from toolchain.cli.common import config_defaults, console, rich_progress, user_errors
+from toolchain.training.checkpoint import last_checkpoint_name
 from toolchain.training.model import Arch
 from toolchain.training.runtime import Device
 from toolchain.training.train import TrainConfig
@@ -45,12 +46,20 @@ def train(
                                                                    "process).", show_default="one per CPU core")] = None,
     bn_recalibration_batches: Annotated[int, typer.Option(min=0, help="Recompute BatchNorm statistics on this "
                                                           "many training batches before each evaluation (0: off).")] = TRAIN["bn_recalibration_batches"],
+    overwrite: Annotated[bool, typer.Option(help="Replace the training run already in --out (refused "
+                                                 "otherwise).")] = TRAIN["overwrite"],
+    resume_with_new_data: Annotated[bool, typer.Option(help="With --resume: continue on data other than the "
+                                                             "checkpoint's; its validation files stay out of "
+                                                             "training.")] = TRAIN["resume_with_new_data"],
 ) -> None:
     """Fine-tune a ResNet on log-mel spectrograms of labelled audio clips.
 
     The run folder gets best and last checkpoints, metrics.csv, training_curves.png, summary.json,
     and a confusion matrix and classification report for val (and for --test, with its predictions CSV).
     """
+    import dataclasses
+
+    from toolchain.training.train import run_dir_for
     from toolchain.training.train import train as run_training
 
     config = TrainConfig(
@@ -58,18 +67,33 @@ def train(
         weights=weights, device=device.value, epochs=epochs, batch_size=batch_size, lr=lr,
         val_fraction=val_fraction, seed=seed, patience=patience, resume=str(resume) if resume else None,
         cache_dir=str(cache_dir), num_workers=num_workers, bn_recalibration_batches=bn_recalibration_batches,
+        overwrite=overwrite, resume_with_new_data=resume_with_new_data,
     )
+    config = dataclasses.replace(config, out=str(run_dir_for(config)))  # Known now, for the Ctrl-C hint.
 
     def report_epoch(row: dict[str, float]) -> None:
         console.print(f"epoch {int(row['epoch'])}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
                       f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} | lr {row['lr']:.2e} | "
                       f"{row['seconds']:.1f} s ({row['train_data_share']:.1%} of training waiting for data)")
 
-    with rich_progress() as progress:
-        result = run_training(config, progress, on_epoch=report_epoch)
+    def report_note(message: str) -> None:
+        console.print(f"[yellow]note:[/] {message}", soft_wrap=True)
 
-    for path, cause in sorted(result.failures.items()):
-        console.print(f"[yellow]skipped undecodable file[/] {path}: {cause}")
+    try:
+        with rich_progress() as progress:
+            result = run_training(config, progress, on_epoch=report_epoch, on_note=report_note)
+    except KeyboardInterrupt:
+        last = Path(config.out) / last_checkpoint_name(config.arch)
+        hint = (f"continue with the same command plus --resume {last}" if last.is_file()
+                else "no epoch had finished, so there is nothing to resume")
+        typer.echo(f"interrupted: {hint}", err=True)
+        raise typer.Exit(130) from None
+
+    shown = sorted(result.failures.items())
+    for path, cause in shown[:10]:
+        console.print(f"[yellow]skipped undecodable file[/] {path}: {cause}", soft_wrap=True)
+    if len(shown) > 10:
+        console.print(f"[yellow]... and {len(shown) - 10} more[/] (all in {result.run_dir / 'summary.json'})")
     stop = " (early stop)" if result.stopped_early else ""
     console.print(f"best val accuracy {result.best_val_acc:.3f} at epoch {result.best_epoch}{stop}")
     lines = {"run folder": result.run_dir, "best checkpoint": result.best_checkpoint,
@@ -99,8 +123,12 @@ def predict(
     A file that cannot be decoded gets a row with its error instead of stopping the run.
     """
     from toolchain.training.predict import predict as run_predict
+    from toolchain.training.reports import prediction_counts
 
     with rich_progress() as progress:
         path = run_predict(checkpoint, input, out, progress, device=device.value, batch_size=batch_size,
                            cache_dir=cache_dir, num_workers=num_workers)
+    predicted, failed = prediction_counts(path)
+    if failed:
+        console.print(f"[yellow]{failed} of {predicted + failed} file(s) could not be decoded[/]: see the error column")
     typer.echo(f"predictions: {path.resolve()}")

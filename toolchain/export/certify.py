@@ -1,9 +1,10 @@
 """Export + parity gate + optional variants as one step: what `toolchain export-onnx` runs.
 
 The fp32 model is exported under a temporary name next to its destination, certified by `check_parity` on the
-saved file, and only then renamed to `model.onnx`. On failure the temporary file is deleted, any older
-`model.onnx` at the destination is removed too (it would otherwise look like the result of this export next
-to a parity.json saying "failed"), parity.json records the failure, and the error is raised.
+saved file, and only then renamed to `model.onnx`. On failure the temporary file is deleted and a `model.onnx`
+from an earlier export stays as it was, with its parity.json (the last good model is never lost); the failed
+report is written to parity.json when there was no earlier model, else to parity.failed.json, and the error is
+raised. Output folder and parity clips are checked before the export starts.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolchain.errors import ExportError, ParityError, VariantRejectedError
+from toolchain.errors import ExportError, ParityDataError, ParityError, VariantRejectedError
 from toolchain.export.clips import (
     DEFAULT_CALIBRATION_SAMPLES,
     DEFAULT_PARITY_SAMPLES,
@@ -37,7 +38,7 @@ from toolchain.export.quantize import (
 )
 from toolchain.export.variants import VariantReport
 from toolchain.inference.contract import MODEL_NAME, report_path, variant_path
-from toolchain.io import atomic_write, write_json
+from toolchain.io import atomic_write, check_output_file, write_json
 from toolchain.progress import NullProgress, ProgressReporter
 from toolchain.training.checkpoint import load_checkpoint
 
@@ -79,7 +80,11 @@ def destination(checkpoint_path: Path, out: Path | None) -> Path:
 
 
 def _certify_fp32(ckpt, out: Path, selection: ClipSelection, options: ExportOptions, progress) -> ParityReport:
+    """Export under a temporary name, gate it, and only then replace `out`. A failure leaves an earlier `out` (and
+    its parity.json) untouched; the failed report goes to parity.json when there was no earlier model, else to
+    parity.failed.json beside it."""
     parity_path = report_path(out)
+    failed_path = parity_path if not out.is_file() else parity_path.with_name("parity.failed.json")
     with atomic_write(out, suffix=".pending") as pending:
         progress.start("export", f"Exporting {ckpt.arch.value} to ONNX", None)
         try:
@@ -89,17 +94,25 @@ def _certify_fp32(ckpt, out: Path, selection: ClipSelection, options: ExportOpti
         try:
             report = check_parity(
                 pending, ckpt, list(selection.parity), batch_sizes=options.batch_sizes,
-                thresholds=options.thresholds, report_path=parity_path, clip_source=selection.source,
-                progress=progress,
+                thresholds=options.thresholds, report_path=failed_path, clip_source=selection.source,
+                progress=progress, published_as=out,
             )
         except ParityError as exc:
-            out.unlink(missing_ok=True)
-            if exc.report is not None:  # Name the destination, not the deleted temporary file.
-                write_json(dataclasses.replace(exc.report, model_path=str(out)).to_dict(), parity_path)
-            raise
-    report = dataclasses.replace(report, model_path=str(out))
+            kept = f"; the earlier {out} is kept" if failed_path != parity_path else ""
+            raise type(exc)(f"{exc}{kept}", report=exc.report) from None
+    if failed_path != parity_path:
+        failed_path.unlink(missing_ok=True)  # The new model passed: no failed report of it may linger.
     write_json(report.to_dict(), parity_path)
     return report
+
+
+def _check_clips_decode(selection: ClipSelection, ckpt) -> None:
+    """Refuse parity clips that cannot be decoded before the (long) export runs."""
+    _, used, skipped = featurize_clips(selection.parity, ckpt.feature_config)
+    if not used:
+        reason = f" (e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise ParityDataError(f"none of the {len(selection.parity)} parity clips from {selection.source} can be "
+                              f"decoded{reason}: pass real audio with --parity-data")
 
 
 def _variants(out: Path, ckpt, selection: ClipSelection, options: ExportOptions, progress) -> list[VariantReport]:
@@ -140,7 +153,7 @@ def export_and_certify(
     """Export, gate, publish `model.onnx` (+ parity.json), then the asked-for INT8/FP16 variants.
 
     Raises `CheckpointError`, `DatasetError`/`ParityError` (clips), `ExportError` (exporter), a `ParityError`
-    subclass when the gate fails (no model.onnx is left), or `VariantRejectedError` when a variant fails its
+    subclass when the gate fails (an earlier model.onnx is kept), or `VariantRejectedError` when a variant fails its
     threshold (model.onnx is kept; the variant is deleted; `exc.reports` holds the variant reports and
     `exc.result` the export's result).
     """
@@ -149,11 +162,13 @@ def export_and_certify(
     out = destination(ckpt.path, options.out)
     if out.exists() and not out.is_file():
         raise ExportError(f"output {out} exists and is not a file: pass --out with a .onnx file name")
+    check_output_file(out, "--out")
     selection = select_clips(
         ckpt, options.parity_data, parity_samples=options.parity_samples,
         calibration_samples=options.calibration_samples if options.int8 else 0,
         variant_samples=options.variant_samples if options.int8 or options.fp16 else 0,
     )
+    _check_clips_decode(selection, ckpt)
     report = _certify_fp32(ckpt, out, selection, options, progress)
     result = ExportResult(out, report_path(out), report)
     if options.int8 or options.fp16:

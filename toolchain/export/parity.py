@@ -184,8 +184,10 @@ def check_description(meta: ModelMetadata, session, ckpt: Checkpoint, ckpt_sha: 
 class _Gate:
     """Accumulates what the gate learns, so the report is complete whichever step fails."""
 
-    def __init__(self, onnx_path: Path, ckpt: Checkpoint, thresholds: ParityThresholds, report_path: Path | None):
+    def __init__(self, onnx_path: Path, ckpt: Checkpoint, thresholds: ParityThresholds, report_path: Path | None,
+                 name: Path):
         self.onnx_path, self.ckpt, self.thresholds, self.report_path = onnx_path, ckpt, thresholds, report_path
+        self.name = name  # The path users know the model by (not a temporary file being certified).
         self.model_sha = file_sha256(onnx_path)
         self.ckpt_sha = file_sha256(ckpt.path)
         self.meta: ModelMetadata | None = None
@@ -198,7 +200,7 @@ class _Gate:
     def report(self, failures: Sequence[str]) -> ParityReport:
         meta = self.meta
         report = ParityReport(
-            model_path=str(self.onnx_path),
+            model_path=str(self.name),
             checkpoint_path=str(self.ckpt.path),
             model_sha256=self.model_sha,
             checkpoint_sha256=self.ckpt_sha,
@@ -222,8 +224,8 @@ class _Gate:
     def fail(self, error: type[ParityError], failures: Sequence[str]) -> NoReturn:
         report = self.report(failures)
         where = f" (details in {self.report_path})" if self.report_path else ""
-        more = f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""
-        raise error(f"parity gate failed for {self.onnx_path.name}: {failures[0]}{more}{where}", report=report)
+        raise error(f"parity gate failed for {self.name} against {self.ckpt.path}: {'; '.join(failures)}{where}",
+                    report=report)
 
 
 def check_parity(
@@ -237,13 +239,15 @@ def check_parity(
     report_path: str | Path | None = None,
     clip_source: str = "",
     progress: ProgressReporter | None = None,
+    published_as: str | Path | None = None,
 ) -> ParityReport:
     """Certify the saved model at `onnx_path` against its checkpoint on real `clips`; return the passing report.
 
     `providers=None` means CPU plus CUDA when a CUDA device is really usable (a CUDA EP that silently fell back to
     CPU is noted and skipped; one named explicitly and unusable is a failure). Features are computed with the
     config from the model's metadata, which must match the checkpoint's fingerprint. Undecodable clips are skipped
-    with a note. `report_path` (parity.json) is written whether the gate passes or not.
+    with a note. `report_path` (parity.json) is written whether the gate passes or not. `published_as`: the path
+    the model will be published under, named in messages and the report instead of `onnx_path` (a temporary file).
     Raises `ParityDescriptionError`, `ParityDataError` or `ParityToleranceError` (all `ParityError`) listing
     every failure; the report is `exc.report`.
     """
@@ -254,7 +258,8 @@ def check_parity(
         raise ParityError(f"batch sizes {list(batch_sizes)} must be positive integers, e.g. 1 2 3")
     ckpt = checkpoint_path if isinstance(checkpoint_path, Checkpoint) else load_checkpoint(checkpoint_path)
     progress = progress or NullProgress()
-    gate = _Gate(onnx_path, ckpt, thresholds, Path(report_path) if report_path else None)
+    gate = _Gate(onnx_path, ckpt, thresholds, Path(report_path) if report_path else None,
+                 Path(published_as) if published_as else onnx_path)
     gate.clip_source = clip_source
 
     try:

@@ -27,9 +27,9 @@ from torch import nn
 
 from toolchain import __version__
 from toolchain.audio.config import FeatureConfig, check_reproducible
-from toolchain.errors import CheckpointError
+from toolchain.errors import CheckpointError, one_line
 from toolchain.io import atomic_write
-from toolchain.training.model import Arch, build_model, parse_arch
+from toolchain.training.model import Arch, build_model, parse_arch, weights_mismatch
 
 FORMAT = "toolchain.checkpoint/1"
 REQUIRED_KEYS = ("format", "state_dict", "arch", "classes", "feature_config", "feature_fingerprint")
@@ -66,7 +66,11 @@ class Checkpoint:
     def build_model(self) -> nn.Module:
         """The network with these weights, in eval mode, on CPU."""
         model = build_model(self.arch, self.num_classes, weights="none")
-        model.load_state_dict(self.state_dict)
+        try:
+            model.load_state_dict(self.state_dict)
+        except RuntimeError as exc:  # A tensor of the wrong shape inside an otherwise well-formed checkpoint.
+            raise CheckpointError(f"checkpoint {self.path} has weights that do not fit {self.arch.value} "
+                                  f"({one_line(exc, 200)}): it was edited or damaged; re-run training") from None
         return model.eval()
 
 
@@ -123,10 +127,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     missing = [k for k in REQUIRED_KEYS if k not in raw]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {missing}: it is damaged; re-run training")
+    arch, classes = parse_arch(raw["arch"]), tuple(raw["classes"])
+    mismatch = weights_mismatch(arch, len(classes), raw["state_dict"]) if isinstance(raw["state_dict"], dict) else \
+        "its state_dict is not a dict of tensors"
+    if mismatch:
+        raise CheckpointError(f"checkpoint {path} says {arch.value} with {len(classes)} classes but {mismatch}: it "
+                              "was edited or damaged; use the .pth written by `toolchain train`")
     return Checkpoint(
         path=path,
-        arch=parse_arch(raw["arch"]),
-        classes=tuple(raw["classes"]),
+        arch=arch,
+        classes=classes,
         feature_config=check_reproducible(raw["feature_config"], raw["feature_fingerprint"]),
         state_dict=raw["state_dict"],
         epoch=int(raw.get("epoch", 0)),

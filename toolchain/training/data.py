@@ -12,6 +12,7 @@ never inflate validation accuracy.
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,16 +36,17 @@ class Sample:
     group: str | None = None
 
 
-def load_dataset(path: str | Path, *, min_classes: int = 2) -> list[Sample]:
+def load_dataset(path: str | Path, *, min_classes: int = 2, notes: list[str] | None = None) -> list[Sample]:
     """Read a folder-per-class tree or a CSV manifest; every listed file present, at least `min_classes` labels.
 
-    Samples come back in a deterministic order (tree: sorted by class then path; CSV: row order).
+    Samples come back in a deterministic order (tree: sorted by class then path; CSV: row order). A file listed
+    with two labels is refused; a file listed twice with one label is kept once, and `notes` (when given) says so.
     """
     path = Path(path).expanduser()
     if not path.exists():
         raise DatasetError(f"dataset {path} does not exist: pass a folder with one subfolder per class or a CSV "
                            "manifest with filename,label columns")
-    samples = _load_tree(path) if path.is_dir() else _load_manifest(path)
+    samples = _load_tree(path) if path.is_dir() else _load_manifest(path, notes if notes is not None else [])
     classes = sorted({s.label for s in samples})
     if len(classes) < min_classes:
         raise DatasetError(f"dataset {path} has only one class ({classes[0]!r}): a classifier needs at least two "
@@ -87,7 +89,28 @@ def resolve_listed(csv_path: Path, filename: str) -> Path:
     return p if p.is_absolute() else (csv_path.parent / p).resolve()
 
 
-def _load_manifest(csv_path: Path) -> list[Sample]:
+def _one_per_file(csv_path: Path, samples: list[Sample], notes: list[str]) -> list[Sample]:
+    """Refuse a file listed with two labels; keep one row of a file listed more than once."""
+    labels: dict[str, set[str]] = {}
+    for s in samples:
+        labels.setdefault(s.path, set()).add(s.label)
+    conflicts = {p: sorted(ls) for p, ls in labels.items() if len(ls) > 1}
+    if conflicts:
+        shown = "; ".join(f"{p} as {' and '.join(ls)}" for p, ls in list(conflicts.items())[:3])
+        more = f" (+{len(conflicts) - 3} more)" if len(conflicts) > 3 else ""
+        raise DatasetError(f"CSV manifest {csv_path} lists {len(conflicts)} file(s) with two labels ({shown}{more}): "
+                           "a clip has one label; fix or delete the wrong rows")
+    first: dict[str, Sample] = {}
+    for s in samples:
+        first.setdefault(s.path, s)
+    unique = list(first.values())  # The first row of each file, in row order.
+    if len(unique) < len(samples):
+        notes.append(f"{len(samples) - len(unique)} duplicate row(s) in {csv_path} (the same file listed again "
+                     "with the same label) were dropped: each file counts once")
+    return unique
+
+
+def _load_manifest(csv_path: Path, notes: list[str]) -> list[Sample]:
     rows = read_manifest_rows(csv_path)
     has_group = any(row.get("group") for row in rows)
     samples: list[Sample] = []
@@ -107,7 +130,7 @@ def _load_manifest(csv_path: Path) -> list[Sample]:
                            f"relative to {csv_path.parent}; fix or remove those rows")
     if not samples:
         raise DatasetError(f"CSV manifest {csv_path} lists no files: add filename,label rows")
-    return samples
+    return _one_per_file(csv_path, samples, notes)
 
 
 def list_inputs(path: str | Path) -> list[str]:
@@ -132,8 +155,24 @@ def list_inputs(path: str | Path) -> list[str]:
 
 
 def content_hashes(samples: Iterable[Sample]) -> dict[str, str]:
-    """path -> sha256 of the file bytes (one read per distinct path)."""
-    return {p: file_sha256(p) for p in dict.fromkeys(s.path for s in samples)}
+    """path -> sha256 of the file bytes (one read per distinct path); unreadable files are left out (the feature
+    cache reports them with their cause)."""
+    hashes = {}
+    for p in dict.fromkeys(s.path for s in samples):
+        try:
+            hashes[p] = file_sha256(p)
+        except OSError:
+            continue
+    return hashes
+
+
+def data_fingerprint(samples: Iterable[Sample], hashes: Mapping[str, str]) -> str:
+    """A hash of what a dataset is: every file's content (sha256), label and group, whatever the paths or order.
+
+    Checkpoints record it, so `--resume` can tell whether it is given the data the run was trained on.
+    """
+    lines = sorted(f"{hashes.get(s.path, 'unreadable ' + s.path)}\t{s.label}\t{s.group or ''}" for s in samples)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def _components(samples: Sequence[Sample], hashes: Mapping[str, str]) -> list[int]:

@@ -31,6 +31,30 @@ class Arch(str, Enum):
 
 DEFAULT_ARCH = Arch.resnet152
 
+# torchvision's ResNets: residual blocks per stage, and whether they are bottleneck blocks (conv1-3, 4x wider out).
+LAYOUTS = {
+    Arch.resnet18: ((2, 2, 2, 2), False), Arch.resnet34: ((3, 4, 6, 3), False),
+    Arch.resnet50: ((3, 4, 6, 3), True), Arch.resnet101: ((3, 4, 23, 3), True), Arch.resnet152: ((3, 8, 36, 3), True),
+}
+
+
+def weights_mismatch(arch: Arch, num_classes: int, state: dict[str, torch.Tensor]) -> str:
+    """"" when `state` has the shape of `arch` with `num_classes` outputs, else what differs (one line).
+
+    Read off the state dict's keys and the classifier's shape, without building the network.
+    """
+    blocks = tuple(len({k.split(".")[1] for k in state if k.startswith(f"layer{i}.")}) for i in range(1, 5))
+    bottleneck = any(k.endswith(".conv3.weight") for k in state)
+    found = next((a for a, layout in LAYOUTS.items() if layout == (blocks, bottleneck)), None)
+    if found is not arch:
+        return (f"its weights are those of {found.value if found else f'no ResNet we know (blocks {blocks})'}, "
+                f"not {arch.value}")
+    fc = state.get("fc.weight")
+    if fc is None or fc.ndim != 2 or fc.shape[0] != num_classes:
+        shape = "no fc.weight" if fc is None else f"fc.weight of shape {tuple(fc.shape)}"
+        return f"it lists {num_classes} classes but has {shape}"
+    return ""
+
 
 def parse_arch(name: str) -> Arch:
     try:

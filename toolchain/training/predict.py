@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from toolchain.io import check_output_file
 from toolchain.progress import NullProgress, ProgressReporter
 from toolchain.training.cache import (
     DEFAULT_CACHE_DIR,
@@ -42,6 +43,7 @@ def predict(
     progress = progress or NullProgress()
     checkpoint = load_checkpoint(checkpoint_path)
     files = list_inputs(input)
+    out_csv = check_output_file(out_csv, "--out")
     runtime = resolve_runtime(device, amp=False)
     model = checkpoint.build_model().to(runtime.device)
 

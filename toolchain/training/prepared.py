@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from sklearn.preprocessing import LabelEncoder
 
 from toolchain.errors import DatasetError
+from toolchain.io import file_sha256
 from toolchain.progress import ProgressReporter
 from toolchain.training.cache import CachedFeatureDataset, FeatureCache
 from toolchain.training.data import Sample, describe_split, load_dataset, split_dataset
@@ -27,6 +29,7 @@ class PreparedData:
     test_order: list[str]  # Every test path as listed (prediction rows keep this order, failures included).
     failures: dict[str, str]  # path -> cause, training and test files alike.
     hashes: dict[str, str]  # path -> sha256 of every decodable file.
+    notes: tuple[str, ...] = ()  # What the user should know before training (undecodable files, empty val classes).
 
     @property
     def val_paths(self) -> list[str]:
@@ -41,11 +44,13 @@ class PreparedData:
         return sum(self.hashes[s.path] in seen for s in self.test)
 
 
-def load_labelled(data: str, test: str | None) -> tuple[list[Sample], list[Sample], list[str]]:
-    """Training samples, test samples and the class list; test labels must be training classes."""
-    samples = load_dataset(data)
+def load_labelled(data: str, test: str | None,
+                  notes: list[str] | None = None) -> tuple[list[Sample], list[Sample], list[str]]:
+    """Training samples, test samples and the class list; test labels must be training classes. Notices about
+    the data (dropped duplicate rows) are appended to `notes`."""
+    samples = load_dataset(data, notes=notes)
     classes = [str(c) for c in LabelEncoder().fit([s.label for s in samples]).classes_]
-    test_samples = load_dataset(test, min_classes=1) if test else []
+    test_samples = load_dataset(test, min_classes=1, notes=notes) if test else []
     unknown = sorted({s.label for s in test_samples} - set(classes))
     if unknown:
         raise DatasetError(f"test set {test} has labels {unknown} that the training data {data} lacks: the model "
@@ -56,21 +61,50 @@ def load_labelled(data: str, test: str | None) -> tuple[list[Sample], list[Sampl
 def prepare_data(
     samples: list[Sample], test_samples: list[Sample], classes: list[str], cache: FeatureCache, *,
     val_fraction: float, seed: int, num_workers: int | None, progress: ProgressReporter,
+    hashes: dict[str, str] | None = None, keep_out_of_training: Sequence[str] = (),
 ) -> PreparedData:
     """Cache features of every file (`num_workers` processes), drop undecodable ones, split the rest into
-    train/val (`val_fraction`, `seed`: see `toolchain.training.data.split_dataset`)."""
-    report = cache.ensure([s.path for s in samples + test_samples], num_workers=num_workers, progress=progress)
+    train/val (`val_fraction`, `seed`: see `toolchain.training.data.split_dataset`).
+
+    `keep_out_of_training`: files (by path or by content) that must not be trained on, e.g. an earlier run's
+    validation files when it is resumed on new data; those present are moved to validation.
+    """
+    report = cache.ensure([s.path for s in samples + test_samples], hashes=hashes, num_workers=num_workers,
+                          progress=progress)
     good = [s for s in samples if s.path not in report.failures]
     lost = sorted(set(classes) - {s.label for s in good})
     if lost:
         raise DatasetError(f"class(es) {lost} have no decodable files (e.g. {_example(samples, report.failures, lost)})"
                            ": fix or replace those files")
     train, val = split_dataset(good, val_fraction, seed, hashes=report.hashes)
+    notes = []
+    bad = [p for p in report.failures if p in {s.path for s in samples}]
+    if bad:
+        notes.append(f"{len(bad)} of {len(samples)} training file(s) cannot be decoded and are left out (e.g. "
+                     f"{bad[0]}: {report.failures[bad[0]]})")
+    if keep_out_of_training:
+        train, val, moved = _hold_out(train, val, keep_out_of_training, report.hashes)
+        notes.append(f"resumed on new data: {moved} of the checkpoint's {len(keep_out_of_training)} validation files "
+                     "are in this data and stay out of training (moved to validation)")
+    empty = sorted(set(classes) - {s.label for s in val})
+    if empty:
+        notes.append(f"class(es) {empty} have no validation clips (too few clips, or all in one group): validation "
+                     "cannot measure them; add clips from other groups or raise --val-fraction")
     return PreparedData(
         classes=classes, cache=cache, train=train, val=val,
         test=[s for s in test_samples if s.path not in report.failures],
         test_order=[s.path for s in test_samples], failures=dict(report.failures), hashes=dict(report.hashes),
+        notes=tuple(notes),
     )
+
+
+def _hold_out(train: list[Sample], val: list[Sample], paths: Sequence[str],
+              hashes: dict[str, str]) -> tuple[list[Sample], list[Sample], int]:
+    """Move training samples that are one of `paths` (same path, or same bytes) to validation."""
+    shas = {file_sha256(p) for p in paths if Path(p).is_file()}
+    held = [s for s in train if s.path in set(paths) or hashes.get(s.path) in shas]
+    kept = [s for s in train if s not in held]
+    return kept, val + held, len(held) + sum(s.path in set(paths) or hashes.get(s.path) in shas for s in val)
 
 
 def _example(samples: Sequence[Sample], failures: dict[str, str], labels: list[str]) -> str:

@@ -41,12 +41,15 @@ def _pyplot():
 def plot_training_curves(history: Sequence[dict[str, float]], path: str | Path) -> Path:
     """Loss and accuracy per epoch, train vs val, side by side."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [row["epoch"] for row in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, title in ((ax_loss, "loss", "Loss"), (ax_acc, "acc", "Accuracy")):
         ax.plot(epochs, [row[f"train_{key}"] for row in history], marker="o", label="train")
         ax.plot(epochs, [row[f"val_{key}"] for row in history], marker="o", label="val")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # Epochs are whole numbers.
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -62,6 +65,15 @@ def _save_figure(plt, fig, path: str | Path) -> Path:
     return Path(path)
 
 
+def _drawable(texts: Sequence[str]) -> bool:
+    """Whether matplotlib's default font has a glyph for every character (class names can be in any script)."""
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    charmap = FT2Font(font_manager.findfont(font_manager.FontProperties())).get_charmap()
+    return all(ord(c) in charmap for text in texts for c in text)
+
+
 def plot_confusion_matrix(
     y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str], path: str | Path, title: str
 ) -> Path:
@@ -74,8 +86,12 @@ def plot_confusion_matrix(
     fig, ax = plt.subplots(figsize=(size + 1, size))
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, ax=ax)
-    ax.set_xticks(range(len(classes)), labels=list(classes), rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), labels=list(classes))
+    names = list(classes)
+    if not _drawable(names):  # Boxes (and a matplotlib warning) otherwise: number them in report order.
+        names = [str(i) for i in range(len(classes))]
+        title += "\n(classes numbered in the order of the classification report)"
+    ax.set_xticks(range(len(classes)), labels=names, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), labels=names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
@@ -141,3 +157,10 @@ def write_predictions_csv(rows: Sequence[PredictionRow], classes: Sequence[str],
             label, confidence, probs = format_prediction(row.probabilities, classes)
             writer.writerow([row.filename, label, confidence, *probs, ""])
     return Path(path)
+
+
+def prediction_counts(path: str | Path) -> tuple[int, int]:
+    """(predicted, failed) rows of a predictions CSV written by `write_predictions_csv`."""
+    with Path(path).open(newline="") as f:
+        errors = [bool(row["error"]) for row in csv.DictReader(f)]
+    return len(errors) - sum(errors), sum(errors)

@@ -23,17 +23,19 @@ from torch import nn
 
 from toolchain.audio.config import DEFAULT_CONFIG, FeatureConfig
 from toolchain.errors import TrainingError
-from toolchain.io import file_sha256, write_json
+from toolchain.io import check_output_dir, file_sha256, write_json
 from toolchain.progress import NullProgress, ProgressReporter
 from toolchain.training import reports
 from toolchain.training.cache import DEFAULT_CACHE_DIR, FeatureCache
 from toolchain.training.checkpoint import (
+    Checkpoint,
     best_checkpoint_name,
     last_checkpoint_name,
     load_checkpoint,
     make_payload,
     save_checkpoint,
 )
+from toolchain.training.data import content_hashes, data_fingerprint
 from toolchain.training.epochs import (
     Evaluation,
     evaluate,
@@ -84,19 +86,26 @@ class TrainConfig:
     # eval mode lags the weights (from scratch, 100 % train accuracy but chance in eval). 0 turns it off.
     bn_recalibration_batches: int = 32
     feature_config: FeatureConfig = DEFAULT_CONFIG  # The front end; stored in every checkpoint.
+    overwrite: bool = False  # Replace the run already in `out`; without it an existing run folder is refused.
+    # Resume on data other than the checkpoint's (its validation files are kept out of training); without it a
+    # resume on other data is refused, since the new split would validate on clips the model has trained on.
+    resume_with_new_data: bool = False
 
     def __post_init__(self) -> None:
         parse_arch(self.arch)  # Unknown arch -> error listing the allowed ones.
-        checks = {
-            "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
-            "weight_decay": self.weight_decay >= 0, "label_smoothing": 0 <= self.label_smoothing < 1,
-            "lr_factor": 0 < self.lr_factor < 1, "lr_patience": self.lr_patience >= 0, "patience": self.patience >= 1,
-            "val_fraction": 0 < self.val_fraction < 1, "num_workers": self.num_workers is None or self.num_workers >= 0,
-            "bn_recalibration_batches": self.bn_recalibration_batches >= 0,
+        checks = {  # name: (valid, the valid range in words)
+            "epochs": (self.epochs >= 1, "at least 1"), "batch_size": (self.batch_size >= 1, "at least 1"),
+            "lr": (self.lr > 0, "above 0, e.g. 1e-4"), "weight_decay": (self.weight_decay >= 0, "0 or more"),
+            "label_smoothing": (0 <= self.label_smoothing < 1, "in [0, 1)"),
+            "lr_factor": (0 < self.lr_factor < 1, "in (0, 1)"), "lr_patience": (self.lr_patience >= 0, "0 or more"),
+            "patience": (self.patience >= 1, "at least 1"),
+            "val_fraction": (0 < self.val_fraction < 1, "between 0 and 1 exclusive, e.g. 0.2"),
+            "num_workers": (self.num_workers is None or self.num_workers >= 0, "0 or more"),
+            "bn_recalibration_batches": (self.bn_recalibration_batches >= 0, "0 or more"),
         }
-        for name, ok in checks.items():
+        for name, (ok, valid) in checks.items():
             if not ok:
-                raise TrainingError(f"{name}={getattr(self, name)!r} is out of range: see `toolchain train --help`")
+                raise TrainingError(f"{name}={getattr(self, name)!r} is out of range: it must be {valid}")
         if self.device not in DEVICES:
             raise TrainingError(f"device {self.device!r} is unknown: use one of {', '.join(DEVICES)}")
 
@@ -121,6 +130,7 @@ class TrainResult:
     history: list[dict[str, float]]  # Every epoch so far, resumed ones included.
     failures: dict[str, str]  # Undecodable files (path -> cause), excluded from training.
     outputs: dict[str, Path] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # Warnings and notices about the data, given before training.
 
 
 @dataclass
@@ -143,8 +153,21 @@ def default_run_dir(root: Path = Path("artifacts") / "runs") -> Path:
     return candidate
 
 
-def _resume_state(path: Path, config: TrainConfig, classes: list[str]) -> dict[str, Any]:
-    """The raw last checkpoint, checked to fit this run."""
+def run_dir_for(config: TrainConfig) -> Path:
+    """The run folder: `out`, else the resumed checkpoint's folder, else a fresh `artifacts/runs/<UTC stamp>`."""
+    return Path(config.out or (Path(config.resume).parent if config.resume else default_run_dir())).absolute()
+
+
+def _refuse_existing_run(run_dir: Path) -> None:
+    earlier = sorted(p.name for pattern in ("resnet_*_model.pth", "resnet_*_last.pth") for p in run_dir.glob(pattern))
+    if earlier:
+        last = next((name for name in earlier if name.endswith("_last.pth")), earlier[0])
+        raise TrainingError(f"--out {run_dir} already holds a training run ({', '.join(earlier)}): pass another "
+                            f"--out, --resume {run_dir / last} to continue it, or --overwrite to replace it")
+
+
+def _resume_state(path: Path, config: TrainConfig, classes: list[str], fingerprint: str) -> Checkpoint:
+    """The last checkpoint, checked to fit this run (same arch, classes, features, split settings and data)."""
     ckpt = load_checkpoint(path)
     if "optimizer" not in ckpt.raw:
         raise TrainingError(f"{path} has no optimizer state: resume from {last_checkpoint_name(ckpt.arch)}")
@@ -156,27 +179,57 @@ def _resume_state(path: Path, config: TrainConfig, classes: list[str]) -> dict[s
                             "with the same --data")
     if ckpt.feature_config != config.feature_config:
         raise TrainingError(f"{path} used another feature config: resume with the toolchain that made it")
-    return ckpt.raw
+    for name in ("seed", "val_fraction"):
+        earlier = ckpt.train_args.get(name)
+        if earlier is not None and earlier != getattr(config, name) and not config.resume_with_new_data:
+            raise TrainingError(f"{path} was trained with --{name.replace('_', '-')} {earlier}, this run has "
+                                f"{getattr(config, name)}: another split would validate on trained clips; pass "
+                                f"--{name.replace('_', '-')} {earlier}")
+    recorded = ckpt.raw.get("data_fingerprint")
+    if recorded is not None and recorded != fingerprint and not config.resume_with_new_data:
+        raise TrainingError(
+            f"{path} was trained on other data than --data {config.data} (content fingerprint {recorded[:12]} != "
+            f"{fingerprint[:12]}): resume with the same data, or pass --resume-with-new-data to continue on this "
+            "data (the checkpoint's validation files are then kept out of training)")
+    return ckpt
 
 
 def train(
     config: TrainConfig,
     progress: ProgressReporter | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Run the recipe end to end; `on_epoch` receives each epoch's metrics row (the CLI prints it)."""
+    """Run the recipe end to end; `on_epoch` receives each epoch's metrics row and `on_note` each warning or
+    notice, before training where it can (the CLI prints both).
+
+    Every check that can be made before work starts is: the run folder is writable and holds no earlier run
+    (unless `overwrite` or `resume`), the data is readable and consistent, a resume fits this data.
+    """
     progress = progress or NullProgress()
+    note = on_note or (lambda message: None)
     runtime = resolve_runtime(config.device)
-    run_dir = Path(config.out or (Path(config.resume).parent if config.resume else default_run_dir())).resolve()
-    samples, test_samples, classes = load_labelled(config.data, config.test)
-    raw = _resume_state(Path(config.resume), config, classes) if config.resume else None
+    run_dir = check_output_dir(run_dir_for(config), "--out")
+    if not config.resume and not config.overwrite:
+        _refuse_existing_run(run_dir)
+    notes: list[str] = []
+    samples, test_samples, classes = load_labelled(config.data, config.test, notes)
+    for message in notes:
+        note(message)
+    hashes = content_hashes(samples + test_samples)
+    fingerprint = data_fingerprint(samples, hashes)
+    resumed = _resume_state(Path(config.resume), config, classes, fingerprint) if config.resume else None
+    raw = resumed.raw if resumed else None
 
     seed_everything(config.seed)  # The fresh fc (and the whole net with --weights none) starts identically.
     model = build_model(config.arch, len(classes), weights="none" if raw else config.weights)
     model = model.to(runtime.device, memory_format=runtime.memory_format)
+    held_out = resumed.val_files if resumed and raw.get("data_fingerprint") != fingerprint else ()
     data = prepare_data(samples, test_samples, classes, FeatureCache(config.cache_dir, config.feature_config),
                         val_fraction=config.val_fraction, seed=config.seed, num_workers=config.num_workers,
-                        progress=progress)
+                        progress=progress, hashes=hashes, keep_out_of_training=held_out)
+    for message in data.notes:
+        note(message)
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -192,6 +245,8 @@ def train(
         state = _StopState(float(raw["best_val_acc"]), int(raw["best_epoch"]),
                            int(raw["epochs_without_improvement"]), list(raw["history"]))
         start_epoch = int(raw["epoch"]) + 1
+        note(f"resuming {config.resume} at epoch {start_epoch} of {config.epochs} (best so far: epoch "
+             f"{state.best_epoch}, val accuracy {state.best_val_acc:.3f})")
         if not _carry_best(Path(config.resume), run_dir, best_checkpoint_name(config.arch)):
             state.best_val_acc = -1.0  # No earlier best to carry over: the first resumed epoch becomes it.
 
@@ -224,7 +279,8 @@ def train(
         stopped_early = state.epochs_without_improvement >= config.patience
         payload = make_payload(model, config.arch, classes, config.feature_config, epoch=epoch,
                                metrics={k: v for k, v in row.items() if k != "epoch"},
-                               train_args={**config.to_train_args(), "out": str(run_dir)}, val_files=data.val_paths)
+                               train_args={**config.to_train_args(), "out": str(run_dir)}, val_files=data.val_paths,
+                               data_fingerprint=fingerprint)
         if improved:
             save_checkpoint(payload, best_path)
         save_checkpoint({**payload, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -239,7 +295,7 @@ def train(
 
     outputs, scores = _final_reports(model, best_path, data, criterion, runtime, progress, run_dir, state.history)
     result = TrainResult(run_dir, best_path, last_path, state.best_epoch, state.best_val_acc, epochs_run,
-                         stopped_early, state.history, dict(data.failures), outputs)
+                         stopped_early, state.history, dict(data.failures), outputs, (*notes, *data.notes))
     outputs["summary"] = write_json(_summary(result, config, data, scores, runtime), run_dir / "summary.json")
     return result
 
@@ -299,6 +355,7 @@ def _summary(
         "grouped_split": any(s.group is not None for s in data.train + data.val),
         "test_duplicates_of_training": data.test_duplicates_of_training(),
         "undecodable_files": [{"file": p, "cause": c} for p, c in sorted(result.failures.items())],
+        "notes": list(result.notes),
         "outputs": {name: str(path) for name, path in result.outputs.items()},
         "train_args": {**config.to_train_args(), "out": str(result.run_dir)},
     }
