@@ -11,7 +11,9 @@ from typing import Annotated
 
 import typer
 
-from toolchain.scoring.folder import DEFAULT_SHARD_SIZE
+from toolchain.errors import ToolchainError
+from toolchain.io import check_output_dir
+from toolchain.scoring.folder import DEFAULT_SHARD_SIZE, check_folder, describe_model
 
 cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -31,6 +33,13 @@ def run(
     if (folder is None) == (inbox is None):
         typer.echo("error: pass exactly one of --folder or --inbox", err=True)
         raise typer.Exit(2)
+    try:  # What can be checked before Prefect starts is: one line and exit 2, not a flow-run traceback.
+        check_folder(folder or inbox)
+        check_output_dir(output_dir, "--output-dir")
+        describe_model(model)
+    except ToolchainError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     from prefect.states import State
 
     from flows.score_folder import score_folder_flow
@@ -45,8 +54,10 @@ def run(
         return_state=True,
     )
     if not state.is_completed():
+        failure = state.result(raise_on_failure=False)
+        code = 2 if isinstance(failure, ToolchainError) else 1  # A user error found inside the flow is still one.
         typer.echo(f"error: flow run ended {state.name}: {state.message}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(code)
     result = state.result()
     for item in result.get("folders", [result]) if isinstance(result, dict) else []:
         if isinstance(item, dict) and item.get("csv_path"):

@@ -29,7 +29,8 @@ def test_server_serve_and_deployment_run(prefect_env, onnx_model, fsdd_dir, tmp_
     with log.open("w") as sink:
         serve = subprocess.Popen(
             [str(BIN / "toolchain"), "serve", "--model", str(onnx_model), "--output-dir", str(out), "--inbox",
-             str(tmp_path / "inbox"), "--interval", "10", "--limit", "2", "--workers", "1", "--threads", "1"],
+             str(tmp_path / "inbox"), "--interval", "10", "--limit", "2", "--workers", "1", "--threads", "1",
+             "--allow-root", str(tmp_path / "requests")],
             env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
@@ -52,6 +53,17 @@ def test_server_serve_and_deployment_run(prefect_env, onnx_model, fsdd_dir, tmp_
         with csv_path.open(newline="") as f:
             assert [r["file"] for r in csv.DictReader(f)] == on_demand
 
+        # A run pointed outside the folders given to serve is refused and writes nothing.
+        (tmp_path / "elsewhere").mkdir()
+        copy_clips(fsdd_dir, tmp_path / "elsewhere" / "secret", 5, 1)
+        refused = subprocess.run(
+            [prefect, "deployment", "run", "score-folder/on-demand", "--param",
+             f'folder="{tmp_path / "elsewhere" / "secret"}"', "--watch", "--watch-timeout", "300"],
+            env=env, capture_output=True, text=True, timeout=350,
+        )
+        assert refused.returncode != 0 and "Failed" in refused.stdout, refused.stdout[-2000:]
+        assert not (out / "secret").exists()
+
         # Nobody triggers the inbox scan: its interval schedule must produce a run that scores the new folder.
         wait_until(lambda: bool(published_csvs(out / "scheduled-day")), STARTUP_TIMEOUT_S,
                    "the scheduled inbox scan", serve, log)
@@ -62,5 +74,10 @@ def test_server_serve_and_deployment_run(prefect_env, onnx_model, fsdd_dir, tmp_
         assert folders["on-demand-day"].state == "completed" and folders["on-demand-day"].flow_run_id
         assert folders["scheduled-day"].state == "completed" and folders["scheduled-day"].flow_run_id
         assert len([r for r in ledger.folder_runs() if Path(r.folder).name == "scheduled-day"]) == 1
+        stop(serve)
+        # Stopping one serve process leaves the schedule to the others: the inbox scan is not paused.
+        inspect = subprocess.run([prefect, "deployment", "inspect", "score-folder/inbox-scan"], env=env,
+                                 capture_output=True, text=True, timeout=120)
+        assert "'paused': False" in inspect.stdout, inspect.stdout[-3000:]
     finally:
         stop(serve)

@@ -10,13 +10,16 @@ from pathlib import Path
 import pytest
 from support import published_csvs, read_rows
 
-from toolchain.errors import ScoringError
+from toolchain.errors import OutputPathError, ScoringError
 from toolchain.scoring.engine import EngineConfig, load_model, score_files
 from toolchain.scoring.folder import (
+    ALLOWED_ROOTS_ENV,
+    LocalSteps,
     describe_model,
     discover_audio_files,
     folder_job,
     record_folder,
+    run_folder,
     score_folder,
     score_shard,
     shard,
@@ -98,3 +101,32 @@ def test_missing_folder_and_unreadable_model_fail_with_one_line(onnx_model, tmp_
 def summary_dir_files(folder: Path) -> list[Path]:
     """Everything in an output folder except its lock file: no temporary files may remain."""
     return [p for p in folder.iterdir() if p.name != ".lock"]
+
+
+def test_runs_are_confined_to_the_allowed_roots_before_anything_is_touched(tmp_path, monkeypatch):
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    (allowed / "inbox" / "day1").mkdir(parents=True)
+    (outside / "day2").mkdir(parents=True)
+    (allowed / "inbox" / "escape").symlink_to(outside / "day2", target_is_directory=True)
+    monkeypatch.setenv(ALLOWED_ROOTS_ENV, str(allowed))
+    model, out = allowed / "model.onnx", allowed / "out"  # Never read: refused first.
+    steps = LocalSteps(model)
+    cases = [
+        dict(folder=outside / "day2", out_dir=out, name="folder"),
+        dict(folder=allowed / "inbox" / "escape", out_dir=out, name="folder"),  # A symlink out counts as out.
+        dict(folder=allowed / "inbox" / "day1", out_dir=outside / "out", name="output_dir"),
+    ]
+    for case in cases:
+        with pytest.raises(ScoringError, match=f"{case['name']} .* is outside the folders this server may touch"):
+            run_folder(model, case["folder"], case["out_dir"], steps)
+    with pytest.raises(ScoringError, match="model .* is outside"):
+        run_folder(outside / "model.onnx", allowed / "inbox" / "day1", out, steps)
+    assert not out.exists() and not (outside / "out").exists()
+
+
+def test_an_output_dir_that_is_a_file_is_one_line_before_any_work(tmp_path):
+    folder, blocker = tmp_path / "day1", tmp_path / "a-file"
+    folder.mkdir()
+    blocker.write_text("x")
+    with pytest.raises(OutputPathError, match=f"--out {blocker} is a file"):
+        score_folder(tmp_path / "model.onnx", folder, blocker)

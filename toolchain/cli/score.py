@@ -94,6 +94,11 @@ def serve_command(
         str | None, typer.Option("--cron", help="Scan the inbox on this cron schedule instead, e.g. '0 * * * *'.")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Flow runs executed at once by this process.")] = 1,
+    allow_root: Annotated[
+        list[Path] | None,
+        typer.Option("--allow-root", help="Another folder runs may read or write (repeatable); by default runs are "
+                     "confined to --inbox, --output-dir and the model's folder."),
+    ] = None,
     batch_size: BatchOption = ENGINE["batch_size"],
     workers: WorkersOption = None,
     threads: ThreadsOption = None,
@@ -106,7 +111,8 @@ def serve_command(
     Needs a Prefect server: `prefect server start`, then PREFECT_API_URL=http://127.0.0.1:4200/api in this
     shell. Trigger an on-demand run with
     `prefect deployment run 'score-folder/on-demand' --param 'folder="/data/day1"'` (values are JSON). Runs until
-    Ctrl-C; flow runs execute in this process's children.
+    Ctrl-C (which leaves the schedules active for other serve processes); flow runs execute in this process's
+    children, confined to the inbox, the output dir, the model's folder and any --allow-root.
     """
     if interval is not None and cron is not None:
         raise ScoringError("pass either --interval or --cron, not both")
@@ -126,5 +132,6 @@ def serve_command(
         limit=limit,
         engine=EngineConfig(batch_size=batch_size, provider=provider, decode_workers=workers,
                             intra_op_threads=threads, precision=precision, device_id=device_id),
+        allow_roots=tuple(str(p.expanduser().resolve()) for p in allow_root or ()),
     )
     serve_deployments(options)

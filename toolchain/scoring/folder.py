@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import functools
+import os
 import time
 import uuid
 from collections import Counter
@@ -30,7 +31,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from toolchain.audio.decode import find_audio_files, is_hidden
 from toolchain.errors import FolderBusyError, ScoringError, one_line
 from toolchain.inference.contract import ModelMetadata, read_metadata
-from toolchain.io import file_sha256
+from toolchain.io import check_output_dir, file_sha256
 from toolchain.progress import NullProgress, ProgressReporter
 from toolchain.scoring.engine import EngineConfig, ScoringModel, load_model, score_files
 from toolchain.scoring.ledger import Ledger
@@ -67,6 +68,37 @@ def describe_model(path: str | Path) -> ModelIdentity:
     if not path.is_file():
         raise ScoringError(f"model {path} does not exist: pass the .onnx file written by `toolchain export-onnx`")
     return ModelIdentity(str(path.resolve()), file_sha256(path), read_metadata(path))
+
+
+ALLOWED_ROOTS_ENV = "TOOLCHAIN_ALLOWED_ROOTS"  # os.pathsep-separated folders; set by `toolchain serve`.
+
+
+def allowed_roots() -> tuple[Path, ...]:
+    """The folders runs of this process are confined to (resolved), or () when unconfined.
+
+    `toolchain serve` sets them in its own environment, which the flow runs it starts inherit; anyone who can
+    reach the Prefect API can set a run's parameters, but not this.
+    """
+    value = os.environ.get(ALLOWED_ROOTS_ENV, "")
+    return tuple(Path(p).resolve() for p in value.split(os.pathsep) if p)
+
+
+def outside_roots(path: str | Path, roots: Sequence[Path]) -> bool:
+    """True when `path` (symlinks followed) is not under any of `roots`."""
+    real = Path(path).expanduser().resolve()
+    return not any(real == root or real.is_relative_to(root) for root in roots)
+
+
+def confine(roots: Sequence[Path], **paths: str | Path | None) -> None:
+    """Refuse, before anything is read or written, a run parameter that leads outside the allowed roots."""
+    if not roots:
+        return
+    for name, path in paths.items():
+        if path is not None and outside_roots(path, roots):
+            raise ScoringError(
+                f"{name} {path} is outside the folders this server may touch ({', '.join(map(str, roots))}): "
+                f"use a path under them, or restart `toolchain serve` with --allow-root for its folder"
+            )
 
 
 def check_folder(folder: str | Path) -> Path:
@@ -341,6 +373,9 @@ def run_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path, 
     right now; without it a busy folder raises `FolderBusyError`. The ledger knows a model by the file named here
     (a GPU run of its fp16 variant and a CPU run are one model to the ledger); CSV rows name the file that ran.
     """
+    roots = allowed_roots()
+    confine(roots, model=model_path, output_dir=out_dir, folder=folder)
+    check_output_dir(out_dir, "output_dir")
     identity = describe_model(model_path)
     ledger = Ledger.in_dir(out_dir)
     steps.log(f"model {model_path} sha256={identity.sha256} ({identity.metadata.arch}, "
@@ -371,6 +406,14 @@ def run_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path, 
 def _score_job(job: FolderJob, steps: ScoringSteps, shard_size: int) -> FolderSummary:
     discovered = steps.run("discover", lambda attempt: discover_audio_files(job.folder))
     steps.log(f"discovered {len(discovered.value)} audio files in {job.folder}")
+    roots = allowed_roots()
+    escaping = [f for f in discovered.value if roots and outside_roots(Path(job.folder) / f, roots)]
+    if escaping:
+        steps.log(f"skipped {len(escaping)} file(s) that link outside the allowed folders, e.g. {escaping[0]}")
+        discovered = Attempted([f for f in discovered.value if f not in set(escaping)], discovered.attempt)
+    if not discovered.value:
+        steps.log(f"warning: {job.folder} holds no audio files (extensions: .wav .flac .ogg .mp3 ...): its CSV "
+                  "has a header and no rows")
     results = steps.map_shards(job, shard(discovered.value, shard_size))
     for r in sorted(results, key=lambda r: r.index):
         steps.log(f"shard {r.index}: {r.part.files_ok} ok, {r.part.files_error} error in {r.seconds:.1f} s "
@@ -404,6 +447,9 @@ def scan_inbox(model_path: str | Path, inbox: str | Path, out_dir: str | Path, s
     `score_subfolder(folder, parent_run_id)` (a `run_folder` with `skip_scored=True`, possibly as a child flow
     run). One failed folder never stops the others; `report` sees the scan before a failure is raised
     (`ScoringError` naming the failed folders)."""
+    confine(allowed_roots(), model=model_path, output_dir=out_dir, inbox=inbox)
+    check_output_dir(out_dir, "output_dir")
+    check_folder(inbox)
     identity = describe_model(model_path)
     with scoring_run(out_dir, mode="inbox", target=inbox, model=identity, flow_run_id=flow_run_id) as run_id:
         todo = steps.run("find-unscored", lambda attempt: [
@@ -432,6 +478,7 @@ def score_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path
     files become error rows.
     """
     check_folder(folder)
+    check_output_dir(out_dir, "--out")
     load_model_cached(model_path, config)  # A model that cannot run is refused before any ledger row is written.
     outcome = run_folder(model_path, folder, out_dir, LocalSteps(model_path, config, progress),
                          shard_size=shard_size, run_id=run_id)
