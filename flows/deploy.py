@@ -26,7 +26,7 @@ from flows.score_folder import score_folder_flow
 from toolchain.errors import ScoringError
 from toolchain.io import check_output_dir
 from toolchain.scoring.engine import EngineConfig
-from toolchain.scoring.folder import ALLOWED_ROOTS_ENV, check_folder, describe_model
+from toolchain.scoring.folder import ALLOWED_ROOTS_ENV, DEFAULT_SETTLE_SECONDS, check_folder, describe_model
 
 INBOX_DEPLOYMENT = "inbox-scan"
 ON_DEMAND_DEPLOYMENT = "on-demand"
@@ -39,6 +39,7 @@ class ServeOptions:
     output_dir: str
     inbox: str | None = None  # Without an inbox only the on-demand deployment is served.
     interval_seconds: float | None = DEFAULT_INTERVAL_SECONDS
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS  # An inbox subfolder without _READY waits this long unchanged.
     cron: str | None = None  # Replaces the interval when set.
     limit: int = 1  # Concurrent flow runs: one run already fills two cores.
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -75,7 +76,7 @@ def build_deployments(options: ServeOptions) -> list[RunnerDeployment]:
         deployments.append(
             score_folder_flow.to_deployment(
                 name=INBOX_DEPLOYMENT,
-                parameters={**common, "inbox": options.inbox},
+                parameters={**common, "inbox": options.inbox, "settle_seconds": options.settle_seconds},
                 description=f"Score each subfolder of {options.inbox} not yet scored by this model.",
                 tags=["scoring", "scheduled"],
                 paused=False,

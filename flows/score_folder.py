@@ -35,6 +35,7 @@ from toolchain.errors import ScoringError
 from toolchain.inference.providers import Provider
 from toolchain.scoring.engine import EngineConfig
 from toolchain.scoring.folder import (
+    DEFAULT_SETTLE_SECONDS,
     DEFAULT_SHARD_SIZE,
     Attempted,
     FolderJob,
@@ -168,6 +169,7 @@ def score_folder_flow(
     intra_op_threads: int | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
     retry_delay_seconds: float = 5.0,
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS,
     skip_scored: bool = False,
     parent_run_id: str | None = None,
     dask_address: str | None = None,
@@ -177,8 +179,9 @@ def score_folder_flow(
 
     `engine`: every engine setting (batch size, provider, precision, device id, decode workers, ORT threads, ...);
     they change speed only, never results. `batch_size`, `provider`, `decode_workers`, `intra_op_threads`, when
-    given, override the same fields of `engine`. `skip_scored` skips a folder this model already scored (inbox
-    scans set it); `parent_run_id` is set by inbox scans on their per-folder runs. `dask_address` (e.g.
+    given, override the same fields of `engine`. `skip_scored` scores only the files this model has not scored
+    yet (inbox scans set it). `settle_seconds`: an inbox subfolder without a `_READY` marker is scored once
+    nothing in it changed for this long. `parent_run_id` is set by inbox scans on their per-folder runs. `dask_address` (e.g.
     "tcp://10.0.0.5:8786") scores the shards on that Dask cluster instead of in this process.
     """
     if (folder is None) == (inbox is None):
@@ -197,12 +200,13 @@ def score_folder_flow(
                                  result.get("skipped", ""))
 
         scan = scan_inbox(model, inbox, output_dir, steps, score_subfolder, flow_run_id=flow_run.id,
-                          report=publish_inbox_artifact)
+                          report=publish_inbox_artifact, settle_seconds=settle_seconds)
         return scan.to_dict()
     outcome = run_folder(model, folder, output_dir, steps, shard_size=shard_size, skip_scored=skip_scored,
                          flow_run_id=flow_run.id, parent_run_id=parent_run_id)
     if outcome.summary is not None:
         publish_artifacts(outcome.summary)
+        steps.log(f"predictions: {outcome.summary.csv_path}")  # The last line `--watch` shows.
     return outcome.to_dict()
 
 

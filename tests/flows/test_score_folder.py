@@ -20,7 +20,7 @@ from toolchain.scoring.ledger import Ledger
 from toolchain.scoring.outputs import FAULT_ENV
 from toolchain.scoring.precision import Precision
 
-ENGINE = {"decode_workers": 1, "intra_op_threads": 1, "batch_size": 8}
+ENGINE = {"decode_workers": 1, "intra_op_threads": 1, "batch_size": 8, "settle_seconds": 0}
 
 
 def flow_runs_by_name() -> dict[str, list]:
@@ -66,6 +66,30 @@ def test_inbox_scores_each_new_folder_once(prefect_api, onnx_model, fsdd_dir, tm
     names = flow_runs_by_name()
     assert {"score-day-a", "score-day-b", "score-day-c"} <= set(names)  # Run names carry the folder name.
     assert len(names["inbox-inbox"]) == 3
+
+    # Files that land after their folder was scored get a follow-up CSV with just their rows.
+    late = copy_clips(fsdd_dir, inbox / "day-a-late", 20, 2)
+    for name in late:
+        (inbox / "day-a-late" / name).rename(inbox / "day-a" / name)
+    (inbox / "day-a-late").rmdir()
+    fourth = score_folder_flow(model=str(onnx_model), output_dir=str(out), inbox=str(inbox), **ENGINE)
+    assert [Path(f["folder"]).name for f in fourth["folders"]] == ["day-a"]
+    first_csv, follow_up = published_csvs(out / "day-a")
+    assert [r["file"] for r in read_rows(follow_up)] == sorted(late)
+    every_row = [r["file"] for csv_path in (first_csv, follow_up) for r in read_rows(csv_path)]
+    assert sorted(every_row) == sorted(expected["day-a"] + late)  # Every file exactly once.
+
+
+def test_a_folder_still_being_written_waits_for_quiet_or_its_ready_marker(prefect_api, onnx_model, fsdd_dir,
+                                                                          tmp_path):
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    copy_clips(fsdd_dir, inbox / "arriving", 0, 2)  # Just written: not quiet for 600 s.
+    engine = {**ENGINE, "settle_seconds": 600}
+    assert score_folder_flow(model=str(onnx_model), output_dir=str(out), inbox=str(inbox), **engine)["folders"] == []
+    (inbox / "arriving" / "_READY").touch()  # The producer says it is done.
+    scan = score_folder_flow(model=str(onnx_model), output_dir=str(out), inbox=str(inbox), **engine)
+    assert [Path(f["folder"]).name for f in scan["folders"]] == ["arriving"]
+    assert len(read_rows(published_csvs(out / "arriving")[0])) == 2
 
 
 def test_injected_transient_failure_is_retried_and_recorded(prefect_api, onnx_model, fsdd_dir, tmp_path,

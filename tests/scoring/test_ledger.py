@@ -7,7 +7,7 @@ import sqlite3
 import subprocess
 import sys
 
-from toolchain.scoring.ledger import Ledger
+from toolchain.scoring.ledger import FileStamp, Ledger
 
 
 def start(ledger: Ledger, run_id: str, **kw) -> None:
@@ -20,7 +20,7 @@ def test_schema_is_wal_and_documented_tables_exist(tmp_path):
     db = sqlite3.connect(ledger.path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"runs", "folder_runs"} <= tables
+    assert {"runs", "folder_runs", "folder_files"} <= tables
     columns = {r[1] for r in db.execute("PRAGMA table_info(folder_runs)")}
     assert {"run_id", "flow_run_id", "folder", "model_sha256", "started_at", "finished_at", "files_ok",
             "files_error", "task_retries", "state", "csv_path"} <= columns
@@ -109,3 +109,34 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path):
     runs = ledger.runs()
     assert len(runs) == 80 and all(r.state == "completed" and r.files_ok == 1 for r in runs)
     assert len(ledger.folder_runs()) == 80
+
+
+def test_files_count_as_scored_only_as_they_were_and_once_their_run_completed(tmp_path):
+    ledger = Ledger.in_dir(tmp_path)
+    start(ledger, "r1")
+    fid = ledger.start_folder("r1", "/in/day1", str(tmp_path / "day1"), "a" * 64)
+    ledger.record_files(fid, [FileStamp("a.wav", 10, 111), FileStamp("sub/b.wav", 20, 222)])
+    assert ledger.scored_files("/in/day1", "a" * 64) == {}  # Not before the run completed.
+    ledger.finish_folder(fid, "completed", files_ok=2)
+    scored = ledger.scored_files("/in/day1", "a" * 64)
+    assert set(scored) == {"a.wav", "sub/b.wav"} and ledger.scored_files("/in/day1", "b" * 64) == {}
+    assert scored["a.wav"].matches(FileStamp("a.wav", 10, 111))
+    assert not scored["a.wav"].matches(FileStamp("a.wav", 11, 111))  # Changed since: not scored as it is now.
+    # A crashed follow-up run scores nothing; a completed one updates the stamp.
+    fid2 = ledger.start_folder("r1", "/in/day1", str(tmp_path / "day1"), "a" * 64)
+    ledger.record_files(fid2, [FileStamp("a.wav", 11, 333)])
+    ledger.finish_folder(fid2, "crashed")
+    assert ledger.scored_files("/in/day1", "a" * 64)["a.wav"].size == 10
+
+
+def test_runs_recorded_before_files_were_count_their_csv_rows(tmp_path):
+    """An older ledger (no folder_files rows): the files of a completed run's CSV are scored, whatever their stamp."""
+    csv_path = tmp_path / "day1" / "predictions_x.csv"
+    csv_path.parent.mkdir()
+    csv_path.write_text("file,label,status\na.wav,dog,ok\nb.wav,,error\n")
+    ledger = Ledger.in_dir(tmp_path)
+    start(ledger, "r1")
+    fid = ledger.start_folder("r1", "/in/day1", str(tmp_path / "day1"), "a" * 64)
+    ledger.finish_folder(fid, "completed", files_ok=1, files_error=1, csv_path=str(csv_path))
+    scored = ledger.scored_files("/in/day1", "a" * 64)
+    assert set(scored) == {"a.wav", "b.wav"} and scored["a.wav"].matches(FileStamp("a.wav", 5, 5))

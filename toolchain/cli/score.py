@@ -11,6 +11,7 @@ from toolchain.cli.common import config_defaults, console, rich_progress, user_e
 from toolchain.errors import ScoringError
 from toolchain.inference.providers import Provider
 from toolchain.scoring.engine import EngineConfig
+from toolchain.scoring.folder import DEFAULT_SETTLE_SECONDS
 from toolchain.scoring.precision import Precision
 
 app = typer.Typer()
@@ -94,6 +95,10 @@ def serve_command(
         str | None, typer.Option("--cron", help="Scan the inbox on this cron schedule instead, e.g. '0 * * * *'.")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Flow runs executed at once by this process.")] = 1,
+    settle_seconds: Annotated[
+        float, typer.Option("--settle-seconds", min=0, help="An inbox subfolder without a _READY file is scored "
+                            "once nothing in it changed for this long.")
+    ] = DEFAULT_SETTLE_SECONDS,
     allow_root: Annotated[
         list[Path] | None,
         typer.Option("--allow-root", help="Another folder runs may read or write (repeatable); by default runs are "
@@ -133,5 +138,6 @@ def serve_command(
         engine=EngineConfig(batch_size=batch_size, provider=provider, decode_workers=workers,
                             intra_op_threads=threads, precision=precision, device_id=device_id),
         allow_roots=tuple(str(p.expanduser().resolve()) for p in allow_root or ()),
+        settle_seconds=settle_seconds,
     )
     serve_deployments(options)

@@ -8,9 +8,11 @@ already-scored folders, retry counts, the provider that ran). How each step runs
 
 What gets scored: every file under the folder, recursively, that `toolchain.audio.find_audio_files` lists (a
 known audio extension, case-insensitive; hidden files and folders skipped). Files with other extensions get no
-row; an audio-named file that does not decode gets an error row. In inbox mode each non-hidden subfolder holding
-at least one audio file is a unit of work; empty ones are left for a later scan (their files may still be
-arriving).
+row; an audio-named file that does not decode gets an error row.
+
+In inbox mode each non-hidden subfolder is a unit of work when it holds audio files the model has not scored as
+they are now and it is done being written (a `_READY` marker, or nothing changed for `settle_seconds`); its run
+scores just those files into a follow-up CSV, so every file that lands gets exactly one row from a model.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from toolchain.inference.contract import ModelMetadata, read_metadata
 from toolchain.io import check_output_dir, file_sha256
 from toolchain.progress import NullProgress, ProgressReporter
 from toolchain.scoring.engine import EngineConfig, ScoringModel, load_model, score_files
-from toolchain.scoring.ledger import Ledger
+from toolchain.scoring.ledger import FileStamp, Ledger
 from toolchain.scoring.outputs import (
     PartSummary,
     assemble_csv,
@@ -115,12 +117,51 @@ def discover_audio_files(folder: str | Path) -> list[str]:
     return [p.relative_to(root).as_posix() for p in find_audio_files(root)]
 
 
-def unscored_folders(inbox: str | Path, ledger: Ledger, model_sha256: str) -> list[Path]:
-    """Subfolders of `inbox` holding audio and not yet scored by this model, sorted by name."""
+READY_MARKER = "_READY"  # A producer that writes this file into a folder says: every file is here.
+DEFAULT_SETTLE_SECONDS = 5.0  # Without a marker, a folder is ready once nothing in it changed for this long.
+
+
+def stamp_files(folder: str | Path, files: Sequence[str]) -> list[FileStamp]:
+    """Size and mtime of each file (relative posix paths); files that vanished meanwhile are left out."""
+    root, stamps = Path(folder), []
+    for f in files:
+        try:
+            st = (root / f).stat()
+        except OSError:
+            continue
+        stamps.append(FileStamp(f, st.st_size, st.st_mtime_ns))
+    return stamps
+
+
+def new_files(folder: str | Path, ledger: Ledger, model_sha256: str) -> list[FileStamp]:
+    """The audio files of `folder` this model has not scored as they are now (new ones, changed ones)."""
+    scored = ledger.scored_files(str(folder), model_sha256)
+    stamps = stamp_files(folder, discover_audio_files(folder))
+    return [s for s in stamps if not (s.file in scored and scored[s.file].matches(s))]
+
+
+def folder_ready(folder: Path, stamps: Sequence[FileStamp], settle_seconds: float, now: float | None = None) -> bool:
+    """Whether a folder is done being written: it holds `_READY`, or neither it nor any of `stamps` changed for
+    `settle_seconds`."""
+    if (folder / READY_MARKER).exists():
+        return True
+    newest = max([folder.stat().st_mtime_ns, *(s.mtime_ns for s in stamps)]) / 1e9
+    return (time.time() if now is None else now) - newest >= settle_seconds
+
+
+def folders_with_new_files(inbox: str | Path, ledger: Ledger, model_sha256: str,
+                           settle_seconds: float = DEFAULT_SETTLE_SECONDS) -> list[Path]:
+    """Subfolders of `inbox` (sorted by name) holding audio files this model has not scored yet, and done being
+    written (see `folder_ready`); one still being written is left for a later scan."""
     root = check_folder(inbox)
     # Resolved like `check_folder` does, so a symlinked subfolder matches its ledger key.
     subfolders = sorted(p.resolve() for p in root.iterdir() if p.is_dir() and not is_hidden(p.name))
-    return [p for p in subfolders if ledger.scored_csv(str(p), model_sha256) is None and find_audio_files(p)]
+    ready = []
+    for folder in subfolders:
+        pending = new_files(folder, ledger, model_sha256)
+        if pending and folder_ready(folder, pending, settle_seconds):
+            ready.append(folder)
+    return ready
 
 
 def shard(files: Sequence[str], shard_size: int = DEFAULT_SHARD_SIZE) -> list[list[str]]:
@@ -167,7 +208,8 @@ def folder_lock(out_folder: Path) -> Iterator[None]:
 @contextmanager
 def folder_job(ledger: Ledger, folder: str | Path, out_dir: str | Path, run_id: str, model_sha256: str, *,
                flow_run_id: str | None = None, skip_if_scored: bool = False) -> Iterator[FolderJob | None]:
-    """Claim a folder: lock it, settle what killed runs left, start its ledger row; yields None when skipped.
+    """Claim a folder: lock it, settle what killed runs left, start its ledger row; yields None when skipped
+    (`skip_if_scored` and the model has scored every file of the folder as it is now).
 
     On an exception inside the block the row is marked 'failed' with the one-line reason and this run's temporary
     files are removed; the exception propagates.
@@ -177,7 +219,7 @@ def folder_job(ledger: Ledger, folder: str | Path, out_dir: str | Path, run_id: 
     with folder_lock(out_folder):
         ledger.reconcile_folder(str(out_folder))
         remove_run_files(out_folder)  # Leftovers of killed runs: we hold the lock, so nobody else is writing.
-        if skip_if_scored and ledger.scored_csv(str(folder), model_sha256) is not None:
+        if skip_if_scored and not new_files(folder, ledger, model_sha256):
             yield None
             return
         folder_run_id = ledger.start_folder(run_id, str(folder), str(out_folder), model_sha256, flow_run_id)
@@ -369,8 +411,9 @@ def run_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path, 
     """Score every audio file under `folder` into `<out_dir>/<folder name>/predictions_<UTC>.csv`, recorded in
     `<out_dir>/ledger.sqlite`: discover -> score shards -> write -> record, each step run by `steps`.
 
-    `skip_scored` (inbox scans) skips a folder this model already scored, and one that another run is scoring
-    right now; without it a busy folder raises `FolderBusyError`. The ledger knows a model by the file named here
+    `skip_scored` (inbox scans) scores only the files this model has not scored as they are now (none: the
+    folder is skipped) and skips a folder another run is scoring right now; without it every file is scored and
+    a busy folder raises `FolderBusyError`. The ledger knows a model by the file named here
     (a GPU run of its fp16 variant and a CPU run are one model to the ledger); CSV rows name the file that ran.
     """
     roots = allowed_roots()
@@ -389,7 +432,7 @@ def run_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path, 
                 if job is None:
                     steps.log(f"{folder} is already scored by this model: skipped")
                     return FolderOutcome(folder, skipped="already scored")
-                summary = _score_job(job, steps, shard_size)
+                summary = _score_job(job, steps, shard_size, only_new=skip_scored)
         except FolderBusyError as exc:
             if not skip_scored:
                 raise
@@ -403,9 +446,14 @@ def run_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path, 
     return FolderOutcome(folder, summary=summary)
 
 
-def _score_job(job: FolderJob, steps: ScoringSteps, shard_size: int) -> FolderSummary:
-    discovered = steps.run("discover", lambda attempt: discover_audio_files(job.folder))
-    steps.log(f"discovered {len(discovered.value)} audio files in {job.folder}")
+def _score_job(job: FolderJob, steps: ScoringSteps, shard_size: int, only_new: bool) -> FolderSummary:
+    def discover(attempt: int) -> list[str]:
+        if only_new:  # Files this model scored, unchanged, are not scored again: a follow-up CSV holds the rest.
+            return [s.file for s in new_files(job.folder, job.ledger, job.model_sha256)]
+        return discover_audio_files(job.folder)
+
+    discovered = steps.run("discover", discover)
+    steps.log(f"discovered {len(discovered.value)} {'new ' if only_new else ''}audio files in {job.folder}")
     roots = allowed_roots()
     escaping = [f for f in discovered.value if roots and outside_roots(Path(job.folder) / f, roots)]
     if escaping:
@@ -414,6 +462,7 @@ def _score_job(job: FolderJob, steps: ScoringSteps, shard_size: int) -> FolderSu
     if not discovered.value:
         steps.log(f"warning: {job.folder} holds no audio files (extensions: .wav .flac .ogg .mp3 ...): its CSV "
                   "has a header and no rows")
+    job.ledger.record_files(job.folder_run_id, stamp_files(job.folder, discovered.value))
     results = steps.map_shards(job, shard(discovered.value, shard_size))
     for r in sorted(results, key=lambda r: r.index):
         steps.log(f"shard {r.index}: {r.part.files_ok} ok, {r.part.files_error} error in {r.seconds:.1f} s "
@@ -442,8 +491,10 @@ class InboxScan:
 
 def scan_inbox(model_path: str | Path, inbox: str | Path, out_dir: str | Path, steps: ScoringSteps,
                score_subfolder: Callable[[str, str], FolderOutcome], *, flow_run_id: str | None = None,
-               report: Callable[[InboxScan], None] = lambda scan: None) -> InboxScan:
-    """Score each subfolder of `inbox` that holds audio and is not yet scored by the model, with
+               report: Callable[[InboxScan], None] = lambda scan: None,
+               settle_seconds: float = DEFAULT_SETTLE_SECONDS) -> InboxScan:
+    """Score each subfolder of `inbox` that holds audio files the model has not scored (and is done being
+    written: `folder_ready`), with
     `score_subfolder(folder, parent_run_id)` (a `run_folder` with `skip_scored=True`, possibly as a child flow
     run). One failed folder never stops the others; `report` sees the scan before a failure is raised
     (`ScoringError` naming the failed folders)."""
@@ -453,8 +504,9 @@ def scan_inbox(model_path: str | Path, inbox: str | Path, out_dir: str | Path, s
     identity = describe_model(model_path)
     with scoring_run(out_dir, mode="inbox", target=inbox, model=identity, flow_run_id=flow_run_id) as run_id:
         todo = steps.run("find-unscored", lambda attempt: [
-            str(p) for p in unscored_folders(inbox, Ledger.in_dir(out_dir), identity.sha256)]).value
-        steps.log(f"inbox {inbox}: {len(todo)} folder(s) not yet scored by model {identity.sha256[:12]}")
+            str(p) for p in folders_with_new_files(inbox, Ledger.in_dir(out_dir), identity.sha256,
+                                                   settle_seconds)]).value
+        steps.log(f"inbox {inbox}: {len(todo)} folder(s) with files not yet scored by model {identity.sha256[:12]}")
         outcomes, failed = [], []
         for sub in todo:
             try:

@@ -36,8 +36,14 @@ Schema (times are UTC ISO-8601 strings, sha256 values are hex):
     csv_path      TEXT      set just before the CSV is renamed into place
     error         TEXT
 
-A folder counts as scored by a model only when a `folder_runs` row for it and that model is 'completed', which is
-written after its CSV is completely on disk. A 'running' row left by a killed process is settled by the next run
+  folder_files              one row per file a folder run scores, written before scoring starts
+    folder_run_id INTEGER   -> folder_runs.id
+    file          TEXT      posix path relative to the folder, as in the CSV
+    size, mtime_ns INTEGER  the file's size and modification time when it was discovered
+
+A file counts as scored by a model only when a `folder_files` row names it (same size and mtime) under a
+`folder_runs` row for that model that is 'completed', which is written after its CSV is completely on disk. A
+file that arrives later, or changes, is not scored yet: the next inbox scan scores it into a follow-up CSV. A 'running' row left by a killed process is settled by the next run
 that takes the folder's lock (`reconcile_folder`): 'completed' if its CSV reached its final name (the rename
 happened, only the bookkeeping was lost), otherwise 'crashed'.
 """
@@ -49,7 +55,7 @@ import datetime as dt
 import os
 import socket
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +77,11 @@ CREATE TABLE IF NOT EXISTS folder_runs (
     finished_at TEXT, state TEXT NOT NULL, files_ok INTEGER NOT NULL DEFAULT 0,
     files_error INTEGER NOT NULL DEFAULT 0, task_retries INTEGER NOT NULL DEFAULT 0, csv_path TEXT, error TEXT
 );
+CREATE TABLE IF NOT EXISTS folder_files (
+    folder_run_id INTEGER NOT NULL REFERENCES folder_runs(id), file TEXT NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS folder_files_run ON folder_files (folder_run_id);
 CREATE INDEX IF NOT EXISTS folder_runs_scored ON folder_runs (folder, model_sha256, state);
 CREATE INDEX IF NOT EXISTS folder_runs_out ON folder_runs (out_folder, state);
 """
@@ -259,6 +270,31 @@ class Ledger:
             ).fetchone()
         return None if row is None else str(row["csv_path"])
 
+    def record_files(self, folder_run_id: int, files: Iterable[FileStamp]) -> None:
+        """The files a folder run is about to score (they count as scored once the run is 'completed')."""
+        with self._write() as db:
+            db.executemany("INSERT INTO folder_files (folder_run_id, file, size, mtime_ns) VALUES (?,?,?,?)",
+                           [(folder_run_id, f.file, f.size, f.mtime_ns) for f in files])
+
+    def scored_files(self, folder: str, model_sha256: str) -> dict[str, FileStamp]:
+        """file -> how it was when this model scored it, over every completed run of `folder`.
+
+        Runs recorded before files were (older ledgers) contribute the files of their CSV, with an unknown stamp
+        that matches the file however it is now.
+        """
+        with self._connect() as db:
+            runs = db.execute("SELECT id, csv_path FROM folder_runs WHERE folder=? AND model_sha256=?"
+                              " AND state='completed' ORDER BY id", (folder, model_sha256)).fetchall()
+            scored: dict[str, FileStamp] = {}
+            for run in runs:
+                rows = db.execute("SELECT file, size, mtime_ns FROM folder_files WHERE folder_run_id=?",
+                                  (run["id"],)).fetchall()
+                if rows:
+                    scored.update({r["file"]: FileStamp(r["file"], r["size"], r["mtime_ns"]) for r in rows})
+                elif run["csv_path"] and Path(run["csv_path"]).is_file():
+                    scored.update({f: FileStamp(f, -1, -1) for f in _csv_files(Path(run["csv_path"]))})
+        return scored
+
     def reconcile_folder(self, out_folder: str) -> list[FolderRecord]:
         """Settle 'running' rows of `out_folder` left by dead runs. Call only while holding the folder's lock."""
         with self._write() as db:
@@ -276,6 +312,25 @@ class Ledger:
                 db.execute("UPDATE folder_runs SET state=?, error=?, files_ok=?, files_error=?, finished_at=?"
                            " WHERE id=?", (state, note, ok, errors, utc_now(), row["id"]))
         return [self.folder_run(int(r["id"])) for r in rows]
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """A file of a folder as scoring saw it: relative posix path, size in bytes, mtime in ns (-1: unknown)."""
+
+    file: str
+    size: int
+    mtime_ns: int
+
+    def matches(self, other: FileStamp) -> bool:
+        """Same file, unchanged (an unknown stamp matches any)."""
+        return self.file == other.file and (self.size < 0 or other.size < 0 or
+                                            (self.size, self.mtime_ns) == (other.size, other.mtime_ns))
+
+
+def _csv_files(csv_path: Path) -> list[str]:
+    with csv_path.open(newline="") as f:
+        return [row["file"] for row in csv.DictReader(f) if row.get("file")]
 
 
 def _count_statuses(csv_path: Path) -> tuple[int, int]:
