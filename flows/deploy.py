@@ -2,6 +2,7 @@
 
   score-folder/inbox-scan   on a schedule (interval seconds or cron): scores each new subfolder of the inbox
   score-folder/on-demand    no schedule: `prefect deployment run 'score-folder/on-demand' --param 'folder="/x"'`
+  score-folder/on-arrival   started by `toolchain watch` events: the new files of a folder that became ready
 
 Both carry the model and output directory as default parameters, so a run needs only what differs. Schedules live
 here, never in the flow. `serve()` registers the deployments with the server named by PREFECT_API_URL and then
@@ -23,6 +24,7 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
 from flows.score_folder import score_folder_flow
+from flows.watch import arrival_trigger
 from toolchain.errors import ScoringError
 from toolchain.io import check_output_dir
 from toolchain.scoring.engine import EngineConfig
@@ -30,6 +32,7 @@ from toolchain.scoring.folder import ALLOWED_ROOTS_ENV, DEFAULT_SETTLE_SECONDS, 
 
 INBOX_DEPLOYMENT = "inbox-scan"
 ON_DEMAND_DEPLOYMENT = "on-demand"
+ON_ARRIVAL_DEPLOYMENT = "on-arrival"
 DEFAULT_INTERVAL_SECONDS = 300.0  # An inbox scan every 5 minutes: new drops appear within minutes, idle scans are cheap.
 
 
@@ -70,6 +73,19 @@ def build_deployments(options: ServeOptions) -> list[RunnerDeployment]:
     ]
     if options.inbox is not None:
         check_folder(options.inbox)
+        deployments.append(
+            score_folder_flow.to_deployment(
+                name=ON_ARRIVAL_DEPLOYMENT,
+                parameters={**common, "skip_scored": True},
+                description=f"Score the new files of a folder of {options.inbox} when `toolchain watch` reports "
+                "it ready.",
+                tags=["scoring", "on-arrival"],
+                entrypoint_type=EntrypointType.MODULE_PATH,
+                triggers=[arrival_trigger(options.inbox)],
+                concurrency_limit=ConcurrencyLimitConfig(limit=options.limit,
+                                                         collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+            )
+        )
         if options.cron is None and options.interval_seconds is None:
             raise ScoringError("the inbox scan needs a schedule: pass --interval SECONDS or --cron EXPR")
         schedule: dict[str, Any] = {"cron": options.cron} if options.cron else {"interval": options.interval_seconds}

@@ -123,3 +123,31 @@ def features(onnx_model, fsdd_dir):
     config = read_metadata(onnx_model).feature_config
     clips = [Clip(fsdd_dir / "recordings" / f"{d}_nicolas_41.wav") for d in range(6)]
     return featurize_clips(clips, config)[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory) -> Path:
+    """A tiny self-describing `.onnx` (no torch, no training): a linear map over the features with toolchain
+    metadata for classes `a`, `b`. Enough wherever only the model's identity and metadata matter."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from toolchain.audio.config import FeatureConfig
+    from toolchain.inference.contract import INPUT_NAME, OUTPUT_NAME, ModelMetadata, write_metadata
+
+    config = FeatureConfig(clip_seconds=1.0, n_mels=16)
+    c, m, f = config.input_shape
+    weight = np.random.default_rng(0).standard_normal((c * m * f, 2)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", [INPUT_NAME], ["flat"]), helper.make_node("MatMul", ["flat", "w"], [OUTPUT_NAME])],
+        "tiny", [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", c, m, f])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor("w", TensorProto.FLOAT, weight.shape, weight.flatten())],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    write_metadata(proto, ModelMetadata(classes=("a", "b"), feature_config=config, arch="linear",
+                                        checkpoint_sha256="0" * 64))
+    path = tmp_path_factory.mktemp("tiny_onnx") / "model.onnx"
+    onnx.save(proto, path)
+    return path

@@ -1,4 +1,5 @@
-"""`toolchain score` (one folder, no Prefect) and `toolchain serve` (Prefect deployments of `score-folder`)."""
+"""`toolchain score` (one folder, no Prefect), `toolchain serve` (Prefect deployments of `score-folder`) and
+`toolchain watch` (arrival events that start the on-arrival deployment)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from toolchain.inference.providers import Provider
 from toolchain.scoring.engine import EngineConfig
 from toolchain.scoring.folder import DEFAULT_SETTLE_SECONDS
 from toolchain.scoring.precision import Precision
+from toolchain.scoring.watch import RECONCILE_SECONDS
 
 app = typer.Typer()
 ENGINE = config_defaults(EngineConfig)
@@ -141,3 +143,34 @@ def serve_command(
         settle_seconds=settle_seconds,
     )
     serve_deployments(options)
+
+
+@app.command("watch")
+@user_errors
+def watch_command(
+    model: ModelOption,
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="The output dir `toolchain serve` writes to "
+                                             "(its ledger says which files are scored).")],
+    inbox: Annotated[Path, typer.Option("--inbox", help="Folder whose subfolders receive audio.")],
+    settle_seconds: Annotated[
+        float, typer.Option("--settle-seconds", min=0, help="A subfolder without a _READY file is ready once "
+                            "nothing in it changed for this long.")
+    ] = DEFAULT_SETTLE_SECONDS,
+    reconcile_seconds: Annotated[
+        float, typer.Option("--reconcile-seconds", min=1, help="Sweep every subfolder this often, whatever the "
+                            "filesystem reported.")
+    ] = RECONCILE_SECONDS,
+) -> None:
+    """Start `score-folder/on-arrival` runs as audio arrives: one Prefect event per subfolder of INBOX that
+    becomes ready (a _READY file, or quiet for --settle-seconds) with files MODEL has not scored.
+
+    Needs PREFECT_API_URL and a `toolchain serve --inbox INBOX` on that server. Sweeps every subfolder at start
+    and every --reconcile-seconds, so a missed filesystem event costs latency, never a file. Runs until Ctrl-C.
+    """
+    from flows.watch import watch_inbox
+
+    try:
+        watch_inbox(inbox.expanduser(), output_dir.expanduser(), model.expanduser(), settle_seconds,
+                    reconcile_seconds, log=lambda message: console.print(message, soft_wrap=True))
+    except KeyboardInterrupt:
+        console.print("stopped watching")

@@ -1,0 +1,73 @@
+"""InboxWatcher: a folder is reported once it is ready and holds unscored files, once per change; sweeps find what
+events missed; real filesystem events through watchdog."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from support import copy_clips
+
+from toolchain.scoring.ledger import FileStamp, Ledger
+from toolchain.scoring.watch import InboxWatcher
+
+
+def _watcher(tiny_onnx, tmp_path, reported, **kw) -> InboxWatcher:
+    (tmp_path / "inbox").mkdir(exist_ok=True)
+    return InboxWatcher(tmp_path / "inbox", tmp_path / "out", tiny_onnx, reported.append, **kw)
+
+
+def _age(folder, seconds: float) -> None:
+    """Make a folder and its files look `seconds` old."""
+    old = time.time() - seconds
+    for path in [folder, *folder.rglob("*")]:
+        os.utime(path, (old, old))
+
+
+def test_reported_once_ready_and_again_only_when_its_unscored_files_change(tiny_onnx, fsdd_dir, tmp_path):
+    reported = []
+    watcher = _watcher(tiny_onnx, tmp_path, reported, settle_seconds=30)
+    day = tmp_path / "inbox" / "day1"
+    copy_clips(fsdd_dir, day, 0, 2)
+    watcher.sweep()  # Files that were there before the watcher started.
+    assert watcher.check() == []  # Just written: not quiet for 30 s yet.
+    _age(day, 60)
+    assert watcher.check() == [day] and reported == [day]
+    watcher.touched(day / "0_george_0.wav")
+    assert watcher.check() == []  # Same unscored files, already reported.
+
+    copy_clips(fsdd_dir, tmp_path / "more", 2, 1)
+    for name in os.listdir(tmp_path / "more"):
+        (tmp_path / "more" / name).rename(day / name)
+    watcher.touched(day / "x")
+    assert watcher.check() == []  # A new file: not quiet yet.
+    (day / "_READY").touch()  # The producer says it is done.
+    assert watcher.check() == [day]
+
+    # A run scores everything: nothing left to report, whatever the events say.
+    ledger = Ledger.in_dir(tmp_path / "out")
+    ledger.start_run("r", mode="folder", target=str(day), model_path=str(tiny_onnx), model_sha256=watcher._sha)
+    fid = ledger.start_folder("r", str(day.resolve()), str(tmp_path / "out" / "day1"), watcher._sha)
+    ledger.record_files(fid, [FileStamp(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in day.glob("*.wav")])
+    ledger.finish_folder(fid, "completed")
+    watcher.sweep()
+    assert watcher.check() == [] and len(reported) == 2
+
+
+def test_real_filesystem_events_report_a_new_folder(tiny_onnx, fsdd_dir, tmp_path):
+    reported = []
+    watcher = _watcher(tiny_onnx, tmp_path, reported, settle_seconds=1, reconcile_seconds=3600)
+    stop = threading.Event()
+    thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        time.sleep(1)  # The observer is up; no sweep will come for an hour: only events can tell.
+        copy_clips(fsdd_dir, tmp_path / "inbox" / "arrived", 0, 2)
+        deadline = time.monotonic() + 30
+        while not reported and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join(15)
+    assert reported == [tmp_path / "inbox" / "arrived"]

@@ -1,0 +1,125 @@
+"""Arrival-driven scoring: notice when an inbox subfolder is ready to score, and say so once per change.
+
+`InboxWatcher` reports a subfolder (through `on_ready`) when it holds audio files the model has not scored as they
+are now and it is done being written (`folder_ready`: a `_READY` marker, or quiet for `settle_seconds`). It hears
+about changes from filesystem events (watchdog), and it does not trust them: every subfolder is swept at start
+(files that were there before the watcher started) and again every `reconcile_seconds` (an event the OS dropped
+costs latency, never a file). A folder is reported again only when its unscored files change, or after
+`resend_seconds` when they have not been scored meanwhile (a lost or failed run). Reporting more than needed is
+harmless: a run with `skip_scored` scores only files the model has not scored, under the folder's lock.
+
+Prefect-free: `flows/watch.py` turns each report into a Prefect event.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolchain.audio.decode import is_hidden
+from toolchain.scoring.folder import (
+    DEFAULT_SETTLE_SECONDS,
+    check_folder,
+    describe_model,
+    folder_ready,
+    new_files,
+)
+from toolchain.scoring.ledger import FileStamp, Ledger
+
+RECONCILE_SECONDS = 60.0  # A full sweep this often, whatever the filesystem events said.
+RESEND_SECONDS = 600.0  # Report a folder again when its files are still unscored this long after a report.
+TICK_SECONDS = 0.5
+
+
+@dataclass
+class InboxWatcher:
+    """Watches `inbox` for subfolders ready to score by the model at `model_path` (ledger in `out_dir`)."""
+
+    inbox: Path
+    out_dir: Path
+    model_path: Path
+    on_ready: Callable[[Path], None]
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS
+    reconcile_seconds: float = RECONCILE_SECONDS
+    resend_seconds: float = RESEND_SECONDS
+    log: Callable[[str], None] = lambda message: None
+    _dirty: set[Path] = field(default_factory=set, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _reported: dict[Path, tuple[tuple[FileStamp, ...], float]] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.inbox = check_folder(self.inbox)
+        self._sha = describe_model(self.model_path).sha256
+        self._ledger = Ledger.in_dir(self.out_dir)
+
+    def touched(self, path: str | Path) -> None:
+        """A filesystem event under the inbox: its top-level subfolder needs a look."""
+        try:
+            relative = Path(path).absolute().relative_to(self.inbox)
+        except ValueError:
+            return
+        if relative.parts and not is_hidden(relative.parts[0]):
+            with self._lock:
+                self._dirty.add(self.inbox / relative.parts[0])
+
+    def sweep(self) -> None:
+        """Mark every subfolder for a look (at start, and every `reconcile_seconds`)."""
+        with self._lock:
+            self._dirty.update(p for p in self.inbox.iterdir() if p.is_dir() and not is_hidden(p.name))
+
+    def check(self, now: float | None = None) -> list[Path]:
+        """Look at the marked subfolders once; report (and return) the ready ones. Not ready: looked at again."""
+        now = time.time() if now is None else now
+        with self._lock:
+            todo, self._dirty = sorted(self._dirty), set()
+        reported, waiting = [], set()
+        for folder in todo:
+            if not folder.is_dir():
+                continue
+            pending = tuple(new_files(folder.resolve(), self._ledger, self._sha))
+            if not pending:
+                self._reported.pop(folder, None)
+                continue
+            if not folder_ready(folder, pending, self.settle_seconds, now):
+                waiting.add(folder)
+                continue
+            last = self._reported.get(folder)
+            if last is None or last[0] != pending or now - last[1] >= self.resend_seconds:
+                self._reported[folder] = (pending, now)
+                self.log(f"{folder} is ready: {len(pending)} file(s) to score")
+                self.on_ready(folder)
+                reported.append(folder)
+        with self._lock:
+            self._dirty |= waiting
+        return reported
+
+    def run(self, stop: threading.Event) -> None:
+        """Watch until `stop` is set: filesystem events, a sweep at start and every `reconcile_seconds`."""
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        watcher = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event) -> None:
+                watcher.touched(event.src_path)
+                if getattr(event, "dest_path", ""):
+                    watcher.touched(event.dest_path)
+
+        observer = Observer()
+        observer.schedule(Handler(), str(self.inbox), recursive=True)
+        observer.start()
+        try:
+            next_sweep = 0.0
+            while not stop.is_set():
+                if time.monotonic() >= next_sweep:
+                    self.sweep()
+                    next_sweep = time.monotonic() + self.reconcile_seconds
+                self.check()
+                stop.wait(TICK_SECONDS)
+        finally:
+            observer.stop()
+            observer.join(10)
