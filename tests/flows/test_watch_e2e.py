@@ -1,0 +1,70 @@
+"""Arrival-driven scoring end to end: `prefect server start` -> `toolchain serve --inbox` -> `toolchain watch`,
+audio written slowly, file by file, into the inbox: every file is scored, exactly once, with no scan triggered.
+
+FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from support import copy_clips, published_csvs, read_rows, stop, wait_until
+
+BIN = Path(sys.executable).parent
+STARTUP_TIMEOUT_S = 240
+
+
+def _rows_by_file(out: Path, folder: str) -> Counter:
+    return Counter(r["file"] for csv_path in published_csvs(out / folder) for r in read_rows(csv_path))
+
+
+def test_watched_inbox_scores_every_arriving_file_exactly_once(prefect_env, onnx_model, fsdd_dir, tmp_path):
+    env, inbox, out = prefect_env, tmp_path / "inbox", tmp_path / "out"
+    before = copy_clips(fsdd_dir, inbox / "before-watch", 0, 2)  # There before the watcher starts.
+    toolchain = str(BIN / "toolchain")
+    common = ["--model", str(onnx_model), "--output-dir", str(out), "--inbox", str(inbox), "--settle-seconds", "3"]
+    logs = {name: (tmp_path / f"{name}.log").open("w") for name in ("serve", "watch")}
+    serve = subprocess.Popen([toolchain, "serve", *common, "--interval", "86400", "--workers", "1", "--threads", "1"],
+                             env=env, stdout=logs["serve"], stderr=subprocess.STDOUT, start_new_session=True)
+    watch = None
+    try:
+        def deployed() -> bool:
+            return subprocess.run([str(BIN / "prefect"), "deployment", "inspect", "score-folder/on-arrival"],
+                                  env=env, capture_output=True).returncode == 0
+
+        wait_until(deployed, STARTUP_TIMEOUT_S, "the on-arrival deployment", serve, tmp_path / "serve.log")
+        watch = subprocess.Popen([toolchain, "watch", *common, "--reconcile-seconds", "5"], env=env,
+                                 stdout=logs["watch"], stderr=subprocess.STDOUT, start_new_session=True)
+        # A slow producer: one file a second into a new folder (quicker than the 3-s settle, so never half-scored).
+        slow_source = tmp_path / "source"
+        slow = copy_clips(fsdd_dir, slow_source, 10, 4)
+        (inbox / "slow").mkdir()
+        for name in slow:
+            shutil.copy(slow_source / name, inbox / "slow" / name)
+            time.sleep(1)
+
+        def complete() -> bool:
+            return set(_rows_by_file(out, "before-watch")) == set(before) and \
+                set(_rows_by_file(out, "slow")) == set(slow)
+
+        wait_until(complete, STARTUP_TIMEOUT_S, "every arrived file scored", watch, tmp_path / "serve.log")
+        # A late file for a folder already scored: a follow-up CSV with just its row.
+        late = copy_clips(fsdd_dir, tmp_path / "late", 20, 1)
+        shutil.copy(tmp_path / "late" / late[0], inbox / "slow" / late[0])
+        wait_until(lambda: late[0] in _rows_by_file(out, "slow"), STARTUP_TIMEOUT_S, "the late file scored", watch,
+                   tmp_path / "serve.log")
+        time.sleep(8)  # More sweeps and events: none may score anything twice.
+        assert _rows_by_file(out, "before-watch") == Counter(before)
+        assert _rows_by_file(out, "slow") == Counter(slow + late)
+        assert [len(read_rows(p)) for p in published_csvs(out / "slow")] == [len(slow), 1]
+    finally:
+        if watch is not None:
+            stop(watch)
+        stop(serve)
+        for sink in logs.values():
+            sink.close()
