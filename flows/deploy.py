@@ -14,25 +14,39 @@ restart after downtime runs one scan, not the backlog. Runs are confined to the 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import threading
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from prefect import serve
-from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.automations import Automation
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy, StateType
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import EventTrigger, Posture
+from prefect.events.schemas.events import ResourceSpecification
 
 from flows.score_folder import score_folder_flow
 from flows.watch import arrival_trigger
-from toolchain.errors import ScoringError
+from toolchain.errors import ScoringError, one_line
 from toolchain.io import check_output_dir
 from toolchain.scoring.engine import EngineConfig
 from toolchain.scoring.folder import ALLOWED_ROOTS_ENV, DEFAULT_SETTLE_SECONDS, check_folder, describe_model
+from toolchain.scoring.ledger import Ledger
 
 INBOX_DEPLOYMENT = "inbox-scan"
 ON_DEMAND_DEPLOYMENT = "on-demand"
 ON_ARRIVAL_DEPLOYMENT = "on-arrival"
+HEARTBEAT_SECONDS = 30  # Prefect's minimum: a flow run's process says it is alive this often.
+ZOMBIE_AFTER_SECONDS = 90  # Three missed heartbeats: the run is Crashed in the UI (measured: docs/operations.md).
+NEVER_STARTED_SECONDS = 300
+REAP_SECONDS = 10.0
+ZOMBIE_AUTOMATION = "toolchain: crash flow runs without heartbeats"
+NEVER_STARTED_AUTOMATION = "toolchain: crash flow runs stuck in Pending"
 DEFAULT_INTERVAL_SECONDS = 300.0  # An inbox scan every 5 minutes: new drops appear within minutes, idle scans are cheap.
 
 
@@ -124,4 +138,63 @@ def serve_deployments(options: ServeOptions) -> None:
     """
     deployments = build_deployments(options)
     os.environ[ALLOWED_ROOTS_ENV] = os.pathsep.join(allowed_roots_of(options))
-    serve(*deployments, limit=options.limit, pause_on_shutdown=False)
+    ensure_crash_automations()
+    stop = threading.Event()
+    threading.Thread(target=_reap_dead_runs, args=(options.output_dir, stop), daemon=True,
+                     name="ledger-reaper").start()
+    try:
+        serve(*deployments, limit=options.limit, pause_on_shutdown=False, heartbeat_seconds=HEARTBEAT_SECONDS)
+    finally:
+        stop.set()
+
+
+def _reap_dead_runs(output_dir: str, stop: threading.Event) -> None:
+    """Mark the ledger's runs of processes that died (kill -9, OOM) crashed within seconds, not at the next run."""
+    while not stop.wait(REAP_SECONDS):
+        try:
+            Ledger.in_dir(output_dir).reap_dead_runs()
+        except Exception as exc:  # A locked or vanished ledger is retried at the next tick; serving goes on.
+            logging.getLogger(__name__).warning("ledger reaper: %s", one_line(exc))
+
+
+def crash_automations() -> list[Automation]:
+    """Automations that make a dead run visible in Prefect (it has no zombie detection of its own).
+
+    - A flow run that stops sending heartbeats (every HEARTBEAT_SECONDS, from its own process) for
+      ZOMBIE_AFTER_SECONDS is marked Crashed: a kill -9, an OOM kill, a lost machine.
+    - A flow run that stays Pending for NEVER_STARTED_SECONDS (its submission was interrupted) is marked Crashed.
+    """
+    terminal = {f"prefect.flow-run.{s}" for s in ("Completed", "Failed", "Cancelled", "Crashed")}
+    flow_runs = ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]})
+
+    def crash(message: str) -> list[ChangeFlowRunState]:
+        return [ChangeFlowRunState(state=StateType.CRASHED, message=message)]
+
+    return [
+        Automation(
+            name=ZOMBIE_AUTOMATION, description="toolchain: a flow run whose heartbeats stopped is crashed",
+            # Armed by Running as well as by each heartbeat: a run killed before its first heartbeat went out too.
+            trigger=EventTrigger(after={"prefect.flow-run.Running", "prefect.flow-run.heartbeat"},
+                                 expect={"prefect.flow-run.heartbeat", *terminal},
+                                 match=flow_runs, for_each={"prefect.resource.id"}, posture=Posture.Proactive,
+                                 threshold=1, within=timedelta(seconds=ZOMBIE_AFTER_SECONDS)),
+            actions=crash(f"no heartbeat for {ZOMBIE_AFTER_SECONDS} s: the process running it died"),
+        ),
+        Automation(
+            name=NEVER_STARTED_AUTOMATION, description="toolchain: a flow run stuck in Pending is crashed",
+            trigger=EventTrigger(after={"prefect.flow-run.Pending"},
+                                 expect={"prefect.flow-run.Running", *terminal}, match=flow_runs,
+                                 for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
+                                 within=timedelta(seconds=NEVER_STARTED_SECONDS)),
+            actions=crash(f"still Pending after {NEVER_STARTED_SECONDS} s: its submission was interrupted"),
+        ),
+    ]
+
+
+def ensure_crash_automations() -> None:
+    """Create `crash_automations()` on the server unless they exist (any number of serve processes, one copy)."""
+    for automation in crash_automations():
+        try:
+            Automation.read(name=automation.name)
+        except ValueError:
+            automation.create()

@@ -217,6 +217,9 @@ class Ledger:
             rows = db.execute("SELECT run_id, pid FROM runs WHERE state='running' AND host=?", (host,)).fetchall()
         dead = [r["run_id"] for r in rows if not _pid_alive(r["pid"])]
         for run_id in dead:
+            with self._write() as db:  # Its folder rows first: the run's totals are summed from them.
+                _settle(db, db.execute("SELECT id, csv_path FROM folder_runs WHERE run_id=? AND state='running'",
+                                       (run_id,)).fetchall())
             self.finish_run(run_id, "crashed", "process died before finishing (killed?)")
         return len(dead)
 
@@ -301,17 +304,23 @@ class Ledger:
             rows = db.execute(
                 "SELECT id, csv_path FROM folder_runs WHERE out_folder=? AND state='running'", (out_folder,)
             ).fetchall()
-            for row in rows:
-                published = row["csv_path"] is not None and Path(row["csv_path"]).is_file()
-                ok, errors = _count_statuses(Path(row["csv_path"])) if published else (0, 0)
-                state, note = (
-                    ("completed", "recovered: the CSV was published but the run died before recording it")
-                    if published
-                    else ("crashed", "the run died before its CSV was complete; partial files were removed")
-                )
-                db.execute("UPDATE folder_runs SET state=?, error=?, files_ok=?, files_error=?, finished_at=?"
-                           " WHERE id=?", (state, note, ok, errors, utc_now(), row["id"]))
+            _settle(db, rows)
         return [self.folder_run(int(r["id"])) for r in rows]
+
+
+def _settle(db: sqlite3.Connection, rows: Iterable[sqlite3.Row]) -> None:
+    """Folder rows of dead runs: 'completed' when their CSV reached its final name (only the bookkeeping was lost),
+    else 'crashed' (its partial files are removed by the next run that takes the folder's lock)."""
+    for row in rows:
+        published = row["csv_path"] is not None and Path(row["csv_path"]).is_file()
+        ok, errors = _count_statuses(Path(row["csv_path"])) if published else (0, 0)
+        state, note = (
+            ("completed", "recovered: the CSV was published but the run died before recording it")
+            if published
+            else ("crashed", "the run died before its CSV was complete; partial files are removed by the next run")
+        )
+        db.execute("UPDATE folder_runs SET state=?, error=?, files_ok=?, files_error=?, finished_at=?"
+                   " WHERE id=?", (state, note, ok, errors, utc_now(), row["id"]))
 
 
 @dataclass(frozen=True)
