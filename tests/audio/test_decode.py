@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from toolchain.audio.config import DEFAULT_CONFIG, FeatureConfig, check_reproducible
-from toolchain.audio.decode import find_audio_files, is_audio_path
+from toolchain.audio.decode import find_audio_files, is_audio_path, load_audio
 from toolchain.audio.features import features_from_path, stack_channels
 from toolchain.audio.reference import (
     extract_log_mel,
@@ -196,3 +196,13 @@ def test_find_audio_files_has_one_hidden_rule_for_everyone(tmp_path):
     found = find_audio_files(tmp_path)
     assert [p.relative_to(tmp_path).as_posix() for p in found] == ["A.WAV", "b.wav", "sub/c.flac"]
     assert all(p.is_absolute() for p in found)
+
+
+def test_missing_paths_say_what_they_are(tmp_path):
+    (tmp_path / "loop.wav").symlink_to(tmp_path / "loop.wav")
+    (tmp_path / "dangling.wav").symlink_to(tmp_path / "gone.wav")
+    (tmp_path / "dir.wav").mkdir()
+    for name, cause in (("loop.wav", "leads nowhere"), ("dangling.wav", "leads nowhere"), ("dir.wav", "a folder"),
+                        ("absent.wav", "no such file")):
+        with pytest.raises(AudioDecodeError, match=cause):
+            load_audio(tmp_path / name)

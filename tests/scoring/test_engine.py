@@ -198,3 +198,13 @@ def test_engine_io_binding_switch_changes_nothing_but_the_call(onnx_model, fsdd_
 def test_engine_config_refuses_unknown_settings(field, value):
     with pytest.raises(ScoringError, match=field):
         EngineConfig(**{field: value})
+
+
+def test_ort_refusals_keep_their_reason(tiny_onnx, tmp_path):
+    """ORT buries the reason after a C++ signature; the message keeps the reason (here: a too-new IR version)."""
+    proto = onnx.load(tiny_onnx)
+    proto.ir_version = 99
+    onnx.save(proto, tmp_path / "future.onnx")
+    with pytest.raises(ScoringError, match=r"future.onnx: .*Unsupported model IR version: 99") as info:
+        load_model(tmp_path / "future.onnx", EngineConfig(decode_workers=0, intra_op_threads=1))
+    assert "onnxruntime_src" not in str(info.value)

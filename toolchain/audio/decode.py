@@ -77,7 +77,9 @@ def load_audio(path: str | Path, config: FeatureConfig = DEFAULT_CONFIG) -> np.n
     """
     path = Path(path)
     if not path.is_file():
-        raise AudioDecodeError(path, "no such file")
+        if path.is_symlink():
+            raise AudioDecodeError(path, "a symbolic link that leads nowhere (its target is missing, or it loops)")
+        raise AudioDecodeError(path, "is a folder, not a file" if path.is_dir() else "no such file")
     if path.stat().st_size == 0:
         raise AudioDecodeError(path, "file is empty (0 bytes)")
     truncation = _wav_truncation(path)

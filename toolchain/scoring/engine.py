@@ -17,6 +17,7 @@ there is one; CPU tests cover each decision and mechanism (docs/performance.md s
 from __future__ import annotations
 
 import multiprocessing
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
@@ -186,13 +187,21 @@ def _check_signature(session: Any, meta: ModelMetadata, source: str) -> None:
         )
 
 
+def _ort_reason(exc: Exception) -> str:
+    """ORT's first line without the C++ source location and signature it buries the reason under."""
+    text = one_line(exc, limit=4000)
+    # "... failed:/onnxruntime_src/.../model.cc:256 onnxruntime::Model::Model(...) Unsupported model IR version: 14"
+    tail = re.split(r"/onnxruntime_src/\S+ \S+\(.*?\) ", text)
+    return (tail[0].rstrip(":") + ": " + tail[-1]) if len(tail) > 1 else text
+
+
 def _open_session(path: Path, use_cuda: bool, threads: int, config: EngineConfig) -> Any:
     try:
         return open_session(path, CUDA_EP if use_cuda else CPU_EP, threads=threads, device_id=config.device_id,
                             conv_algo_search=config.conv_algo_search)
     except Exception as exc:  # ORT raises InvalidProtobuf, Fail, InvalidGraph, ... for a damaged or foreign file.
         raise ScoringError(
-            f"cannot load ONNX model {path}: {one_line(exc, 300)}; pass a file written by `toolchain export-onnx`"
+            f"cannot load ONNX model {path}: {_ort_reason(exc)}; pass a file written by `toolchain export-onnx`"
         ) from None
 
 
