@@ -58,10 +58,18 @@ def test_watched_inbox_scores_every_arriving_file_exactly_once(prefect_env, onnx
         shutil.copy(tmp_path / "late" / late[0], inbox / "slow" / late[0])
         wait_until(lambda: late[0] in _rows_by_file(out, "slow"), STARTUP_TIMEOUT_S, "the late file scored", watch,
                    tmp_path / "serve.log")
+        # Twenty folders dropped at once, each marked ready by its producer.
+        burst = {}
+        for i in range(20):
+            burst[f"burst-{i:02d}"] = copy_clips(fsdd_dir, inbox / f"burst-{i:02d}", 30 + 2 * i, 2)
+            (inbox / f"burst-{i:02d}" / "_READY").touch()
+        wait_until(lambda: all(set(_rows_by_file(out, name)) == set(files) for name, files in burst.items()),
+                   STARTUP_TIMEOUT_S, "every burst folder scored", watch, tmp_path / "serve.log")
         time.sleep(8)  # More sweeps and events: none may score anything twice.
         assert _rows_by_file(out, "before-watch") == Counter(before)
         assert _rows_by_file(out, "slow") == Counter(slow + late)
         assert [len(read_rows(p)) for p in published_csvs(out / "slow")] == [len(slow), 1]
+        assert all(_rows_by_file(out, name) == Counter(files) for name, files in burst.items())
     finally:
         if watch is not None:
             stop(watch)
