@@ -2,7 +2,7 @@
 
   score-folder/inbox-scan   on a schedule (interval seconds or cron): scores each new subfolder of the inbox
   score-folder/on-demand    no schedule: `prefect deployment run 'score-folder/on-demand' --param 'folder="/x"'`
-  score-folder/on-arrival   started by `toolchain watch` events: the new files of a folder that became ready
+  score-folder/on-arrival   started by `toolchain watch` events: scans the inbox until no folder is ready
 
 Both carry the model and output directory as default parameters, so a run needs only what differs. Schedules live
 here, never in the flow. `serve()` registers the deployments with the server named by PREFECT_API_URL and then
@@ -90,14 +90,17 @@ def build_deployments(options: ServeOptions) -> list[RunnerDeployment]:
         deployments.append(
             score_folder_flow.to_deployment(
                 name=ON_ARRIVAL_DEPLOYMENT,
-                parameters={**common, "skip_scored": True},
-                description=f"Score the new files of a folder of {options.inbox} when `toolchain watch` reports "
-                "it ready.",
+                parameters={**common, "inbox": options.inbox, "settle_seconds": options.settle_seconds,
+                            "drain": True},
+                description=f"Score the new files of {options.inbox} when `toolchain watch` reports a folder ready: "
+                "scans until nothing is ready.",
                 tags=["scoring", "on-arrival"],
                 entrypoint_type=EntrypointType.MODULE_PATH,
                 triggers=[arrival_trigger(options.inbox)],
-                concurrency_limit=ConcurrencyLimitConfig(limit=options.limit,
-                                                         collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+                # One draining scan at a time; an event during it is dropped, since the scan goes on until nothing
+                # is ready (a folder that became ready in its last instant is reported again by the watcher).
+                concurrency_limit=ConcurrencyLimitConfig(limit=1,
+                                                         collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
             )
         )
         if options.cron is None and options.interval_seconds is None:

@@ -50,6 +50,7 @@ from toolchain.scoring.folder import (
 
 RETRIES = 2
 FLOW_NAME = "score-folder"
+MAX_DRAIN_SCANS = 100  # A drained inbox run ends after this many scans even if folders keep arriving.
 T = TypeVar("T")
 
 
@@ -170,6 +171,7 @@ def score_folder_flow(
     shard_size: int = DEFAULT_SHARD_SIZE,
     retry_delay_seconds: float = 5.0,
     settle_seconds: float = DEFAULT_SETTLE_SECONDS,
+    drain: bool = False,
     skip_scored: bool = False,
     parent_run_id: str | None = None,
     dask_address: str | None = None,
@@ -181,7 +183,8 @@ def score_folder_flow(
     they change speed only, never results. `batch_size`, `provider`, `decode_workers`, `intra_op_threads`, when
     given, override the same fields of `engine`. `skip_scored` scores only the files this model has not scored
     yet (inbox scans set it). `settle_seconds`: an inbox subfolder without a `_READY` marker is scored once
-    nothing in it changed for this long. `parent_run_id` is set by inbox scans on their per-folder runs. `dask_address` (e.g.
+    nothing in it changed for this long; with `drain` an inbox run scans again until no folder is ready (the
+    on-arrival deployment sets it). `parent_run_id` is set by inbox scans on their per-folder runs. `dask_address` (e.g.
     "tcp://10.0.0.5:8786") scores the shards on that Dask cluster instead of in this process.
     """
     if (folder is None) == (inbox is None):
@@ -199,9 +202,15 @@ def score_folder_flow(
             return FolderOutcome(sub, FolderSummary(**_summary_fields(result)) if "csv_path" in result else None,
                                  result.get("skipped", ""))
 
-        scan = scan_inbox(model, inbox, output_dir, steps, score_subfolder, flow_run_id=flow_run.id,
-                          report=publish_inbox_artifact, settle_seconds=settle_seconds)
-        return scan.to_dict()
+        scans = []
+        while True:  # With `drain`, scan again until nothing is ready: one process (one model load) for a burst.
+            scans.append(scan_inbox(model, inbox, output_dir, steps, score_subfolder, flow_run_id=flow_run.id,
+                                    report=publish_inbox_artifact, settle_seconds=settle_seconds))
+            if not drain or not scans[-1].todo or len(scans) >= MAX_DRAIN_SCANS:
+                break
+        result = scans[0].to_dict()
+        result["folders"] = [f for scan in scans for f in scan.to_dict()["folders"]]
+        return result
     outcome = run_folder(model, folder, output_dir, steps, shard_size=shard_size, skip_scored=skip_scored,
                          flow_run_id=flow_run.id, parent_run_id=parent_run_id)
     if outcome.summary is not None:

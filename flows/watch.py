@@ -2,8 +2,8 @@
 
 Event `toolchain.folder.ready` on resource `toolchain.folder.<absolute folder>` (label `toolchain.folder` = the
 folder). `toolchain serve --inbox I` registers the on-arrival deployment with a `DeploymentEventTrigger` on those
-events for folders under I; its runs score only files the model has not scored (`skip_scored`), so any number of
-events for a folder give one row per file.
+events for folders under I; its run scans I until no folder is ready (one process and one model load for a burst
+of arrivals) and scores only files the model has not scored, so any number of events give one row per file.
 """
 
 from __future__ import annotations
@@ -31,12 +31,11 @@ def emit_folder_ready(folder: Path) -> None:
 
 
 def arrival_trigger(inbox: str) -> DeploymentEventTrigger:
-    """Start the deployment for each ready folder under `inbox`, with that folder as its `folder` parameter."""
+    """Start the deployment when a folder under `inbox` is reported ready."""
     return DeploymentEventTrigger(
         name=f"audio arrived in {inbox}",
         expect={READY_EVENT},
         match={"prefect.resource.id": f"{FOLDER_LABEL}.{Path(inbox).absolute()}/*"},
-        parameters={"folder": "{{ event.resource['" + FOLDER_LABEL + "'] }}"},
     )
 
 
