@@ -161,10 +161,12 @@ def main() -> None:
         started = dt.datetime.fromisoformat(r.started_at).timestamp()
         if r.state == "completed" and r.files_ok + r.files_error and name in completed:
             starts[name] = min(starts.get(name, started), started)
-    latency = {"ready_marker": [], "settle": []}
+    latency: dict[str, list[float]] = {"ready_marker": [], "settle": []}
+    folders = {}
     for name, (done, marked) in completed.items():
         if name in starts:
             latency["ready_marker" if marked else "settle"].append(max(0.0, starts[name] - done))
+        folders[name] = {"completed_at": done, "run_started_at": starts.get(name), "ready_marker": marked}
 
     def stats(values: list[float]) -> dict[str, float]:
         return {"n": len(values), "p50_s": float(np.percentile(values, 50)), "p95_s": float(np.percentile(values, 95)),
@@ -175,9 +177,10 @@ def main() -> None:
               "latency_completion_to_run_start": {k: stats(v) for k, v in latency.items()},
               "latency_all": stats(latency["ready_marker"] + latency["settle"]),
               "note": "ledger start times have 1-s resolution; serve was killed with SIGKILL once, the watcher "
-                      "restarted once"}
+                      "restarted once",
+              "folders": folders}
     write_json(report, args.out)
-    print(json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k != "folders"}, indent=2))
 
 
 if __name__ == "__main__":

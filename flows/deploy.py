@@ -152,12 +152,30 @@ def serve_deployments(options: ServeOptions) -> None:
 
 
 def _reap_dead_runs(output_dir: str, stop: threading.Event) -> None:
-    """Mark the ledger's runs of processes that died (kill -9, OOM) crashed within seconds, not at the next run."""
-    while not stop.wait(REAP_SECONDS):
+    """Runs whose process died on this host (kill -9, OOM, a killed serve before this one started): crashed in
+    the ledger within REAP_SECONDS, and in Prefect too (which also frees their concurrency slots at once rather
+    than when the zombie automation fires)."""
+    logger = logging.getLogger(__name__)
+    while True:
         try:
-            Ledger.in_dir(output_dir).reap_dead_runs()
-        except Exception as exc:  # A locked or vanished ledger is retried at the next tick; serving goes on.
-            logging.getLogger(__name__).warning("ledger reaper: %s", one_line(exc))
+            for run in Ledger.in_dir(output_dir).reap_dead_runs():
+                if run.flow_run_id:
+                    _crash_flow_run(run.flow_run_id, f"its process {run.pid} on {run.host} died (ledger run "
+                                    f"{run.run_id})")
+        except Exception as exc:  # A locked ledger or an unreachable server is retried; serving goes on.
+            logger.warning("ledger reaper: %s", one_line(exc))
+        if stop.wait(REAP_SECONDS):
+            return
+
+
+def _crash_flow_run(flow_run_id: str, message: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+        if run.state is not None and not run.state.is_final():
+            client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)
 
 
 def crash_automations() -> list[Automation]:

@@ -59,8 +59,24 @@ def test_serve_rejects_conflicting_schedules(onnx_model, tmp_path):
     assert result.exit_code == 2 and "either --interval or --cron" in result.stderr
 
 
+@pytest.mark.parametrize("case, message", [
+    ("output-is-a-file", "--output-dir {tmp}/a-file is a file"),
+    ("missing-inbox", "input folder {tmp}/nowhere does not exist"),
+    ("not-onnx", "is not a readable ONNX model"),
+])
+def test_serve_user_errors_are_one_line_before_serving(tiny_onnx, tmp_path, case, message):
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    model = tmp_path / "junk.onnx" if case == "not-onnx" else tiny_onnx
+    out = tmp_path / "a-file" if case == "output-is-a-file" else tmp_path / "out"
+    inbox = tmp_path / "nowhere" if case == "missing-inbox" else tmp_path
+    result = runner.invoke(app, ["serve", "--model", str(model), "--output-dir", str(out), "--inbox", str(inbox)])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), repr(result.exception)
+    assert len(result.stderr.strip().splitlines()) == 1 and message.format(tmp=tmp_path) in result.stderr
+
+
 def test_help_for_every_scoring_command():
-    for command in ("score", "serve"):
+    for command in ("score", "serve", "watch"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "--model" in result.stdout
 

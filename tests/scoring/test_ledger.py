@@ -80,7 +80,7 @@ def test_runs_of_dead_processes_are_reaped(tmp_path):
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "ledger.sqlite")], check=True)
     ledger = Ledger.in_dir(tmp_path)
     start(ledger, "alive")
-    assert ledger.reap_dead_runs() == 1
+    assert [r.run_id for r in ledger.reap_dead_runs()] == ["ghost"]
     states = {r.run_id: r.state for r in ledger.runs()}
     assert states == {"ghost": "crashed", "alive": "running"}
 

@@ -210,8 +210,8 @@ class Ledger:
         with self._connect() as db:
             return [RunRecord(**dict(r)) for r in db.execute("SELECT * FROM runs ORDER BY started_at, run_id")]
 
-    def reap_dead_runs(self) -> int:
-        """Mark 'running' runs of dead processes on this host as 'crashed'; returns how many."""
+    def reap_dead_runs(self) -> list[RunRecord]:
+        """Mark 'running' runs of dead processes on this host as 'crashed'; returns them."""
         host = socket.gethostname()
         with self._connect() as db:
             rows = db.execute("SELECT run_id, pid FROM runs WHERE state='running' AND host=?", (host,)).fetchall()
@@ -220,8 +220,7 @@ class Ledger:
             with self._write() as db:  # Its folder rows first: the run's totals are summed from them.
                 _settle(db, db.execute("SELECT id, csv_path FROM folder_runs WHERE run_id=? AND state='running'",
                                        (run_id,)).fetchall())
-            self.finish_run(run_id, "crashed", "process died before finishing (killed?)")
-        return len(dead)
+        return [self.finish_run(run_id, "crashed", "process died before finishing (killed?)") for run_id in dead]
 
     # Folders --------------------------------------------------------------------------------------------------
     def start_folder(self, run_id: str, folder: str, out_folder: str, model_sha256: str,

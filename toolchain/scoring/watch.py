@@ -30,7 +30,7 @@ from toolchain.scoring.folder import (
 from toolchain.scoring.ledger import FileStamp, Ledger
 
 RECONCILE_SECONDS = 60.0  # A full sweep this often, whatever the filesystem events said.
-RESEND_SECONDS = 120.0  # Report a folder again when its files are still unscored this long after a report.
+RESEND_SECONDS = 30.0  # Report a folder again when its files are still unscored this long after a report.
 TICK_SECONDS = 0.5
 
 
