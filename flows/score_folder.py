@@ -215,7 +215,7 @@ def score_folder_flow(
                          flow_run_id=flow_run.id, parent_run_id=parent_run_id)
     if outcome.summary is not None:
         publish_artifacts(outcome.summary)
-        steps.log(f"predictions: {outcome.summary.csv_path}")  # The last line `--watch` shows.
+        steps.log(f"predictions: {outcome.summary.csv_path}")  # The run's last log line names the CSV.
     return outcome.to_dict()
 
 

@@ -128,3 +128,15 @@ def test_score_help_offers_the_gpu_settings_a_user_changes():
     for option in ("--precision", "--device-id", "--provider", "--batch-size"):
         assert option in result.output
     assert "--io-binding" not in result.output and "--conv-algo-search" not in result.output
+
+
+def test_a_folder_without_audio_is_a_warning_and_a_recorded_run(tiny_onnx, tmp_path):
+    folder = tmp_path / "quiet-day"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("no audio here")
+    result = runner.invoke(app, ["score", "--model", str(tiny_onnx), "--input", str(folder), "--out",
+                                 str(tmp_path / "out"), "--workers", "0", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "holds no audio files" in result.stderr
+    [run] = Ledger.in_dir(tmp_path / "out").folder_runs()
+    assert (run.state, run.files_ok, run.files_error) == ("completed", 0, 0)

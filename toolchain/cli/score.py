@@ -78,6 +78,9 @@ def score_command(
                   soft_wrap=True)
     if summary.files_error:
         console.print(f"{summary.files_error} file(s) could not be decoded: see the 'error' column")
+    if not summary.files_total:
+        console.print(f"[yellow]warning:[/] {input} holds no audio files (extensions: .wav .flac .ogg .mp3 ...; "
+                      "names starting with '.' are skipped): the CSV has a header and no rows", soft_wrap=True)
     typer.echo(summary.csv_path)
 
 
