@@ -13,7 +13,8 @@ import typer
 
 from toolchain.errors import ToolchainError
 from toolchain.io import check_output_dir
-from toolchain.scoring.folder import DEFAULT_SHARD_SIZE, check_folder, describe_model
+from toolchain.scoring.files import check_folder
+from toolchain.scoring.folder import DEFAULT_SHARD_SIZE, describe_model
 
 cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 

@@ -35,8 +35,10 @@ from flows.watch import arrival_trigger
 from toolchain.errors import ScoringError, one_line
 from toolchain.io import check_output_dir
 from toolchain.scoring.engine import EngineConfig
-from toolchain.scoring.folder import ALLOWED_ROOTS_ENV, DEFAULT_SETTLE_SECONDS, check_folder, describe_model
+from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS, check_folder
+from toolchain.scoring.folder import describe_model
 from toolchain.scoring.ledger import Ledger
+from toolchain.scoring.roots import ALLOWED_ROOTS_ENV
 
 INBOX_DEPLOYMENT = "inbox-scan"
 ON_DEMAND_DEPLOYMENT = "on-demand"

@@ -34,19 +34,18 @@ from flows.dask_runner import shard_runner
 from toolchain.errors import ScoringError
 from toolchain.inference.providers import Provider
 from toolchain.scoring.engine import EngineConfig
+from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS
 from toolchain.scoring.folder import (
-    DEFAULT_SETTLE_SECONDS,
     DEFAULT_SHARD_SIZE,
     Attempted,
     FolderJob,
     FolderOutcome,
     FolderSummary,
-    InboxScan,
     ShardResult,
     run_folder,
-    scan_inbox,
     score_shard_of,
 )
+from toolchain.scoring.inbox import InboxScan, scan_inbox
 
 RETRIES = 2
 FLOW_NAME = "score-folder"

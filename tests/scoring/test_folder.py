@@ -12,11 +12,10 @@ from support import published_csvs, read_rows
 
 from toolchain.errors import OutputPathError, ScoringError
 from toolchain.scoring.engine import EngineConfig, load_model, score_files
+from toolchain.scoring.files import discover_audio_files
 from toolchain.scoring.folder import (
-    ALLOWED_ROOTS_ENV,
     LocalSteps,
     describe_model,
-    discover_audio_files,
     folder_job,
     record_folder,
     run_folder,
@@ -27,6 +26,7 @@ from toolchain.scoring.folder import (
 )
 from toolchain.scoring.ledger import Ledger
 from toolchain.scoring.outputs import csv_columns
+from toolchain.scoring.roots import ALLOWED_ROOTS_ENV
 
 CONFIG = EngineConfig(batch_size=8, decode_workers=1, intra_op_threads=1)
 

@@ -12,7 +12,7 @@ from toolchain.cli.common import config_defaults, console, rich_progress, user_e
 from toolchain.errors import ScoringError
 from toolchain.inference.providers import Provider
 from toolchain.scoring.engine import EngineConfig
-from toolchain.scoring.folder import DEFAULT_SETTLE_SECONDS
+from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS
 from toolchain.scoring.precision import Precision
 from toolchain.scoring.watch import RECONCILE_SECONDS
 

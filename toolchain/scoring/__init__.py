@@ -16,9 +16,9 @@ from toolchain.scoring.folder import (
     FolderSummary,
     LocalSteps,
     run_folder,
-    scan_inbox,
     score_folder,
 )
+from toolchain.scoring.inbox import scan_inbox
 from toolchain.scoring.ledger import Ledger
 
 __all__ = [

@@ -4,15 +4,13 @@
 already-scored folders, retry counts, the provider that ran). How each step runs is the caller's `ScoringSteps`:
 `LocalSteps` calls them in this thread (what `toolchain score` does, through `score_folder`); the Prefect flow
 `score-folder` runs them as tasks with retries and maps the shards with Prefect's `.map` or on a Dask cluster.
-`scan_inbox` scores every subfolder of an inbox that the model has not scored yet, one `run_folder` each.
+Inbox scans (`toolchain.scoring.inbox`) call `run_folder` once per subfolder with new files; which files are new
+and whether a folder is done being written is `toolchain.scoring.files`; where runs may go, `toolchain.scoring.roots`.
 
 What gets scored: every file under the folder, recursively, that `toolchain.audio.find_audio_files` lists (a
 known audio extension, case-insensitive; hidden files and folders skipped). Files with other extensions get no
-row; an audio-named file that does not decode gets an error row.
-
-In inbox mode each non-hidden subfolder is a unit of work when it holds audio files the model has not scored as
-they are now and it is done being written (a `_READY` marker, or nothing changed for `settle_seconds`); its run
-scores just those files into a follow-up CSV, so every file that lands gets exactly one row from a model.
+row; an audio-named file that does not decode gets an error row. With `skip_scored` only the files the model has
+not scored as they are now, into a follow-up CSV, so every file that lands gets exactly one row from a model.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import functools
-import os
 import time
 import uuid
 from collections import Counter
@@ -30,13 +27,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from toolchain.audio.decode import find_audio_files, is_hidden
 from toolchain.errors import FolderBusyError, ScoringError, one_line
 from toolchain.inference.contract import ModelMetadata, read_metadata
 from toolchain.io import check_output_dir, file_sha256
 from toolchain.progress import NullProgress, ProgressReporter
 from toolchain.scoring.engine import EngineConfig, ScoringModel, load_model, score_files
-from toolchain.scoring.ledger import FileStamp, Ledger
+from toolchain.scoring.files import check_folder, discover_audio_files, new_files, stamp_files
+from toolchain.scoring.ledger import Ledger
 from toolchain.scoring.outputs import (
     PartSummary,
     assemble_csv,
@@ -48,6 +45,7 @@ from toolchain.scoring.outputs import (
     remove_run_files,
     write_part,
 )
+from toolchain.scoring.roots import allowed_roots, confine, outside_roots
 
 DEFAULT_SHARD_SIZE = 1000  # Files per shard: a retry or a Dask task redoes at most this much work.
 
@@ -70,98 +68,6 @@ def describe_model(path: str | Path) -> ModelIdentity:
     if not path.is_file():
         raise ScoringError(f"model {path} does not exist: pass the .onnx file written by `toolchain export-onnx`")
     return ModelIdentity(str(path.resolve()), file_sha256(path), read_metadata(path))
-
-
-ALLOWED_ROOTS_ENV = "TOOLCHAIN_ALLOWED_ROOTS"  # os.pathsep-separated folders; set by `toolchain serve`.
-
-
-def allowed_roots() -> tuple[Path, ...]:
-    """The folders runs of this process are confined to (resolved), or () when unconfined.
-
-    `toolchain serve` sets them in its own environment, which the flow runs it starts inherit; anyone who can
-    reach the Prefect API can set a run's parameters, but not this.
-    """
-    value = os.environ.get(ALLOWED_ROOTS_ENV, "")
-    return tuple(Path(p).resolve() for p in value.split(os.pathsep) if p)
-
-
-def outside_roots(path: str | Path, roots: Sequence[Path]) -> bool:
-    """True when `path` (symlinks followed) is not under any of `roots`."""
-    real = Path(path).expanduser().resolve()
-    return not any(real == root or real.is_relative_to(root) for root in roots)
-
-
-def confine(roots: Sequence[Path], **paths: str | Path | None) -> None:
-    """Refuse, before anything is read or written, a run parameter that leads outside the allowed roots."""
-    if not roots:
-        return
-    for name, path in paths.items():
-        if path is not None and outside_roots(path, roots):
-            raise ScoringError(
-                f"{name} {path} is outside the folders this server may touch ({', '.join(map(str, roots))}): "
-                f"use a path under them, or restart `toolchain serve` with --allow-root for its folder"
-            )
-
-
-def check_folder(folder: str | Path) -> Path:
-    path = Path(folder).expanduser()
-    if not path.is_dir():
-        what = "is not a directory" if path.exists() else "does not exist"
-        raise ScoringError(f"input folder {path} {what}: pass a directory of audio files")
-    return path.resolve()
-
-
-def discover_audio_files(folder: str | Path) -> list[str]:
-    """Audio files under `folder`, recursively, as sorted posix paths relative to it."""
-    root = check_folder(folder)
-    return [p.relative_to(root).as_posix() for p in find_audio_files(root)]
-
-
-READY_MARKER = "_READY"  # A producer that writes this file into a folder says: every file is here.
-DEFAULT_SETTLE_SECONDS = 5.0  # Without a marker, a folder is ready once nothing in it changed for this long.
-
-
-def stamp_files(folder: str | Path, files: Sequence[str]) -> list[FileStamp]:
-    """Size and mtime of each file (relative posix paths); files that vanished meanwhile are left out."""
-    root, stamps = Path(folder), []
-    for f in files:
-        try:
-            st = (root / f).stat()
-        except OSError:
-            continue
-        stamps.append(FileStamp(f, st.st_size, st.st_mtime_ns))
-    return stamps
-
-
-def new_files(folder: str | Path, ledger: Ledger, model_sha256: str) -> list[FileStamp]:
-    """The audio files of `folder` this model has not scored as they are now (new ones, changed ones)."""
-    scored = ledger.scored_files(str(folder), model_sha256)
-    stamps = stamp_files(folder, discover_audio_files(folder))
-    return [s for s in stamps if not (s.file in scored and scored[s.file].matches(s))]
-
-
-def folder_ready(folder: Path, stamps: Sequence[FileStamp], settle_seconds: float, now: float | None = None) -> bool:
-    """Whether a folder is done being written: it holds `_READY`, or neither it nor any of `stamps` changed for
-    `settle_seconds`."""
-    if (folder / READY_MARKER).exists():
-        return True
-    newest = max([folder.stat().st_mtime_ns, *(s.mtime_ns for s in stamps)]) / 1e9
-    return (time.time() if now is None else now) - newest >= settle_seconds
-
-
-def folders_with_new_files(inbox: str | Path, ledger: Ledger, model_sha256: str,
-                           settle_seconds: float = DEFAULT_SETTLE_SECONDS) -> list[Path]:
-    """Subfolders of `inbox` (sorted by name) holding audio files this model has not scored yet, and done being
-    written (see `folder_ready`); one still being written is left for a later scan."""
-    root = check_folder(inbox)
-    # Resolved like `check_folder` does, so a symlinked subfolder matches its ledger key.
-    subfolders = sorted(p.resolve() for p in root.iterdir() if p.is_dir() and not is_hidden(p.name))
-    ready = []
-    for folder in subfolders:
-        pending = new_files(folder, ledger, model_sha256)
-        if pending and folder_ready(folder, pending, settle_seconds):
-            ready.append(folder)
-    return ready
 
 
 def shard(files: Sequence[str], shard_size: int = DEFAULT_SHARD_SIZE) -> list[list[str]]:
@@ -473,52 +379,6 @@ def _score_job(job: FolderJob, steps: ScoringSteps, shard_size: int, only_new: b
     retries = (discovered.attempt - 1) + (written.attempt - 1) + sum(r.attempt - 1 for r in results)
     return steps.run("record", lambda attempt: record_folder(job, results, written.value,
                                                             retries + attempt - 1)).value
-
-
-@dataclass(frozen=True)
-class InboxScan:
-    """One scan of an inbox: the folders it found unscored and what became of each."""
-
-    inbox: str
-    run_id: str
-    todo: tuple[str, ...]
-    outcomes: tuple[FolderOutcome, ...]
-    failed: tuple[str, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"inbox": self.inbox, "run_id": self.run_id, "folders": [o.to_dict() for o in self.outcomes]}
-
-
-def scan_inbox(model_path: str | Path, inbox: str | Path, out_dir: str | Path, steps: ScoringSteps,
-               score_subfolder: Callable[[str, str], FolderOutcome], *, flow_run_id: str | None = None,
-               report: Callable[[InboxScan], None] = lambda scan: None,
-               settle_seconds: float = DEFAULT_SETTLE_SECONDS) -> InboxScan:
-    """Score each subfolder of `inbox` that holds audio files the model has not scored (and is done being
-    written: `folder_ready`), with
-    `score_subfolder(folder, parent_run_id)` (a `run_folder` with `skip_scored=True`, possibly as a child flow
-    run). One failed folder never stops the others; `report` sees the scan before a failure is raised
-    (`ScoringError` naming the failed folders)."""
-    confine(allowed_roots(), model=model_path, output_dir=out_dir, inbox=inbox)
-    check_output_dir(out_dir, "output_dir")
-    check_folder(inbox)
-    identity = describe_model(model_path)
-    with scoring_run(out_dir, mode="inbox", target=inbox, model=identity, flow_run_id=flow_run_id) as run_id:
-        todo = steps.run("find-unscored", lambda attempt: [
-            str(p) for p in folders_with_new_files(inbox, Ledger.in_dir(out_dir), identity.sha256,
-                                                   settle_seconds)]).value
-        steps.log(f"inbox {inbox}: {len(todo)} folder(s) with files not yet scored by model {identity.sha256[:12]}")
-        outcomes, failed = [], []
-        for sub in todo:
-            try:
-                outcomes.append(score_subfolder(sub, run_id))
-            except Exception as exc:  # One folder's failure is recorded in its own run; the others go on.
-                steps.log(f"{sub} failed: {one_line(exc)}")
-                failed.append(sub)
-        scan = InboxScan(str(inbox), run_id, tuple(todo), tuple(outcomes), tuple(failed))
-        report(scan)
-        if failed:
-            raise ScoringError(f"{len(failed)} of {len(todo)} inbox folders failed: {', '.join(failed)}")
-    return scan
 
 
 def score_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path,

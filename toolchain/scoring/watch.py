@@ -20,13 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolchain.audio.decode import is_hidden
-from toolchain.scoring.folder import (
-    DEFAULT_SETTLE_SECONDS,
-    check_folder,
-    describe_model,
-    folder_ready,
-    new_files,
-)
+from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS, check_folder, folder_ready, new_files
+from toolchain.scoring.folder import describe_model
 from toolchain.scoring.ledger import FileStamp, Ledger
 
 RECONCILE_SECONDS = 60.0  # A full sweep this often, whatever the filesystem events said.
