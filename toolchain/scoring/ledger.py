@@ -284,17 +284,18 @@ class Ledger:
         Runs recorded before files were (older ledgers) contribute the files of their CSV, with an unknown stamp
         that matches the file however it is now.
         """
-        with self._connect() as db:
-            runs = db.execute("SELECT id, csv_path FROM folder_runs WHERE folder=? AND model_sha256=?"
-                              " AND state='completed' ORDER BY id", (folder, model_sha256)).fetchall()
-            scored: dict[str, FileStamp] = {}
-            for run in runs:
-                rows = db.execute("SELECT file, size, mtime_ns FROM folder_files WHERE folder_run_id=?",
-                                  (run["id"],)).fetchall()
-                if rows:
-                    scored.update({r["file"]: FileStamp(r["file"], r["size"], r["mtime_ns"]) for r in rows})
-                elif run["csv_path"] and Path(run["csv_path"]).is_file():
-                    scored.update({f: FileStamp(f, -1, -1) for f in _csv_files(Path(run["csv_path"]))})
+        with self._connect() as db:  # One query: the watcher asks this for every folder it looks at.
+            rows = db.execute(
+                "SELECT r.csv_path, f.file, f.size, f.mtime_ns FROM folder_runs r"
+                " LEFT JOIN folder_files f ON f.folder_run_id = r.id"
+                " WHERE r.folder=? AND r.model_sha256=? AND r.state='completed' ORDER BY r.id, f.rowid",
+                (folder, model_sha256)).fetchall()
+        scored: dict[str, FileStamp] = {}  # Later runs override earlier ones (a changed file scored again).
+        for row in rows:
+            if row["file"] is not None:
+                scored[row["file"]] = FileStamp(row["file"], row["size"], row["mtime_ns"])
+            elif row["csv_path"] and Path(row["csv_path"]).is_file():
+                scored.update({f: FileStamp(f, -1, -1) for f in _csv_files(Path(row["csv_path"]))})
         return scored
 
     def reconcile_folder(self, out_folder: str) -> list[FolderRecord]:

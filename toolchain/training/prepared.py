@@ -101,10 +101,14 @@ def prepare_data(
 def _hold_out(train: list[Sample], val: list[Sample], paths: Sequence[str],
               hashes: dict[str, str]) -> tuple[list[Sample], list[Sample], int]:
     """Move training samples that are one of `paths` (same path, or same bytes) to validation."""
-    shas = {file_sha256(p) for p in paths if Path(p).is_file()}
-    held = [s for s in train if s.path in set(paths) or hashes.get(s.path) in shas]
-    kept = [s for s in train if s not in held]
-    return kept, val + held, len(held) + sum(s.path in set(paths) or hashes.get(s.path) in shas for s in val)
+    names, shas = set(paths), {file_sha256(p) for p in paths if Path(p).is_file()}
+
+    def earlier_val(s: Sample) -> bool:
+        return s.path in names or hashes.get(s.path) in shas
+
+    held = [s for s in train if earlier_val(s)]
+    kept = [s for s in train if not earlier_val(s)]
+    return kept, val + held, sum(map(earlier_val, train + val))
 
 
 def _example(samples: Sequence[Sample], failures: dict[str, str], labels: list[str]) -> str:
