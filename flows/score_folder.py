@@ -2,7 +2,7 @@
 run as Prefect tasks.
 
 Parameters: `model` (.onnx), `output_dir`, and either `folder` (score it now) or `inbox` (score every subfolder the
-model has not scored yet, each as a child flow run named after the folder). The engine settings are one typed
+model has not scored yet, each as a child flow run named after the folder, or with `drain` in the run itself). The engine settings are one typed
 parameter, `engine` (every `EngineConfig` field; a form in the UI); `batch_size`, `provider`, `decode_workers`
 and `intra_op_threads` are also accepted on their own, overriding `engine`, so the common ones stay a plain
 `--param batch_size=32`. The flow only wires tasks: the sequence, the CSV format, the ledger and the
@@ -182,8 +182,10 @@ def score_folder_flow(
     they change speed only, never results. `batch_size`, `provider`, `decode_workers`, `intra_op_threads`, when
     given, override the same fields of `engine`. `skip_scored` scores only the files this model has not scored
     yet (inbox scans set it). `settle_seconds`: an inbox subfolder without a `_READY` marker is scored once
-    nothing in it changed for this long; with `drain` an inbox run scans again until no folder is ready (the
-    on-arrival deployment sets it). `parent_run_id` is set by inbox scans on their per-folder runs. `dask_address` (e.g.
+    nothing in it changed for this long. An inbox scan scores each folder as a child flow run; with `drain` it
+    scores them in this run instead (their steps are this run's tasks: a child run costs seconds of API work,
+    which a burst of arrivals cannot afford) and scans again until no folder is ready (the on-arrival
+    deployment sets it). `parent_run_id` is set by inbox scans on their per-folder runs. `dask_address` (e.g.
     "tcp://10.0.0.5:8786") scores the shards on that Dask cluster instead of in this process.
     """
     if (folder is None) == (inbox is None):
@@ -192,7 +194,14 @@ def score_folder_flow(
                              intra_op_threads=intra_op_threads)
     steps = PrefectSteps(model, config, retry_delay_seconds, dask_address)
     if inbox is not None:
-        def score_subfolder(sub: str, parent: str) -> FolderOutcome:
+        def score_in_this_run(sub: str, parent: str) -> FolderOutcome:
+            outcome = run_folder(model, sub, output_dir, steps, shard_size=shard_size, skip_scored=True,
+                                 flow_run_id=flow_run.id, parent_run_id=parent)
+            if outcome.summary is not None:
+                publish_artifacts(outcome.summary)
+            return outcome
+
+        def score_as_child_run(sub: str, parent: str) -> FolderOutcome:
             state = score_folder_flow(model=model, output_dir=output_dir, folder=sub, engine=config,
                                       shard_size=shard_size, retry_delay_seconds=retry_delay_seconds,
                                       skip_scored=True, parent_run_id=parent, dask_address=dask_address,
@@ -203,7 +212,8 @@ def score_folder_flow(
 
         scans = []
         while True:  # With `drain`, scan again until nothing is ready: one process (one model load) for a burst.
-            scans.append(scan_inbox(model, inbox, output_dir, steps, score_subfolder, flow_run_id=flow_run.id,
+            scans.append(scan_inbox(model, inbox, output_dir, steps,
+                                    score_in_this_run if drain else score_as_child_run, flow_run_id=flow_run.id,
                                     report=publish_inbox_artifact, settle_seconds=settle_seconds))
             if not drain or not scans[-1].todo or len(scans) >= MAX_DRAIN_SCANS:
                 break

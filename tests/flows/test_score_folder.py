@@ -80,6 +80,24 @@ def test_inbox_scores_each_new_folder_once(prefect_api, onnx_model, fsdd_dir, tm
     assert sorted(every_row) == sorted(expected["day-a"] + late)  # Every file exactly once.
 
 
+def test_a_drained_scan_scores_its_folders_in_its_own_run(prefect_api, onnx_model, fsdd_dir, tmp_path):
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    expected = {name: copy_clips(fsdd_dir, inbox / name, 3 * i, 3) for i, name in enumerate(("burst-a", "burst-b"))}
+    before = set(flow_runs_by_name())
+    result = score_folder_flow(model=str(onnx_model), output_dir=str(out), inbox=str(inbox), drain=True, **ENGINE)
+    assert sorted(Path(f["folder"]).name for f in result["folders"]) == sorted(expected)
+    for name, names in expected.items():
+        [csv_path] = published_csvs(out / name)
+        assert [r["file"] for r in read_rows(csv_path)] == names
+    # No child flow run per folder: the folder runs in the ledger belong to the one drained run.
+    assert not {"score-burst-a", "score-burst-b"} & (set(flow_runs_by_name()) - before)
+    ledger = Ledger.in_dir(out)
+    parent = ledger.run(result["run_id"])
+    folder_runs = [r for r in ledger.runs() if r.parent_run_id == parent.run_id]
+    assert len(folder_runs) == 2 and {r.flow_run_id for r in folder_runs} == {parent.flow_run_id}
+    assert (parent.state, parent.folders, parent.files_ok) == ("completed", 2, 6)
+
+
 def test_a_folder_still_being_written_waits_for_quiet_or_its_ready_marker(prefect_api, onnx_model, fsdd_dir,
                                                                           tmp_path):
     inbox, out = tmp_path / "inbox", tmp_path / "out"
