@@ -12,9 +12,11 @@ from typing import Annotated
 import typer
 
 from toolchain.errors import ToolchainError
+from toolchain.inference.predictions import Aggregation
 from toolchain.io import check_output_dir
 from toolchain.scoring.files import check_folder
 from toolchain.scoring.folder import DEFAULT_SHARD_SIZE, describe_model
+from toolchain.scoring.options import OutputFormat, ScoringOptions
 
 cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -29,6 +31,18 @@ def run(
         str | None, typer.Option(help="Dask scheduler (tcp://HOST:8786) to score the shards on; default: here.")
     ] = None,
     shard_size: Annotated[int, typer.Option(min=1, help="Files per shard (one task each).")] = DEFAULT_SHARD_SIZE,
+    hop_seconds: Annotated[
+        float | None, typer.Option(min=0.001, help="Seconds between windows; default: half the model's window.")
+    ] = None,
+    aggregation: Annotated[Aggregation, typer.Option(help="A file's probabilities from its windows'.")] = (
+        Aggregation.mean),
+    min_confidence: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Detections below this confidence are left out.")
+    ] = 0.0,
+    format: Annotated[OutputFormat, typer.Option(help="raven adds a Raven selection table.")] = OutputFormat.csv,
+    max_duration: Annotated[
+        float | None, typer.Option(min=0.001, help="Score at most this many seconds of each file.")
+    ] = None,
 ) -> None:
     """Run the Prefect flow `score-folder` once over --folder or --inbox."""
     if (folder is None) == (inbox is None):
@@ -37,7 +51,9 @@ def run(
     try:  # What can be checked before Prefect starts is: one line and exit 2, not a flow-run traceback.
         check_folder(folder or inbox)
         check_output_dir(output_dir, "--output-dir")
-        describe_model(model)
+        options = ScoringOptions(hop_seconds=hop_seconds, aggregation=aggregation, min_confidence=min_confidence,
+                                 format=format, max_duration_s=max_duration)
+        options.tag(describe_model(model).metadata.feature_config)
     except ToolchainError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -52,6 +68,7 @@ def run(
         inbox=str(inbox.resolve()) if inbox else None,
         dask_address=dask_address,
         shard_size=shard_size,
+        options=options,
         return_state=True,
     )
     if not state.is_completed():
@@ -63,6 +80,7 @@ def run(
     for item in result.get("folders", [result]) if isinstance(result, dict) else []:
         if isinstance(item, dict) and item.get("csv_path"):
             typer.echo(f"predictions: {item['csv_path']}")
+            typer.echo(f"detections: {item['detections_path']}")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from toolchain.scoring.engine import EngineConfig
 from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS, check_folder
 from toolchain.scoring.folder import describe_model
 from toolchain.scoring.ledger import Ledger
+from toolchain.scoring.options import ScoringOptions
 from toolchain.scoring.roots import ALLOWED_ROOTS_ENV
 
 INBOX_DEPLOYMENT = "inbox-scan"
@@ -63,6 +64,7 @@ class ServeOptions:
     limit: int = 1  # Concurrent flow runs: one run already fills two cores.
     engine: EngineConfig = field(default_factory=EngineConfig)
     allow_roots: tuple[str, ...] = ()  # Folders runs may touch besides the inbox, output dir and model folder.
+    scoring: ScoringOptions = field(default_factory=ScoringOptions)  # Windows, aggregation, outputs.
 
 
 def _engine_parameters(engine: EngineConfig) -> dict[str, Any]:
@@ -72,9 +74,10 @@ def _engine_parameters(engine: EngineConfig) -> dict[str, Any]:
 
 def build_deployments(options: ServeOptions) -> list[RunnerDeployment]:
     """The RunnerDeployments to serve (validated: the model must load its metadata, the inbox must exist)."""
-    describe_model(options.model)
+    options.scoring.tag(describe_model(options.model).metadata.feature_config)
     check_output_dir(options.output_dir, "--output-dir")
-    common = {"model": options.model, "output_dir": options.output_dir, **_engine_parameters(options.engine)}
+    common = {"model": options.model, "output_dir": options.output_dir, **_engine_parameters(options.engine),
+              "options": dataclasses.asdict(options.scoring)}
     deployments = [
         score_folder_flow.to_deployment(
             name=ON_DEMAND_DEPLOYMENT,

@@ -32,6 +32,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.dask_runner import shard_runner
 from toolchain.errors import ScoringError
+from toolchain.inference.predictions import Aggregation
 from toolchain.inference.providers import Provider
 from toolchain.scoring.engine import EngineConfig
 from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS
@@ -46,6 +47,7 @@ from toolchain.scoring.folder import (
     score_shard_of,
 )
 from toolchain.scoring.inbox import InboxScan, scan_inbox
+from toolchain.scoring.options import OutputFormat, ScoringOptions
 
 RETRIES = 2
 FLOW_NAME = "score-folder"
@@ -130,6 +132,8 @@ def publish_artifacts(summary: FolderSummary) -> None:
             f"| CSV | `{summary.csv_path}` |",
             f"| folder | `{summary.folder}` |",
             f"| files | {summary.files_total} ({summary.files_ok} ok, {summary.files_error} error) |",
+            f"| windows | {summary.windows} ({summary.audio_hours:.2f} h of audio; {summary.window_rule}) |",
+            f"| detections | `{summary.detections_path}` |",
             f"| throughput | {summary.files_per_second:.1f} files/s ({summary.seconds:.1f} s scoring) |",
             f"| provider | {summary.provider} |",
             f"| model sha256 | `{summary.model_sha256}` |",
@@ -156,6 +160,12 @@ def engine_settings(engine: EngineConfig | None, **overrides: Any) -> EngineConf
     return dataclasses.replace(engine or EngineConfig(), **given)
 
 
+def scoring_options(options: ScoringOptions | None, **overrides: Any) -> ScoringOptions:
+    """`options` with the top-level shortcut parameters that were given (not None) laid over it."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(options or ScoringOptions(), **given)
+
+
 @flow(name=FLOW_NAME, flow_run_name=_run_name, task_runner=ThreadPoolTaskRunner(max_workers=1), log_prints=True)
 def score_folder_flow(
     model: str,
@@ -167,6 +177,11 @@ def score_folder_flow(
     provider: Provider | None = None,
     decode_workers: int | None = None,
     intra_op_threads: int | None = None,
+    options: ScoringOptions | None = None,
+    hop_seconds: float | None = None,
+    aggregation: Aggregation | None = None,
+    min_confidence: float | None = None,
+    output_format: OutputFormat | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
     retry_delay_seconds: float = 5.0,
     settle_seconds: float = DEFAULT_SETTLE_SECONDS,
@@ -180,7 +195,9 @@ def score_folder_flow(
 
     `engine`: every engine setting (batch size, provider, precision, device id, decode workers, ORT threads, ...);
     they change speed only, never results. `batch_size`, `provider`, `decode_workers`, `intra_op_threads`, when
-    given, override the same fields of `engine`. `skip_scored` scores only the files this model has not scored
+    given, override the same fields of `engine`. `options`: what is computed and written (window hop,
+    aggregation mean|max, detections' min confidence, output format csv|raven, max duration per file);
+    `hop_seconds`, `aggregation`, `min_confidence`, `output_format` override its fields. `skip_scored` scores only the files this model has not scored
     yet (inbox scans set it). `settle_seconds`: an inbox subfolder without a `_READY` marker is scored once
     nothing in it changed for this long. An inbox scan scores each folder as a child flow run; with `drain` it
     scores them in this run instead (their steps are this run's tasks: a child run costs seconds of API work,
@@ -192,18 +209,20 @@ def score_folder_flow(
         raise ScoringError("pass exactly one of `folder` (score it) or `inbox` (score its new subfolders)")
     config = engine_settings(engine, batch_size=batch_size, provider=provider, decode_workers=decode_workers,
                              intra_op_threads=intra_op_threads)
+    what = scoring_options(options, hop_seconds=hop_seconds, aggregation=aggregation,
+                           min_confidence=min_confidence, format=output_format)
     steps = PrefectSteps(model, config, retry_delay_seconds, dask_address)
     if inbox is not None:
         def score_in_this_run(sub: str, parent: str) -> FolderOutcome:
             outcome = run_folder(model, sub, output_dir, steps, shard_size=shard_size, skip_scored=True,
-                                 flow_run_id=flow_run.id, parent_run_id=parent)
+                                 flow_run_id=flow_run.id, parent_run_id=parent, options=what)
             if outcome.summary is not None:
                 publish_artifacts(outcome.summary)
             return outcome
 
         def score_as_child_run(sub: str, parent: str) -> FolderOutcome:
             state = score_folder_flow(model=model, output_dir=output_dir, folder=sub, engine=config,
-                                      shard_size=shard_size, retry_delay_seconds=retry_delay_seconds,
+                                      options=what, shard_size=shard_size, retry_delay_seconds=retry_delay_seconds,
                                       skip_scored=True, parent_run_id=parent, dask_address=dask_address,
                                       return_state=True)
             result = state.result()  # Raises the child's exception when it failed.
@@ -221,7 +240,7 @@ def score_folder_flow(
         result["folders"] = [f for scan in scans for f in scan.to_dict()["folders"]]
         return result
     outcome = run_folder(model, folder, output_dir, steps, shard_size=shard_size, skip_scored=skip_scored,
-                         flow_run_id=flow_run.id, parent_run_id=parent_run_id)
+                         flow_run_id=flow_run.id, parent_run_id=parent_run_id, options=what)
     if outcome.summary is not None:
         publish_artifacts(outcome.summary)
         steps.log(f"predictions: {outcome.summary.csv_path}")  # The run's last log line names the CSV.

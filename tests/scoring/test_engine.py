@@ -140,21 +140,85 @@ def test_decoder_worker_killed_mid_stream_is_replaced(model, fsdd_dir):
     import os
     import signal
 
-    from toolchain.audio.workers import ordered_decode, shared_pool
+    from toolchain.audio.windows import WindowRule
+    from toolchain.audio.workers import ordered_windows, shared_pool
 
     paths = [str(p) for p in sorted((fsdd_dir / "recordings").glob("*_theo_4*.wav"))[:12]]
     pool = shared_pool(1)
-    results = ordered_decode(paths, model.feature_config, workers=1, max_in_flight=8)
+    results = ordered_windows(paths, model.feature_config, WindowRule(), workers=1, max_in_flight=8)
     first = next(results)
     for child in multiprocessing.active_children():
         os.kill(child.pid, signal.SIGKILL)
     rest = list(results)
     assert shared_pool(1) is not pool  # The broken pool was replaced...
-    assert first.features is not None and len(rest) == len(paths) - 1  # ...and no file was lost or blamed.
-    assert all(r.features is not None and r.error == "" for r in rest)
-    reference = [r.features for r in ordered_decode(paths, model.feature_config, workers=0, max_in_flight=1)]
-    for got, want in zip([first, *rest], reference):
-        np.testing.assert_allclose(got.features, want, atol=1e-5)  # BLAS thread counts differ: float noise.
+    got = [first, *rest]
+    assert [i for i, _ in got] == list(range(len(paths)))  # ...and no file was lost, repeated or blamed.
+    assert all(r.windows is not None and r.error == "" for _, r in got)
+    reference = ordered_windows(paths, model.feature_config, WindowRule(), workers=0, max_in_flight=1)
+    for (_, result), (_, want) in zip(got, reference):
+        np.testing.assert_allclose(result.windows.features, want.windows.features, atol=1e-5)  # BLAS noise.
+
+
+def test_short_files_score_exactly_as_one_clip_each(model, fsdd_dir):
+    """A file no longer than the model's window is one window, featurized as a training clip: the engine's
+    probabilities are those of the clip's features through the model (the engine before windows), to 1e-6."""
+    from toolchain.audio.features import features_from_path, stack_channels
+    from toolchain.inference.session import run_logits, softmax
+
+    files = [r["filename"] for r in fsdd_rows(fsdd_dir) if r["speaker"] == "lucas" and r["take"] == "46"]
+    rows = list(score_files(model, fsdd_dir, files, EngineConfig(batch_size=4, **CPU_ONLY)))
+    batch = np.stack([stack_channels(features_from_path(fsdd_dir / f, model.feature_config), model.feature_config)
+                      for f in files])
+    want = softmax(run_logits(model.session, batch))
+    for row, probs in zip(rows, want):
+        assert len(row.windows) == 1 and row.aggregation == "mean"
+        np.testing.assert_allclose(row.probabilities, probs, atol=1e-6)
+        assert row.scored_s <= row.duration_s <= model.feature_config.clip_seconds
+
+
+def test_events_in_a_long_recording_are_found_at_their_times(model, fsdd_dir, tmp_path):
+    """Real clips placed at 3 s, 17 s and 41 s of a 60-s recording (silence between): the windows that hold
+    each clip carry its label, and the file has windows covering every non-silent second."""
+    import soundfile
+
+    from toolchain.audio.decode import load_audio
+    from toolchain.audio.features import trim_bounds
+    from toolchain.inference.predictions import top_class
+
+    cfg = model.feature_config
+    candidates = [r["filename"] for r in fsdd_rows(fsdd_dir) if r["take"] == "48" and r["speaker"] == "jackson"]
+    alone = {f: r for f, r in zip(candidates, score_files(model, fsdd_dir, candidates, EngineConfig(**CPU_ONLY)))}
+    # Clips the model gets right on their own (the file name starts with the digit), three different digits.
+    chosen: dict[str, str] = {}
+    for f, r in alone.items():
+        digit = Path(f).name.split("_")[0]
+        if r.label == digit and r.confidence > 0.5 and digit not in chosen.values():
+            chosen[f] = digit
+    chosen = dict(list(chosen.items())[:3])
+    assert len(chosen) == 3, {f: (r.label, r.confidence) for f, r in alone.items()}
+    recording = np.zeros(60 * cfg.sample_rate, dtype=np.float32)
+    spans = []  # Where each clip's sound is, in the recording: the clip's own non-silent part.
+    for offset, f in zip((3.0, 17.0, 41.0), chosen):
+        clip = load_audio(fsdd_dir / f, cfg)
+        at = int(offset * cfg.sample_rate)
+        recording[at:at + clip.size] = clip
+        lo, hi = trim_bounds(clip, cfg)
+        spans.append(((at + lo) / cfg.sample_rate, (at + hi) / cfg.sample_rate))
+    soundfile.write(tmp_path / "field.wav", recording, cfg.sample_rate, subtype="FLOAT")
+
+    [row] = score_files(model, tmp_path, ["field.wav"], EngineConfig(**CPU_ONLY))
+    hop = cfg.clip_seconds / 2
+    assert row.duration_s == pytest.approx(60.0)
+    # The file is trimmed to its sound: windows from the first clip's start to the last clip's end, no gap.
+    assert row.windows[0].start_s == pytest.approx(spans[0][0], abs=0.03)
+    assert row.windows[-1].end_s == pytest.approx(spans[-1][1], abs=0.03)
+    assert all(b.start_s <= a.end_s for a, b in zip(row.windows, row.windows[1:]))
+    assert row.scored_s == pytest.approx(row.windows[-1].end_s - row.windows[0].start_s)
+    for (start, end), digit in zip(spans, chosen.values()):
+        centre = (start + end) / 2
+        best = min(row.windows, key=lambda w: abs((w.start_s + w.end_s) / 2 - centre))
+        assert best.start_s <= start + hop and best.end_s >= end - hop  # Within one hop of the event.
+        assert top_class(best.probabilities, model.classes)[0] == digit, (start, digit, best)
 
 
 def test_fp16_model_scores_through_the_engine_and_names_itself(certified, fsdd_dir, tmp_path):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import struct
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -68,14 +70,8 @@ def _wav_truncation(path: Path) -> str | None:
         return None
 
 
-def load_audio(path: str | Path, config: FeatureConfig = DEFAULT_CONFIG) -> np.ndarray:
-    """Decode `path` to float32 mono at config.sample_rate (at most `max_decode_seconds`), unmodified.
-
-    Raises `AudioDecodeError` naming the file for anything that is not decodable audio: missing, empty, garbage,
-    header-only or truncated files (librosa 0.11 raises EOFError / NoBackendError for some of these and silently
-    returns short or empty arrays for others).
-    """
-    path = Path(path)
+def check_audio_file(path: Path) -> None:
+    """Refuse what cannot be audio before a decoder sees it: missing, a folder, a dangling link, empty, cut WAV."""
     if not path.is_file():
         if path.is_symlink():
             raise AudioDecodeError(path, "a symbolic link that leads nowhere (its target is missing, or it loops)")
@@ -86,13 +82,28 @@ def load_audio(path: str | Path, config: FeatureConfig = DEFAULT_CONFIG) -> np.n
     if truncation:
         raise AudioDecodeError(path, truncation)
 
+
+def load_audio(path: str | Path, config: FeatureConfig = DEFAULT_CONFIG,
+               max_seconds: float | None = -1.0) -> np.ndarray:
+    """Decode `path` to float32 mono at config.sample_rate, unmodified: at most `max_seconds` (default: the
+    config's `max_decode_seconds`; None: the whole file).
+
+    Raises `AudioDecodeError` naming the file for anything that is not decodable audio: missing, empty, garbage,
+    header-only or truncated files (librosa 0.11 raises EOFError / NoBackendError for some of these and silently
+    returns short or empty arrays for others).
+    """
+    path = Path(path)
+    check_audio_file(path)
+    if max_seconds is not None and max_seconds < 0:
+        max_seconds = config.max_decode_seconds
+
     import librosa  # Imported late: ~1 s, and worker processes only need it here.
 
     try:
         with warnings.catch_warnings():
             # librosa 0.11 warns (PySoundFile failed / audioread deprecated) before its audioread fallback.
             warnings.simplefilter("ignore")
-            y, _ = librosa.load(path, sr=config.sample_rate, mono=True, duration=config.max_decode_seconds)
+            y, _ = librosa.load(path, sr=config.sample_rate, mono=True, duration=max_seconds)
     except Exception as exc:  # librosa raises EOFError, NoBackendError, RuntimeError, LibsndfileError, ...
         cause = one_line(exc)
         if type(exc).__name__ == "NoBackendError":  # audioread's: no message of its own.
@@ -103,3 +114,83 @@ def load_audio(path: str | Path, config: FeatureConfig = DEFAULT_CONFIG) -> np.n
     if not np.all(np.isfinite(y)):
         raise AudioDecodeError(path, "audio contains NaN or infinite samples")
     return np.asarray(y, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file's header says (libsndfile): enough to plan reading it in blocks."""
+
+    sample_rate: int
+    frames: int
+    channels: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def audio_info(path: str | Path) -> AudioInfo | None:
+    """The header of a file libsndfile reads (WAV, FLAC, OGG, MP3, AIFF, ...) with a known length; None for
+    anything else (m4a, wma, ...: those are decoded whole through audioread/ffmpeg)."""
+    import soundfile
+
+    try:
+        info = soundfile.info(str(path))
+    except Exception:  # LibsndfileError, RuntimeError, TypeError: not a format it reads.
+        return None
+    if info.frames <= 0 or info.samplerate <= 0 or info.frames >= 2**62:  # 2**63-1: "unknown length".
+        return None
+    return AudioInfo(int(info.samplerate), int(info.frames), int(info.channels))
+
+
+def _mono(block: np.ndarray) -> np.ndarray:
+    """(frames, channels) -> (frames,) float32, channels averaged as `librosa.to_mono` does."""
+    return np.ascontiguousarray(block.mean(axis=1) if block.shape[1] > 1 else block[:, 0], dtype=np.float32)
+
+
+def read_mono(path: str | Path, start: int, stop: int) -> np.ndarray:
+    """Frames [start, stop) of `path` at its own sample rate, mono float32 (libsndfile seeks; nothing else read)."""
+    import soundfile
+
+    try:
+        block = soundfile.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)[0]
+    except Exception as exc:
+        raise AudioDecodeError(Path(path), one_line(exc)) from exc
+    if not np.all(np.isfinite(block)):
+        raise AudioDecodeError(Path(path), "audio contains NaN or infinite samples")
+    return _mono(block)
+
+
+def stream_mono(path: str | Path, info: AudioInfo, target_rate: int, max_frames: int | None = None,
+                block_frames: int = 1 << 18) -> Iterator[np.ndarray]:
+    """The whole of `path` (or its first `max_frames`) as consecutive mono float32 blocks resampled to
+    `target_rate` by one streaming resampler (soxr HQ, librosa's default), ~12 s of audio at a time: memory
+    stays flat whatever the file's length."""
+    import soundfile
+    import soxr
+
+    resampler = None if info.sample_rate == target_rate else soxr.ResampleStream(
+        info.sample_rate, target_rate, 1, dtype="float32", quality="HQ")
+    frames = info.frames if max_frames is None else min(info.frames, max_frames)
+    try:
+        with soundfile.SoundFile(str(path)) as f:
+            remaining = frames
+            while remaining > 0:
+                block = f.read(min(block_frames, remaining), dtype="float32", always_2d=True)
+                if block.shape[0] == 0:
+                    break  # Shorter than its header says: what is there is what we score.
+                remaining -= block.shape[0]
+                mono = _mono(block)
+                if not np.all(np.isfinite(mono)):
+                    raise AudioDecodeError(Path(path), "audio contains NaN or infinite samples")
+                out = mono if resampler is None else resampler.resample_chunk(mono, last=remaining <= 0)
+                if out.size:
+                    yield out
+            if resampler is not None and remaining > 0:  # Ended early: flush the resampler's tail.
+                tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+                if tail.size:
+                    yield tail
+    except AudioDecodeError:
+        raise
+    except Exception as exc:
+        raise AudioDecodeError(Path(path), one_line(exc)) from exc

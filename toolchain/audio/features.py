@@ -42,19 +42,44 @@ def _frames(y: np.ndarray, frame_length: int, hop: int) -> np.ndarray:
     return as_strided(padded, shape=(n_frames, frame_length), strides=(hop * stride, stride), writeable=False)
 
 
-def trim_bounds(y: np.ndarray, config: FeatureConfig = DEFAULT_CONFIG) -> tuple[int, int]:
-    """(start, end) sample indices of `librosa.effects.trim(y, top_db=config.trim_top_db)` (frame 2048, hop 512)."""
-    frame_length, hop = 2048, 512  # librosa.effects.trim's defaults, which the reference uses.
-    pad = frame_length // 2
-    energy = np.concatenate([[0.0], np.cumsum(np.pad(y.astype(np.float64) ** 2, (pad, pad)))])
-    n_frames = 1 + y.size // hop
-    starts = np.arange(n_frames) * hop
-    power = (energy[starts + frame_length] - energy[starts]) / frame_length
-    db = 10.0 * np.log10(np.maximum(_AMIN, power))
-    loud = np.flatnonzero(db > db.max() - config.trim_top_db)
+TRIM_FRAME, TRIM_HOP = 2048, 512  # librosa.effects.trim's defaults, which the reference uses.
+
+
+def chunk_energy(y: np.ndarray) -> np.ndarray:
+    """Sum of squares of each consecutive TRIM_HOP-sample chunk of `y` (the last one partial), float64: what the
+    silence trim needs, additive over blocks, so a long file's trim is found while streaming it."""
+    y = np.asarray(y, dtype=np.float64)
+    n_chunks = -(-y.size // TRIM_HOP)
+    padded = np.zeros(n_chunks * TRIM_HOP)
+    padded[:y.size] = y
+    return np.square(padded).reshape(n_chunks, TRIM_HOP).sum(axis=1)
+
+
+def trim_from_energy(chunks: np.ndarray, n_samples: int, top_db: float) -> tuple[int, int]:
+    """(start, end) sample indices of `librosa.effects.trim(top_db=...)` (frame 2048, hop 512, centred frames)
+    from the chunk energies of an `n_samples`-long signal; (0, 0) when every frame is below the threshold."""
+    # Frame i covers samples [i*512 - 1024, i*512 + 1024): chunks i-2 .. i+1 (zero outside the signal).
+    padded = np.concatenate([[0.0, 0.0], np.asarray(chunks, dtype=np.float64), [0.0, 0.0]])
+    n_frames = 1 + n_samples // TRIM_HOP
+    energy = padded[0:n_frames] + padded[1:n_frames + 1] + padded[2:n_frames + 2] + padded[3:n_frames + 3]
+    db = 10.0 * np.log10(np.maximum(_AMIN, energy / TRIM_FRAME))
+    loud = np.flatnonzero(db > db.max() - top_db)
     if loud.size == 0:
         return 0, 0
-    return int(loud[0] * hop), int(min(y.size, (loud[-1] + 1) * hop))
+    return int(loud[0] * TRIM_HOP), int(min(n_samples, (loud[-1] + 1) * TRIM_HOP))
+
+
+def trim_bounds(y: np.ndarray, config: FeatureConfig = DEFAULT_CONFIG) -> tuple[int, int]:
+    """(start, end) sample indices of `librosa.effects.trim(y, top_db=config.trim_top_db)` (frame 2048, hop 512)."""
+    return trim_from_energy(chunk_energy(y), int(np.asarray(y).size), config.trim_top_db)
+
+
+def normalize_peak(y: np.ndarray) -> np.ndarray:
+    """`y` / max|y| in place (float32); an all-zero signal stays zero."""
+    peak = float(np.max(np.abs(y))) if y.size else 0.0
+    if peak > 0:
+        y /= peak
+    return y
 
 
 def fix_length_fast(y: np.ndarray, config: FeatureConfig = DEFAULT_CONFIG) -> np.ndarray:
@@ -63,13 +88,15 @@ def fix_length_fast(y: np.ndarray, config: FeatureConfig = DEFAULT_CONFIG) -> np
     if np.any(y):
         start, end = trim_bounds(y, config)
         y = y[start:end]
+    return padded_clip(y, config)
+
+
+def padded_clip(segment: np.ndarray, config: FeatureConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """One clip's samples: cut or zero-padded to the clip length, peak-normalized (float32)."""
     out = np.zeros(config.num_samples, dtype=np.float32)
-    n = min(y.size, config.num_samples)
-    out[:n] = y[:n]
-    peak = float(np.max(np.abs(out)))
-    if peak > 0:
-        out /= peak
-    return out
+    n = min(segment.size, config.num_samples)
+    out[:n] = segment[:n]
+    return normalize_peak(out)
 
 
 def log_mel_fast(y: np.ndarray, config: FeatureConfig = DEFAULT_CONFIG) -> np.ndarray:

@@ -10,9 +10,11 @@ import typer
 
 from toolchain.cli.common import config_defaults, console, rich_progress, user_errors
 from toolchain.errors import ScoringError
+from toolchain.inference.predictions import Aggregation
 from toolchain.inference.providers import Provider
 from toolchain.scoring.engine import EngineConfig
 from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS
+from toolchain.scoring.options import OutputFormat, ScoringOptions
 from toolchain.scoring.precision import Precision
 from toolchain.scoring.watch import RECONCILE_SECONDS
 
@@ -40,6 +42,26 @@ PrecisionOption = Annotated[
                  "wherever it passed its report (slow on CPU)."),
 ]
 DeviceOption = Annotated[int, typer.Option("--device-id", min=0, help="GPU index the CUDA provider uses.")]
+HopOption = Annotated[
+    float | None, typer.Option("--hop-seconds", min=0.001, help="Seconds between windows of a file longer than "
+                               "the model's window; default: half a window (2.5 s for 5-s models).")
+]
+AggregationOption = Annotated[
+    Aggregation, typer.Option("--aggregation", help="A file's probabilities from its windows': mean (default) or "
+                              "max (finds a short event in a long file).")
+]
+MinConfidenceOption = Annotated[
+    float, typer.Option("--min-confidence", min=0.0, max=1.0, help="Leave detections (window rows) below this "
+                        "confidence out of detections_<UTC>.csv; the predictions CSV keeps every file.")
+]
+FormatOption = Annotated[
+    OutputFormat, typer.Option("--format", help="csv: predictions + detections CSVs; raven: also a Raven selection "
+                               "table (raven_<UTC>.selections.txt).")
+]
+MaxDurationOption = Annotated[
+    float | None, typer.Option("--max-duration", min=0.001, help="Score at most this many seconds of each file "
+                               "(a safety limit); default: all of it.")
+]
 
 
 @app.command("score")
@@ -56,10 +78,17 @@ def score_command(
     provider: ProviderOption = Provider(ENGINE["provider"]),
     precision: PrecisionOption = Precision(ENGINE["precision"]),
     device_id: DeviceOption = ENGINE["device_id"],
+    hop_seconds: HopOption = None,
+    aggregation: AggregationOption = Aggregation.mean,
+    min_confidence: MinConfidenceOption = 0.0,
+    format: FormatOption = OutputFormat.csv,
+    max_duration: MaxDurationOption = None,
 ) -> None:
     """Score every audio file under INPUT with MODEL into OUT/<folder name>/predictions_<UTC>.csv.
 
-    Labels and feature settings come from the model file. Files that do not decode get status=error rows;
+    Every second of every file is scored: a file longer than the model's window is cut into windows every
+    --hop-seconds, and its row (label, probabilities) aggregates them (--aggregation); detections_<UTC>.csv has
+    one row per window with its start and end in the file. Labels and feature settings come from the model file. Files that do not decode get status=error rows;
     files without an audio extension are ignored. The run is recorded in OUT/ledger.sqlite. Prints the CSV path.
     On a GPU: pick --batch-size with `toolchain bench --batch-sizes 8,16,32,64`; the CSV and the ledger name the
     file that ran (model.fp16.onnx when --precision auto chose it).
@@ -68,12 +97,16 @@ def score_command(
 
     config = EngineConfig(batch_size=batch_size, provider=provider, decode_workers=workers,
                           intra_op_threads=threads, precision=precision, device_id=device_id)
+    options = ScoringOptions(hop_seconds=hop_seconds, aggregation=aggregation, min_confidence=min_confidence,
+                             format=format, max_duration_s=max_duration)
     with rich_progress() as progress:
-        summary = score_folder(model, input, out, config, progress)
+        summary = score_folder(model, input, out, config, progress, options=options)
     console.print(
         f"scored {summary.files_total} files ({summary.files_ok} ok, {summary.files_error} error) in "
-        f"{summary.seconds:.1f} s = {summary.files_per_second:.1f} files/s", soft_wrap=True,
+        f"{summary.seconds:.1f} s = {summary.files_per_second:.1f} files/s; {summary.windows} windows, "
+        f"{summary.audio_hours * 3600:.1f} s of audio ({summary.window_rule})", soft_wrap=True,
     )
+    console.print(f"detections: {summary.detections_path}", soft_wrap=True)
     console.print(f"provider {summary.provider}; model sha256 {summary.model_sha256}; run {summary.run_id}",
                   soft_wrap=True)
     if summary.files_error:
@@ -115,6 +148,11 @@ def serve_command(
     provider: ProviderOption = Provider(ENGINE["provider"]),
     precision: PrecisionOption = Precision(ENGINE["precision"]),
     device_id: DeviceOption = ENGINE["device_id"],
+    hop_seconds: HopOption = None,
+    aggregation: AggregationOption = Aggregation.mean,
+    min_confidence: MinConfidenceOption = 0.0,
+    format: FormatOption = OutputFormat.csv,
+    max_duration: MaxDurationOption = None,
 ) -> None:
     """Serve the deployments `score-folder/on-demand` and (with --inbox) `score-folder/inbox-scan`.
 
@@ -144,6 +182,8 @@ def serve_command(
                             intra_op_threads=threads, precision=precision, device_id=device_id),
         allow_roots=tuple(str(p.expanduser().resolve()) for p in allow_root or ()),
         settle_seconds=settle_seconds,
+        scoring=ScoringOptions(hop_seconds=hop_seconds, aggregation=aggregation, min_confidence=min_confidence,
+                               format=format, max_duration_s=max_duration),
     )
     serve_deployments(options)
 

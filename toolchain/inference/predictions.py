@@ -4,8 +4,29 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import Enum
 
 import numpy as np
+
+
+class Aggregation(str, Enum):
+    """How a file's window probabilities become its file-level probabilities (and label).
+
+    mean: the average of the windows' probability vectors (a distribution; the default, steady on long files);
+    max: each class's highest window probability (finds a short event in a long file; not a distribution).
+    """
+
+    mean = "mean"
+    max = "max"
+
+
+AGGREGATIONS = tuple(a.value for a in Aggregation)
+
+
+def aggregate(window_probabilities: np.ndarray, rule: Aggregation | str = Aggregation.mean) -> np.ndarray:
+    """(windows, classes) -> (classes,) by `rule`."""
+    probs = np.asarray(window_probabilities, dtype=np.float64)
+    return probs.max(axis=0) if Aggregation(rule) is Aggregation.max else probs.mean(axis=0)
 
 
 def probability_columns(classes: Sequence[str]) -> list[str]:

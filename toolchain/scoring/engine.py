@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import multiprocessing
 import re
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ import numpy as np
 
 from toolchain.audio.config import FeatureConfig
 from toolchain.audio.features import stack_channels
-from toolchain.audio.workers import DecodeResult, ordered_decode, shared_pool
+from toolchain.audio.windows import WindowRule
+from toolchain.audio.workers import ordered_windows, shared_pool
 from toolchain.errors import ModelMetadataError, ScoringError, one_line
 from toolchain.inference.contract import (
     INPUT_NAME,
@@ -37,7 +39,7 @@ from toolchain.inference.contract import (
     ModelMetadata,
     metadata_from_session,
 )
-from toolchain.inference.predictions import top_class
+from toolchain.inference.predictions import Aggregation, aggregate, top_class
 from toolchain.inference.providers import (
     CONV_ALGO_SEARCHES,
     CPU_EP,
@@ -245,8 +247,17 @@ def load_model(path: str | Path, config: EngineConfig = EngineConfig()) -> Scori
 
 
 @dataclass(frozen=True)
+class WindowScore:
+    """One window of a file: where it lies in the original file and the model's probabilities for it."""
+
+    start_s: float
+    end_s: float
+    probabilities: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class ScoredRow:
-    """One output row. `probabilities` follow `classes` order; None for error rows."""
+    """One file's result. `probabilities` follow `classes` order, aggregated over `windows`; None for error rows."""
 
     file: str  # As given by the caller (relative posix path for folder scoring).
     status: str  # "ok" | "error"
@@ -254,6 +265,10 @@ class ScoredRow:
     confidence: float = float("nan")
     error: str = ""
     probabilities: tuple[float, ...] | None = None
+    duration_s: float = float("nan")  # The decoded file's length.
+    scored_s: float = float("nan")  # Seconds the windows cover (the file minus leading/trailing silence).
+    windows: tuple[WindowScore, ...] = ()
+    aggregation: str = ""
 
 
 def infer_logits(model: ScoringModel, batch: np.ndarray, batch_size: int | None = None) -> np.ndarray:
@@ -266,17 +281,34 @@ def infer_logits(model: ScoringModel, batch: np.ndarray, batch_size: int | None 
                       device_id=model.device_id, pad_to=batch_size if model.on_cuda else None)
 
 
-def _infer(model: ScoringModel, chunk: list[tuple[str, DecodeResult]], batch_size: int) -> list[ScoredRow]:
-    ok = [(name, result.features) for name, result in chunk if result.features is not None]
-    rows: dict[str, ScoredRow] = {}
-    if ok:
-        cfg = model.feature_config
-        batch = np.stack([stack_channels(f, cfg) for _, f in ok]).astype(np.float32, copy=False)
-        probs = softmax(infer_logits(model, batch, batch_size))
-        for (name, _), p in zip(ok, probs):
-            label, confidence = top_class(p, model.classes)
-            rows[name] = ScoredRow(name, "ok", label, confidence, "", tuple(float(v) for v in p))
-    return [rows.get(name) or ScoredRow(name, "error", error=result.error) for name, result in chunk]
+@dataclass
+class _File:
+    """A file whose windows are being scored."""
+
+    index: int
+    name: str
+    error: str = ""
+    duration_s: float = float("nan")
+    scored_s: float = float("nan")
+    starts: list[float] = field(default_factory=list)
+    ends: list[float] = field(default_factory=list)
+    probabilities: list[np.ndarray] = field(default_factory=list)
+    all_read: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.all_read and (bool(self.error) or len(self.probabilities) == len(self.starts))
+
+    def row(self, classes: tuple[str, ...], aggregation: Aggregation) -> ScoredRow:
+        if self.error:
+            return ScoredRow(self.name, "error", error=self.error)
+        probs = np.stack(self.probabilities)
+        combined = aggregate(probs, aggregation)
+        label, confidence = top_class(combined, classes)
+        windows = tuple(WindowScore(s, e, tuple(float(v) for v in p))
+                        for s, e, p in zip(self.starts, self.ends, probs))
+        return ScoredRow(self.name, "ok", label, confidence, "", tuple(float(v) for v in combined),
+                         self.duration_s, self.scored_s, windows, aggregation.value)
 
 
 def score_files(
@@ -285,28 +317,58 @@ def score_files(
     files: Sequence[str],
     config: EngineConfig = EngineConfig(),
     progress: ProgressReporter = NullProgress(),
+    rule: WindowRule = WindowRule(),
+    aggregation: Aggregation | str = Aggregation.mean,
 ) -> Iterator[ScoredRow]:
     """Score `files` (paths relative to `root`, or absolute) and yield one row per file, in input order.
 
-    A file that cannot be decoded yields an error row and never stops the run; features are computed with the
-    model's own feature config.
+    Every file is scored whole, in windows (`toolchain.audio.windows`, cut by `rule`); windows of many files share
+    the model's batches, and a file's row (probabilities aggregated by `aggregation`) comes out once all its
+    windows are scored. A file that cannot be decoded yields an error row and never stops the run; features are
+    computed with the model's own feature config.
     """
     root = Path(root)
+    aggregation = Aggregation(aggregation)
+    cfg = model.feature_config
+    rule.hop_for(cfg)  # A hop longer than the model's window is refused before any file is read.
     paths = [str(root / f) for f in files]
     progress.start("score", f"scoring {len(files)} files on {model.provider}", len(files))
     in_flight = config.max_in_flight or 2 * config.batch_size
+    open_files: deque[_File] = deque()
+    batch: list[tuple[_File, np.ndarray]] = []
+
+    def run_batch(n: int) -> None:
+        chunk, batch[:] = batch[:n], batch[n:]
+        stacked = np.stack([stack_channels(f, cfg) for _, f in chunk]).astype(np.float32, copy=False)
+        for (state, _), p in zip(chunk, softmax(infer_logits(model, stacked, config.batch_size))):
+            state.probabilities.append(p)
+
+    def finished() -> Iterator[ScoredRow]:
+        while open_files and open_files[0].done:
+            yield open_files.popleft().row(model.classes, aggregation)
+            progress.advance("score", 1)
+
     try:
-        chunk: list[tuple[str, DecodeResult]] = []
-        decoded = ordered_decode(paths, model.feature_config, model.decode_workers, in_flight)
+        decoded = ordered_windows(paths, cfg, rule, model.decode_workers, in_flight)
         with closing(decoded):
-            for name, result in zip(files, decoded):
-                chunk.append((name, result))
-                if len(chunk) == config.batch_size:
-                    yield from _infer(model, chunk, config.batch_size)
-                    progress.advance("score", len(chunk))
-                    chunk = []
-            if chunk:
-                yield from _infer(model, chunk, config.batch_size)
-                progress.advance("score", len(chunk))
+            for index, result in decoded:
+                if not open_files or open_files[-1].index != index:
+                    open_files.append(_File(index, files[index]))
+                state = open_files[-1]
+                if result.error or result.windows is None:
+                    state.error, state.all_read = result.error or "no audio windows", True
+                else:
+                    w = result.windows
+                    state.duration_s, state.scored_s = w.duration_s, w.scored_s
+                    state.starts.extend(w.starts_s)
+                    state.ends.extend(w.ends_s)
+                    state.all_read = w.last
+                    batch.extend((state, f) for f in w.features)
+                while len(batch) >= config.batch_size:
+                    run_batch(config.batch_size)
+                yield from finished()
+            while batch:
+                run_batch(config.batch_size)
+            yield from finished()
     finally:
         progress.finish("score")

@@ -34,15 +34,20 @@ from toolchain.progress import NullProgress, ProgressReporter
 from toolchain.scoring.engine import EngineConfig, ScoringModel, load_model, score_files
 from toolchain.scoring.files import check_folder, discover_audio_files, new_files, stamp_files
 from toolchain.scoring.ledger import Ledger
+from toolchain.scoring.options import OutputFormat, ScoringOptions
 from toolchain.scoring.outputs import (
+    DETECTIONS_PREFIX,
     PartSummary,
     assemble_csv,
+    assemble_raven,
+    detections_part,
     inject_fault,
     new_csv_path,
     out_folder_for,
     part_path,
     publish_csv,
     remove_run_files,
+    sibling_outputs,
     write_part,
 )
 from toolchain.scoring.roots import allowed_roots, confine, outside_roots
@@ -88,6 +93,9 @@ class FolderJob:
     folder_run_id: int
     model_sha256: str
     flow_run_id: str | None = None
+    options: ScoringOptions = ScoringOptions()
+    window_rule: str = ""  # `options.tag(...)` for the model's feature config.
+    sample_rate: int = 22_050  # The model's: the Raven table's frequency range is half of it.
 
     @property
     def ledger(self) -> Ledger:
@@ -113,7 +121,9 @@ def folder_lock(out_folder: Path) -> Iterator[None]:
 
 @contextmanager
 def folder_job(ledger: Ledger, folder: str | Path, out_dir: str | Path, run_id: str, model_sha256: str, *,
-               flow_run_id: str | None = None, skip_if_scored: bool = False) -> Iterator[FolderJob | None]:
+               flow_run_id: str | None = None, skip_if_scored: bool = False,
+               options: ScoringOptions = ScoringOptions(), window_rule: str = "",
+               sample_rate: int = 22_050) -> Iterator[FolderJob | None]:
     """Claim a folder: lock it, settle what killed runs left, start its ledger row; yields None when skipped
     (`skip_if_scored` and the model has scored every file of the folder as it is now).
 
@@ -129,7 +139,8 @@ def folder_job(ledger: Ledger, folder: str | Path, out_dir: str | Path, run_id: 
             yield None
             return
         folder_run_id = ledger.start_folder(run_id, str(folder), str(out_folder), model_sha256, flow_run_id)
-        job = FolderJob(str(folder), str(out_folder), str(out_dir), run_id, folder_run_id, model_sha256, flow_run_id)
+        job = FolderJob(str(folder), str(out_folder), str(out_dir), run_id, folder_run_id, model_sha256, flow_run_id,
+                        options, window_rule, sample_rate)
         try:
             yield job
         except BaseException as exc:
@@ -171,19 +182,29 @@ def score_shard(model: ScoringModel, job: FolderJob, index: int, files: Sequence
                            f"{job.model_sha256[:12]}): rerun the scoring")
     inject_fault("score", attempt)
     start = time.perf_counter()
-    rows = score_files(model, job.folder, files, config, progress)
+    rows = score_files(model, job.folder, files, config, progress, job.options.rule, job.options.aggregation)
     part = write_part(part_path(Path(job.out_folder), job.run_id, index), rows, model.classes, model.sha256,
-                      job.run_id)
+                      job.run_id, job.window_rule, job.options.min_confidence)
     return ShardResult(index, part, time.perf_counter() - start, model.provider, attempt)
 
 
 def write_predictions(job: FolderJob, shards: Sequence[ShardResult], attempt: int = 1) -> Path:
-    """Assemble the shards' parts (in shard order) into `predictions_<UTC>.csv`, atomically; returns its path."""
+    """Assemble the shards' parts (in shard order) into `predictions_<UTC>.csv` and `detections_<same>.csv` (and
+    the Raven table when asked), each atomically, the predictions CSV last; returns its path."""
     out_folder = Path(job.out_folder)
-    ordered = sorted(shards, key=lambda s: s.index)
-    tmp = assemble_csv(out_folder, job.run_id, [s.part.path for s in ordered], attempt)
+    parts = [s.part.path for s in sorted(shards, key=lambda s: s.index)]
+    tmp = assemble_csv(out_folder, job.run_id, parts, attempt)
+    detections_tmp = assemble_csv(out_folder, job.run_id, [str(detections_part(p)) for p in parts], attempt,
+                                  prefix=DETECTIONS_PREFIX)
+    raven_tmp = None
+    if job.options.format == OutputFormat.raven.value:
+        raven_tmp = assemble_raven(out_folder, job.run_id, tmp, detections_tmp, job.folder, job.sample_rate / 2)
     final = new_csv_path(out_folder)
+    detections, raven = sibling_outputs(final)
     job.ledger.set_csv_path(job.folder_run_id, str(final))  # Before the rename: a crash after it is recoverable.
+    publish_csv(detections_tmp, detections)
+    if raven_tmp is not None:
+        publish_csv(raven_tmp, raven)
     return publish_csv(tmp, final)
 
 
@@ -201,6 +222,10 @@ class FolderSummary:
     seconds: float  # Time spent scoring (decode + features + inference + part writes), summed over shards.
     task_retries: int = 0
     label_counts: dict[str, int] = field(default_factory=dict)
+    windows: int = 0  # Windows scored over all files.
+    audio_hours: float = 0.0  # Hours of audio decoded.
+    detections_path: str = ""
+    window_rule: str = ""
 
     @property
     def files_total(self) -> int:
@@ -225,6 +250,8 @@ def record_folder(job: FolderJob, shards: Sequence[ShardResult], csv_path: str |
         provider=shards[0].provider if shards else "", files_ok=sum(s.part.files_ok for s in shards),
         files_error=sum(s.part.files_error for s in shards), seconds=sum(s.seconds for s in shards),
         task_retries=task_retries, label_counts=dict(sorted(labels.items())),
+        windows=sum(s.part.windows for s in shards), audio_hours=sum(s.part.audio_s for s in shards) / 3600,
+        detections_path=str(sibling_outputs(Path(csv_path))[0]), window_rule=job.window_rule,
     )
     job.ledger.finish_folder(job.folder_run_id, "completed", files_ok=summary.files_ok,
                              files_error=summary.files_error, task_retries=task_retries, csv_path=str(csv_path))
@@ -235,14 +262,14 @@ def record_folder(job: FolderJob, shards: Sequence[ShardResult], csv_path: str |
 @contextmanager
 def scoring_run(out_dir: str | Path, *, mode: str, target: str | Path, model: ModelIdentity,
                 flow_run_id: str | None = None, parent_run_id: str | None = None,
-                run_id: str | None = None) -> Iterator[str]:
+                run_id: str | None = None, window_rule: str | None = None) -> Iterator[str]:
     """A ledger `runs` row around a block: yields the run id; 'completed', or 'failed' with the reason."""
     run_id = run_id or new_run_id()
     ledger = Ledger.in_dir(out_dir)
     ledger.reap_dead_runs()
     ledger.start_run(run_id, mode=mode, target=str(target), model_path=model.path, model_sha256=model.sha256,
                      checkpoint_sha256=model.metadata.checkpoint_sha256, flow_run_id=flow_run_id,
-                     parent_run_id=parent_run_id)
+                     parent_run_id=parent_run_id, window_rule=window_rule)
     try:
         yield run_id
     except BaseException as exc:
@@ -313,9 +340,12 @@ class FolderOutcome:
 
 def run_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path, steps: ScoringSteps, *,
                shard_size: int = DEFAULT_SHARD_SIZE, skip_scored: bool = False, flow_run_id: str | None = None,
-               parent_run_id: str | None = None, run_id: str | None = None) -> FolderOutcome:
-    """Score every audio file under `folder` into `<out_dir>/<folder name>/predictions_<UTC>.csv`, recorded in
-    `<out_dir>/ledger.sqlite`: discover -> score shards -> write -> record, each step run by `steps`.
+               parent_run_id: str | None = None, run_id: str | None = None,
+               options: ScoringOptions = ScoringOptions()) -> FolderOutcome:
+    """Score every audio file under `folder` into `<out_dir>/<folder name>/predictions_<UTC>.csv` (one row per
+    file) and `detections_<UTC>.csv` (one row per window), recorded in `<out_dir>/ledger.sqlite`:
+    discover -> score shards -> write -> record, each step run by `steps`; `options` says how files are cut into
+    windows and what is written.
 
     `skip_scored` (inbox scans) scores only the files this model has not scored as they are now (none: the
     folder is skipped) and skips a folder another run is scoring right now; without it every file is scored and
@@ -326,15 +356,18 @@ def run_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path, 
     confine(roots, model=model_path, output_dir=out_dir, folder=folder)
     check_output_dir(out_dir, "output_dir")
     identity = describe_model(model_path)
+    config = identity.metadata.feature_config
+    window_rule = options.tag(config)  # A hop longer than the model's window is refused here, before any work.
     ledger = Ledger.in_dir(out_dir)
     steps.log(f"model {model_path} sha256={identity.sha256} ({identity.metadata.arch}, "
-              f"{len(identity.metadata.classes)} classes)")
+              f"{len(identity.metadata.classes)} classes); {window_rule}")
     with scoring_run(out_dir, mode="folder", target=folder, model=identity, flow_run_id=flow_run_id,
-                     parent_run_id=parent_run_id, run_id=run_id) as run_id:
+                     parent_run_id=parent_run_id, run_id=run_id, window_rule=window_rule) as run_id:
         folder = str(check_folder(folder))  # Inside the run: a missing folder is a failed run in the ledger.
         try:
             with folder_job(ledger, folder, out_dir, run_id, identity.sha256, flow_run_id=flow_run_id,
-                            skip_if_scored=skip_scored) as job:
+                            skip_if_scored=skip_scored, options=options, window_rule=window_rule,
+                            sample_rate=config.sample_rate) as job:
                 if job is None:
                     steps.log(f"{folder} is already scored by this model: skipped")
                     return FolderOutcome(folder, skipped="already scored")
@@ -346,6 +379,7 @@ def run_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path, 
             return FolderOutcome(folder, skipped="busy")
     steps.log(
         f"scored {folder}: {summary.files_total} files ({summary.files_ok} ok, {summary.files_error} error), "
+        f"{summary.windows} windows ({summary.audio_hours:.2f} h of audio), "
         f"{summary.files_per_second:.1f} files/s, provider {summary.provider}, model sha256 {summary.model_sha256}, "
         f"task retries {summary.task_retries} -> {summary.csv_path}"
     )
@@ -383,16 +417,18 @@ def _score_job(job: FolderJob, steps: ScoringSteps, shard_size: int, only_new: b
 
 def score_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path,
                  config: EngineConfig = EngineConfig(), progress: ProgressReporter = NullProgress(), *,
-                 run_id: str | None = None, shard_size: int = DEFAULT_SHARD_SIZE) -> FolderSummary:
+                 run_id: str | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
+                 options: ScoringOptions = ScoringOptions()) -> FolderSummary:
     """`run_folder` with every step in this thread: what `toolchain score` runs.
 
-    Raises `ScoringError` (missing folder, unreadable model, busy folder) before any CSV is written; bad audio
-    files become error rows.
+    Raises `ScoringError` (missing folder, unreadable model, busy folder, a window rule the model cannot take)
+    before any CSV is written; bad audio files become error rows.
     """
     check_folder(folder)
     check_output_dir(out_dir, "--out")
+    options.tag(describe_model(model_path).metadata.feature_config)
     load_model_cached(model_path, config)  # A model that cannot run is refused before any ledger row is written.
     outcome = run_folder(model_path, folder, out_dir, LocalSteps(model_path, config, progress),
-                         shard_size=shard_size, run_id=run_id)
+                         shard_size=shard_size, run_id=run_id, options=options)
     assert outcome.summary is not None  # Only inbox scans (skip_scored) skip folders.
     return outcome.summary

@@ -69,7 +69,8 @@ CREATE TABLE IF NOT EXISTS runs (
     model_path TEXT NOT NULL, model_sha256 TEXT NOT NULL, checkpoint_sha256 TEXT, provider TEXT,
     host TEXT NOT NULL, pid INTEGER NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,
     state TEXT NOT NULL, folders INTEGER NOT NULL DEFAULT 0, files_ok INTEGER NOT NULL DEFAULT 0,
-    files_error INTEGER NOT NULL DEFAULT 0, task_retries INTEGER NOT NULL DEFAULT 0, error TEXT
+    files_error INTEGER NOT NULL DEFAULT 0, task_retries INTEGER NOT NULL DEFAULT 0, error TEXT,
+    window_rule TEXT
 );
 CREATE TABLE IF NOT EXISTS folder_runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL REFERENCES runs(run_id), flow_run_id TEXT,
@@ -130,6 +131,7 @@ class RunRecord:
     files_error: int
     task_retries: int
     error: str | None
+    window_rule: str | None = None  # How files were cut into windows and aggregated (ledgers before it: NULL).
 
 
 class Ledger:
@@ -141,6 +143,13 @@ class Ledger:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")  # Readers never block the writer, and vice versa.
             db.executescript(_SCHEMA)
+            columns = {r["name"] for r in db.execute("PRAGMA table_info(runs)")}
+            if "window_rule" not in columns:  # A ledger written before windows existed.
+                try:
+                    db.execute("ALTER TABLE runs ADD COLUMN window_rule TEXT")
+                except sqlite3.OperationalError as exc:  # Another process added it first.
+                    if "duplicate column" not in str(exc):
+                        raise
 
     @classmethod
     def in_dir(cls, out_dir: str | Path) -> Ledger:
@@ -171,13 +180,14 @@ class Ledger:
     # Runs -----------------------------------------------------------------------------------------------------
     def start_run(self, run_id: str, *, mode: str, target: str, model_path: str, model_sha256: str,
                   checkpoint_sha256: str | None = None, flow_run_id: str | None = None,
-                  parent_run_id: str | None = None) -> None:
+                  parent_run_id: str | None = None, window_rule: str | None = None) -> None:
         with self._write() as db:
             db.execute(
                 "INSERT INTO runs (run_id, flow_run_id, parent_run_id, mode, target, model_path, model_sha256,"
-                " checkpoint_sha256, host, pid, started_at, state) VALUES (?,?,?,?,?,?,?,?,?,?,?, 'running')",
+                " checkpoint_sha256, host, pid, started_at, state, window_rule)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?, 'running', ?)",
                 (run_id, flow_run_id, parent_run_id, mode, target, model_path, model_sha256, checkpoint_sha256,
-                 socket.gethostname(), os.getpid(), utc_now()),
+                 socket.gethostname(), os.getpid(), utc_now(), window_rule),
             )
 
     def set_provider(self, run_id: str, provider: str) -> None:

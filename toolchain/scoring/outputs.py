@@ -4,17 +4,26 @@ Layout under the output directory `<out>`:
 
   <out>/ledger.sqlite                               the run ledger (`toolchain.scoring.ledger`)
   <out>/<folder name>/predictions_<UTC YYYYmmddTHHMMSSZ>.csv    one complete CSV per scoring of that folder
+  <out>/<folder name>/detections_<same UTC>.csv     one row per window of every file in it
+  <out>/<folder name>/raven_<same UTC>.selections.txt   the detections as a Raven selection table (format raven)
   <out>/<folder name>/.lock                         held (flock) by the run scoring that folder
   <out>/<folder name>/.parts_<run_id>/part_NNNNN.csv   shard outputs of a run in progress (removed when done)
   <out>/<folder name>/.predictions_<run_id>.csv.tmp    the CSV being assembled (renamed into place when complete)
 
 Rows are written to part files as they are scored (memory stays bounded), each part renamed into place when
 complete; the final CSV is the parts concatenated in shard order, fsync'ed, then `os.replace`d to its final name:
-readers see either no CSV or a complete one. Dot-files left by a killed run are removed by the next run that takes
-the folder's lock.
+readers see either no CSV or a complete one. The detections CSV and the Raven table are published first, the
+predictions CSV last: a predictions CSV always has its detections beside it. Dot-files left by a killed run are
+removed by the next run that takes the folder's lock.
 
-Columns: file (posix path relative to the scored folder), label, confidence, status (ok | error), error (empty when
-ok), prob_<class> for every class in the model's order, model_sha256 (of the .onnx file), run_id.
+Predictions columns (one row per file): file (posix path relative to the scored folder), label, confidence, status
+(ok | error), error (empty when ok), duration_s (the decoded file), scored_s (seconds its windows cover: the file
+minus leading/trailing silence), windows, aggregation (how the windows' probabilities became the file's: mean |
+max), window_rule (e.g. `windows-v1 5s/2.5s end-aligned`), prob_<class> for every class in the model's order,
+model_sha256 (of the .onnx file), run_id. An error row has no label, times or probabilities.
+
+Detections columns (one row per window at or above the run's min_confidence): file, start_s, end_s (seconds in
+the original file), label, confidence, prob_<class>..., model_sha256, run_id.
 """
 
 from __future__ import annotations
@@ -24,30 +33,57 @@ import datetime as dt
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolchain.errors import InjectedFault, ScoringError
-from toolchain.inference.predictions import format_probability, probability_columns
+from toolchain.inference.predictions import format_prediction, format_probability, probability_columns
 from toolchain.io import atomic_write, fsync_dir
 from toolchain.scoring.engine import ScoredRow
 
 CSV_PREFIX = "predictions_"
+DETECTIONS_PREFIX = "detections_"
+RAVEN_PREFIX = "raven_"
+RAVEN_SUFFIX = ".selections.txt"
+RAVEN_COLUMNS = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)",
+                 "Begin Path", "File Offset (s)", "Label", "Confidence"]
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 FAULT_ENV = "TOOLCHAIN_FAULT_INJECT"
 FAULT_STEPS = ("score", "write")
 
 
 def csv_columns(classes: Iterable[str]) -> list[str]:
-    return ["file", "label", "confidence", "status", "error", *probability_columns(classes), "model_sha256", "run_id"]
+    return ["file", "label", "confidence", "status", "error", "duration_s", "scored_s", "windows", "aggregation",
+            "window_rule", *probability_columns(classes), "model_sha256", "run_id"]
 
 
-def row_values(row: ScoredRow, n_classes: int, model_sha256: str, run_id: str) -> list[str]:
+def detection_columns(classes: Iterable[str]) -> list[str]:
+    return ["file", "start_s", "end_s", "label", "confidence", *probability_columns(classes), "model_sha256",
+            "run_id"]
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def row_values(row: ScoredRow, n_classes: int, model_sha256: str, run_id: str, window_rule: str = "") -> list[str]:
     if row.status == "ok" and row.probabilities is not None:
-        return [row.file, row.label, format_probability(row.confidence), "ok", "",
+        return [row.file, row.label, format_probability(row.confidence), "ok", "", _seconds(row.duration_s),
+                _seconds(row.scored_s), str(len(row.windows)), row.aggregation, window_rule,
                 *map(format_probability, row.probabilities), model_sha256, run_id]
-    return [row.file, "", "", "error", row.error or "unknown error", *([""] * n_classes), model_sha256, run_id]
+    return [row.file, "", "", "error", row.error or "unknown error", "", "", "0", "", window_rule,
+            *([""] * n_classes), model_sha256, run_id]
+
+
+def detection_rows(row: ScoredRow, classes: tuple[str, ...], model_sha256: str, run_id: str,
+                   min_confidence: float = 0.0) -> Iterator[list[str]]:
+    """One detections row per window of an ok row at or above `min_confidence`."""
+    for window in row.windows:
+        label, confidence, cells = format_prediction(window.probabilities, classes)
+        if float(confidence) >= min_confidence:
+            yield [row.file, _seconds(window.start_s), _seconds(window.end_s), label, confidence, *cells,
+                   model_sha256, run_id]
 
 
 def out_folder_for(out_dir: str | Path, folder: str | Path) -> Path:
@@ -66,6 +102,11 @@ def part_path(out_folder: Path, run_id: str, index: int) -> Path:
     return parts_dir(out_folder, run_id) / f"part_{index:05d}.csv"
 
 
+def detections_part(part: str | Path) -> Path:
+    """The detections part written beside a predictions part."""
+    return Path(part).with_suffix(".detections.csv")
+
+
 @dataclass(frozen=True)
 class PartSummary:
     """What one shard wrote."""
@@ -74,43 +115,66 @@ class PartSummary:
     files_ok: int
     files_error: int
     label_counts: dict[str, int] = field(default_factory=dict)
+    windows: int = 0
+    audio_s: float = 0.0  # Seconds of audio decoded (the files' durations).
 
 
 def write_part(path: Path, rows: Iterable[ScoredRow], classes: tuple[str, ...], model_sha256: str,
-               run_id: str) -> PartSummary:
-    """Stream `rows` (with a header) into the part file `path`, renamed into place only when complete."""
+               run_id: str, window_rule: str = "", min_confidence: float = 0.0) -> PartSummary:
+    """Stream `rows` (with a header) into the part file `path` and their windows into its detections part, each
+    renamed into place only when complete."""
     labels: Counter[str] = Counter()
-    errors = 0
+    errors = windows = 0
+    audio_s = 0.0
     # Line-buffered: each row reaches the file as it is scored (progress is visible; the cost is one write per row).
-    with atomic_write(path) as tmp, tmp.open("w", newline="", buffering=1) as f:
-        writer = csv.writer(f)
+    with atomic_write(path) as tmp, tmp.open("w", newline="", buffering=1) as f, \
+            atomic_write(detections_part(path)) as dtmp, dtmp.open("w", newline="") as d:
+        writer, detections = csv.writer(f), csv.writer(d)
         writer.writerow(csv_columns(classes))
+        detections.writerow(detection_columns(classes))
         for row in rows:
-            writer.writerow(row_values(row, len(classes), model_sha256, run_id))
+            writer.writerow(row_values(row, len(classes), model_sha256, run_id, window_rule))
+            detections.writerows(detection_rows(row, classes, model_sha256, run_id, min_confidence))
             if row.status == "ok":
                 labels[row.label] += 1
+                windows += len(row.windows)
+                audio_s += row.duration_s
             else:
                 errors += 1
-    return PartSummary(str(path), sum(labels.values()), errors, dict(sorted(labels.items())))
+    return PartSummary(str(path), sum(labels.values()), errors, dict(sorted(labels.items())), windows, audio_s)
 
 
-def _free_csv_name(out_folder: Path) -> Path:
-    """`predictions_<now>.csv`, a second later while that name is taken (rescoring within one second)."""
+def _stamp(path: Path, prefix: str = CSV_PREFIX) -> str:
+    return path.name[len(prefix):-len(".csv")]
+
+
+def sibling_outputs(predictions: Path) -> tuple[Path, Path]:
+    """(detections CSV, Raven table) with the same UTC stamp as a predictions CSV."""
+    stamp = _stamp(predictions)
+    return (predictions.with_name(f"{DETECTIONS_PREFIX}{stamp}.csv"),
+            predictions.with_name(f"{RAVEN_PREFIX}{stamp}{RAVEN_SUFFIX}"))
+
+
+def new_csv_path(out_folder: Path) -> Path:
+    """A fresh `predictions_<UTC now>.csv` path whose stamp no output of an earlier run uses (one second later
+    while it is taken: rescoring within one second, or detections left by a run killed before its predictions)."""
     when = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    while (candidate := out_folder / f"{CSV_PREFIX}{when.strftime(TIMESTAMP_FORMAT)}.csv").exists():
+    while True:
+        candidate = out_folder / f"{CSV_PREFIX}{when.strftime(TIMESTAMP_FORMAT)}.csv"
+        if not any(p.exists() for p in (candidate, *sibling_outputs(candidate))):
+            return candidate
         when += dt.timedelta(seconds=1)
-    return candidate
 
 
-def assemble_csv(out_folder: Path, run_id: str, parts: list[str], attempt: int = 1) -> Path:
-    """Concatenate the part files (in the given order) into the temporary CSV; returns its path (not yet public).
-
-    Idempotent: a retry rewrites the temporary file from the parts.
+def assemble_csv(out_folder: Path, run_id: str, parts: list[str], attempt: int = 1,
+                 prefix: str = CSV_PREFIX) -> Path:
+    """Concatenate the part files (in the given order) into the temporary CSV `.<prefix><run_id>.csv.tmp`;
+    returns its path (not yet public). Idempotent: a retry rewrites the temporary file from the parts.
     """
     inject_fault("write", attempt)
     if not parts:
         raise ScoringError(f"no scored shards to write for {out_folder}: this is a bug, please report it")
-    tmp = out_folder / f".{CSV_PREFIX}{run_id}.csv.tmp"
+    tmp = out_folder / f".{prefix}{run_id}.csv.tmp"
     header: str | None = None
     with tmp.open("w", newline="") as out:
         for part in parts:
@@ -127,24 +191,45 @@ def assemble_csv(out_folder: Path, run_id: str, parts: list[str], attempt: int =
     return tmp
 
 
-def new_csv_path(out_folder: Path) -> Path:
-    """A fresh `predictions_<UTC now>.csv` path (one second later while that name is taken)."""
-    return _free_csv_name(out_folder)
+def assemble_raven(out_folder: Path, run_id: str, predictions: Path, detections: Path, folder: str | Path,
+                   high_freq_hz: float) -> Path:
+    """A Raven selection table (tab-separated) from the assembled predictions and detections: one selection per
+    detection, `Begin Time (s)` counted over the folder's files end to end (Raven's multi-file view), `Begin Path`
+    and `File Offset (s)` naming the file and the time in it. Returns the temporary path."""
+    offsets: dict[str, float] = {}
+    elapsed = 0.0
+    with predictions.open(newline="") as f:
+        for row in csv.DictReader(f):
+            if row["status"] == "ok":
+                offsets[row["file"]] = elapsed
+                elapsed += float(row["duration_s"])
+    tmp = out_folder / f".{RAVEN_PREFIX}{run_id}{RAVEN_SUFFIX}.tmp"
+    with detections.open(newline="") as f, tmp.open("w", newline="") as out:
+        writer = csv.writer(out, delimiter="\t", lineterminator="\n")
+        writer.writerow(RAVEN_COLUMNS)
+        for n, row in enumerate(csv.DictReader(f), start=1):
+            start, end, base = float(row["start_s"]), float(row["end_s"]), offsets[row["file"]]
+            writer.writerow([n, "Spectrogram 1", 1, _seconds(base + start), _seconds(base + end), "0",
+                             f"{high_freq_hz:g}", str(Path(folder) / row["file"]), row["start_s"], row["label"],
+                             row["confidence"]])
+        out.flush()
+        os.fsync(out.fileno())
+    return tmp
 
 
 def publish_csv(tmp: Path, final: Path) -> Path:
-    """Rename the assembled CSV to its final name, atomically (same folder, same filesystem)."""
+    """Rename an assembled file to its final name, atomically (same folder, same filesystem)."""
     os.replace(tmp, final)
     fsync_dir(final.parent)
     return final
 
 
 def remove_run_files(out_folder: Path, run_id: str | None = None) -> list[Path]:
-    """Remove temporary files of `run_id` (or of every run: stale leftovers); never touches published CSVs."""
-    pattern_tmp = f".{CSV_PREFIX}{run_id or '*'}.csv.tmp"
-    pattern_parts = f".parts_{run_id or '*'}"
+    """Remove temporary files of `run_id` (or of every run: stale leftovers); never touches published files."""
+    patterns = [f".{prefix}{run_id or '*'}.*.tmp" for prefix in (CSV_PREFIX, DETECTIONS_PREFIX, RAVEN_PREFIX)]
+    patterns.append(f".parts_{run_id or '*'}")
     removed = []
-    for path in [*out_folder.glob(pattern_tmp), *out_folder.glob(pattern_parts)]:
+    for path in [p for pattern in patterns for p in out_folder.glob(pattern)]:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:

@@ -1,0 +1,185 @@
+"""Whole recordings as windows: the feature contract for audio of any length.
+
+A window is the model's clip (`clip_seconds`, 5 s = 216 frames at the defaults). A file whose non-silent part fits
+in one window is featurized exactly as a training clip (trim, pad, peak-normalize): short-clip results never change.
+A longer file is silence-trimmed at both ends, then cut into windows every `hop` seconds from the start of the
+trimmed audio, the last window aligned to its end (no zero-padded tail); each window is peak-normalized and turned
+into a log-mel image like any clip. Every window knows where it lies in the original file (seconds from the file's
+first sample: the trim offset is included), so a detection can be found again in the recording.
+
+Decoding: a file up to `LONG_FILE_SECONDS` (or in a format libsndfile cannot read) is decoded whole. A longer one
+is read in blocks, twice: one streaming pass (libsndfile blocks, a streaming soxr resampler) finds the trim bounds
+from per-chunk energies, then each part of `PART_WINDOWS` windows is read back by seeking, with a margin so the
+resampler's edges fall outside it. Memory stays flat whatever the file's length; `WindowRule.max_duration_s` is a
+safety limit (default off) on how much of a file is read.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from toolchain.audio.config import FeatureConfig
+from toolchain.audio.decode import AudioInfo, audio_info, check_audio_file, load_audio, read_mono, stream_mono
+from toolchain.audio.features import (
+    chunk_energy,
+    log_mel_fast,
+    padded_clip,
+    trim_bounds,
+    trim_from_energy,
+)
+from toolchain.errors import FeatureConfigError
+
+WINDOW_RULE_VERSION = "windows-v1"
+LONG_FILE_SECONDS = 120.0  # Longer files are streamed (never whole in memory); shorter ones decoded whole.
+PART_WINDOWS = 32  # Windows per part of a long file: one unit of decode work, ~80 s of audio at the default hop.
+RESAMPLE_MARGIN = 4096  # Original-rate frames read either side of a part (soxr HQ's filter is far shorter).
+
+
+@dataclass(frozen=True)
+class WindowRule:
+    """How a file longer than one clip is cut into windows. Part of every CSV row and ledger run (`tag`)."""
+
+    hop_seconds: float | None = None  # Seconds between window starts; None = half a clip (2.5 s at the defaults).
+    max_duration_s: float | None = None  # Read at most this much of each file; None = all of it.
+
+    def __post_init__(self) -> None:
+        for name in ("hop_seconds", "max_duration_s"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0):
+                raise FeatureConfigError(f"{name}={value!r} must be a positive number of seconds (or unset)")
+
+    def hop_for(self, config: FeatureConfig) -> float:
+        hop = self.hop_seconds if self.hop_seconds is not None else config.clip_seconds / 2
+        if hop > config.clip_seconds:
+            raise FeatureConfigError(
+                f"hop_seconds={hop:g} is longer than the model's {config.clip_seconds:g}-s window: audio between "
+                f"windows would never be scored; pass at most {config.clip_seconds:g}")
+        return hop
+
+    def hop_samples(self, config: FeatureConfig) -> int:
+        return max(1, int(round(self.hop_for(config) * config.sample_rate)))
+
+    def tag(self, config: FeatureConfig) -> str:
+        """Compact and complete, e.g. `windows-v1 5s/2.5s end-aligned`: which rule scored a file."""
+        limit = f" max {self.max_duration_s:g}s" if self.max_duration_s is not None else ""
+        return f"{WINDOW_RULE_VERSION} {config.clip_seconds:g}s/{self.hop_for(config):g}s end-aligned{limit}"
+
+
+@dataclass(frozen=True)
+class FileWindows:
+    """Windows of one file (all of them, or one part of a long file's), in time order."""
+
+    features: np.ndarray  # (n, n_mels, frames) float32 in [0, 1].
+    starts_s: tuple[float, ...]  # Window starts, seconds into the original file.
+    ends_s: tuple[float, ...]
+    duration_s: float  # The decoded file's length (up to max_duration_s).
+    scored_s: float  # Seconds of audio the file's windows cover (the non-silent span).
+    last: bool = True  # False for every part of a long file but its final one.
+
+
+def window_starts(start: int, end: int, size: int, hop: int) -> list[int]:
+    """Window start samples over [start, end): every `hop` from `start`, the last aligned to `end`; one window
+    (at `start`) when the span fits in `size`."""
+    if end - start <= size:
+        return [start]
+    starts = list(range(start, end - size, hop))
+    if starts[-1] != end - size:
+        starts.append(end - size)
+    return starts
+
+
+def windows_from_signal(y: np.ndarray, config: FeatureConfig, rule: WindowRule = WindowRule()) -> FileWindows:
+    """Every window of a decoded mono signal at config.sample_rate."""
+    y = np.asarray(y, dtype=np.float32)
+    sr, size = config.sample_rate, config.num_samples
+    start, end = trim_bounds(y, config) if np.any(y) else (0, min(y.size, size))
+    starts = window_starts(start, end, size, rule.hop_samples(config))
+    features = np.stack([log_mel_fast(padded_clip(y[s:min(end, s + size)], config), config) for s in starts])
+    return FileWindows(features, tuple(s / sr for s in starts), tuple(min(end, s + size) / sr for s in starts),
+                       y.size / sr, (end - start) / sr)
+
+
+@dataclass(frozen=True)
+class LongPlan:
+    """A long file after its streaming pass: where its windows lie, in samples at the model's rate."""
+
+    path: str
+    info: AudioInfo
+    max_frames: int  # Original-rate frames that count (the file's, or max_duration_s's).
+    n_samples: int  # Its length at the model's rate.
+    end: int  # Trimmed end.
+    starts: tuple[int, ...]
+
+    @property
+    def parts(self) -> list[tuple[int, int]]:
+        n = len(self.starts)
+        return [(k, min(n, k + PART_WINDOWS)) for k in range(0, n, PART_WINDOWS)]
+
+
+def plan_long(path: str | Path, info: AudioInfo, config: FeatureConfig, rule: WindowRule) -> LongPlan:
+    """The streaming pass over a long file: its length and trim bounds at the model's rate, hence its windows."""
+    max_frames = info.frames if rule.max_duration_s is None else min(
+        info.frames, int(rule.max_duration_s * info.sample_rate))
+    energies: list[np.ndarray] = []
+    carry = np.zeros(0, dtype=np.float32)
+    n = 0
+    for block in stream_mono(path, info, config.sample_rate, max_frames):
+        n += block.size
+        buf = np.concatenate([carry, block])
+        whole = buf.size - buf.size % 512
+        energies.append(chunk_energy(buf[:whole]))
+        carry = buf[whole:]
+    energies.append(chunk_energy(carry))
+    energy = np.concatenate(energies)
+    size = config.num_samples
+    start, end = trim_from_energy(energy, n, config.trim_top_db) if energy.any() else (0, min(n, size))
+    starts = tuple(window_starts(start, end, size, rule.hop_samples(config)))
+    return LongPlan(str(path), info, max_frames, n, end, starts)
+
+
+def long_part(plan: LongPlan, k0: int, k1: int, config: FeatureConfig) -> FileWindows:
+    """Windows k0..k1-1 of a planned long file, read back by seeking (plus a resampling margin)."""
+    sr_in, sr, size = plan.info.sample_rate, config.sample_rate, config.num_samples
+    first, stop = plan.starts[k0], min(plan.end, plan.starts[k1 - 1] + size)
+    if sr_in == sr:
+        segment, offset = read_mono(plan.path, first, stop), float(first)
+    else:
+        import soxr
+
+        o0 = max(0, math.floor(first * sr_in / sr) - RESAMPLE_MARGIN)
+        o1 = min(plan.max_frames, math.ceil(stop * sr_in / sr) + RESAMPLE_MARGIN)
+        segment = soxr.resample(read_mono(plan.path, o0, o1), sr_in, sr, quality="HQ")
+        offset = o0 * sr / sr_in
+    clips = []
+    for s in plan.starts[k0:k1]:
+        i = max(0, int(round(s - offset)))
+        clips.append(log_mel_fast(padded_clip(segment[i:i + min(size, plan.end - s)], config), config))
+    starts = plan.starts[k0:k1]
+    return FileWindows(np.stack(clips), tuple(s / sr for s in starts),
+                       tuple(min(plan.end, s + size) / sr for s in starts), plan.n_samples / sr,
+                       (plan.end - plan.starts[0]) / sr, last=k1 == len(plan.starts))
+
+
+def file_windows_or_plan(path: str | Path, config: FeatureConfig,
+                         rule: WindowRule = WindowRule()) -> FileWindows | LongPlan:
+    """A file's windows (decoded whole), or the plan to read a long one in parts (`long_part`)."""
+    path = Path(path)
+    check_audio_file(path)
+    info = audio_info(path)
+    if info is None or info.duration_s <= LONG_FILE_SECONDS:
+        return windows_from_signal(load_audio(path, config, max_seconds=rule.max_duration_s), config, rule)
+    return plan_long(path, info, config, rule)
+
+
+def file_windows(path: str | Path, config: FeatureConfig, rule: WindowRule = WindowRule()) -> FileWindows:
+    """Every window of one file, in this thread, whole (for callers that want them all at once)."""
+    found = file_windows_or_plan(path, config, rule)
+    if isinstance(found, FileWindows):
+        return found
+    parts = [long_part(found, k0, k1, config) for k0, k1 in found.parts]
+    return FileWindows(np.concatenate([p.features for p in parts]), sum((p.starts_s for p in parts), ()),
+                       sum((p.ends_s for p in parts), ()), parts[0].duration_s, parts[0].scored_s)

@@ -1,0 +1,62 @@
+"""What a scoring run computes and writes beyond the model itself: how files are cut into windows, how window
+probabilities become a file's, which detections are kept and which extra tables are written. One frozen config,
+the same for `toolchain score`, `python -m flows` and the `score-folder` deployments (`EngineConfig` says how to
+run; this says what comes out)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+from toolchain.audio.config import FeatureConfig
+from toolchain.audio.windows import WindowRule
+from toolchain.errors import ScoringError
+from toolchain.inference.predictions import AGGREGATIONS, Aggregation
+
+
+class OutputFormat(str, Enum):
+    """csv: predictions + detections CSVs; raven: those plus a Raven selection table."""
+
+    csv = "csv"
+    raven = "raven"
+
+
+OUTPUT_FORMATS = tuple(f.value for f in OutputFormat)
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    hop_seconds: float | None = None  # Seconds between window starts; None = half the model's window.
+    aggregation: Aggregation = Aggregation.mean  # File-level probabilities from the windows': mean or max.
+    min_confidence: float = 0.0  # Detections rows below this confidence are left out (predictions keep every file).
+    format: OutputFormat = OutputFormat.csv  # raven adds `raven_<UTC>.selections.txt` per folder run.
+    max_duration_s: float | None = None  # Read at most this much of each file (a safety limit); None = all.
+
+    def __post_init__(self) -> None:
+        for name in ("aggregation", "format"):  # Stored as plain strings: JSON-able for Prefect, like EngineConfig.
+            value = getattr(self, name)
+            if isinstance(value, Enum):
+                object.__setattr__(self, name, value.value)
+        if self.aggregation not in AGGREGATIONS:
+            raise ScoringError(f"aggregation={self.aggregation!r} is not one of {', '.join(AGGREGATIONS)}")
+        if self.format not in OUTPUT_FORMATS:
+            raise ScoringError(f"format={self.format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+        if not isinstance(self.min_confidence, (int, float)) or not 0.0 <= self.min_confidence <= 1.0 \
+                or math.isnan(self.min_confidence):
+            raise ScoringError(f"min_confidence={self.min_confidence!r} must be between 0 and 1")
+        _ = self.rule  # Validates hop_seconds and max_duration_s.
+
+    @property
+    def rule(self) -> WindowRule:
+        try:
+            return WindowRule(self.hop_seconds, self.max_duration_s)
+        except Exception as exc:
+            raise ScoringError(str(exc)) from None
+
+    def tag(self, config: FeatureConfig) -> str:
+        """The window rule and aggregation, e.g. `windows-v1 5s/2.5s end-aligned, mean`: CSVs and the ledger."""
+        try:
+            return f"{self.rule.tag(config)}, {self.aggregation}"
+        except Exception as exc:
+            raise ScoringError(str(exc)) from None
