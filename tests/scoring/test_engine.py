@@ -186,39 +186,41 @@ def test_events_in_a_long_recording_are_found_at_their_times(model, fsdd_dir, tm
     from toolchain.inference.predictions import top_class
 
     cfg = model.feature_config
-    candidates = [r["filename"] for r in fsdd_rows(fsdd_dir) if r["take"] == "48" and r["speaker"] == "jackson"]
+    truth = {r["filename"]: r["label"] for r in fsdd_rows(fsdd_dir) if r["take"] == "48" and r["speaker"] == "jackson"}
+    candidates = sorted(truth)
     alone = {f: r for f, r in zip(candidates, score_files(model, fsdd_dir, candidates, EngineConfig(**CPU_ONLY)))}
-    # Clips the model gets right on their own (the file name starts with the digit), three different digits.
+    # Clips the model gets right on their own, three different digits.
     chosen: dict[str, str] = {}
     for f, r in alone.items():
-        digit = Path(f).name.split("_")[0]
-        if r.label == digit and r.confidence > 0.5 and digit not in chosen.values():
-            chosen[f] = digit
+        if r.label == truth[f] and r.confidence > 0.5 and truth[f] not in chosen.values():
+            chosen[f] = truth[f]
     chosen = dict(list(chosen.items())[:3])
     assert len(chosen) == 3, {f: (r.label, r.confidence) for f, r in alone.items()}
-    recording = np.zeros(60 * cfg.sample_rate, dtype=np.float32)
+    # A quiet noise floor (~40 dB below the speech), as in a real recording: nothing is trimmed, all 60 s count.
+    recording = np.random.default_rng(0).normal(0, 1e-3, 60 * cfg.sample_rate).astype(np.float32)
     spans = []  # Where each clip's sound is, in the recording: the clip's own non-silent part.
     for offset, f in zip((3.0, 17.0, 41.0), chosen):
         clip = load_audio(fsdd_dir / f, cfg)
         at = int(offset * cfg.sample_rate)
-        recording[at:at + clip.size] = clip
+        recording[at:at + clip.size] += clip
         lo, hi = trim_bounds(clip, cfg)
         spans.append(((at + lo) / cfg.sample_rate, (at + hi) / cfg.sample_rate))
     soundfile.write(tmp_path / "field.wav", recording, cfg.sample_rate, subtype="FLOAT")
 
     [row] = score_files(model, tmp_path, ["field.wav"], EngineConfig(**CPU_ONLY))
     hop = cfg.clip_seconds / 2
-    assert row.duration_s == pytest.approx(60.0)
-    # The file is trimmed to its sound: windows from the first clip's start to the last clip's end, no gap.
-    assert row.windows[0].start_s == pytest.approx(spans[0][0], abs=0.03)
-    assert row.windows[-1].end_s == pytest.approx(spans[-1][1], abs=0.03)
-    assert all(b.start_s <= a.end_s for a, b in zip(row.windows, row.windows[1:]))
-    assert row.scored_s == pytest.approx(row.windows[-1].end_s - row.windows[0].start_s)
+    assert row.duration_s == pytest.approx(60.0) and row.scored_s == pytest.approx(60.0)
+    assert row.windows[0].start_s == 0.0 and row.windows[-1].end_s == pytest.approx(60.0)
+    assert all(b.start_s - a.start_s == pytest.approx(hop) for a, b in zip(row.windows, row.windows[1:-1]))
+    assert len(row.windows) == int((60.0 - cfg.clip_seconds) / hop) + 1
     for (start, end), digit in zip(spans, chosen.values()):
-        centre = (start + end) / 2
-        best = min(row.windows, key=lambda w: abs((w.start_s + w.end_s) / 2 - centre))
-        assert best.start_s <= start + hop and best.end_s >= end - hop  # Within one hop of the event.
-        assert top_class(best.probabilities, model.classes)[0] == digit, (start, digit, best)
+        # The windows that hold the whole clip: at least one says its digit, and they lie within one hop of it.
+        holding = [w for w in row.windows if w.start_s <= start and w.end_s >= end]
+        assert holding and all(start - w.start_s <= cfg.clip_seconds - (end - start) for w in holding)
+        labels = [top_class(w.probabilities, model.classes)[0] for w in holding]
+        assert digit in labels, (start, digit, labels)
+        first = holding[-1]  # The one that starts nearest the clip, as its training clips did.
+        assert start - first.start_s <= hop and labels[-1] == digit, (start, digit, labels)
 
 
 def test_fp16_model_scores_through_the_engine_and_names_itself(certified, fsdd_dir, tmp_path):

@@ -51,7 +51,16 @@ def test_bad_input_folder_gives_one_row_per_audio_file(onnx_model, bad_input_fol
     assert Path(summary.csv_path).parent == tmp_path / "out" / "drop-2024-01-02"
     assert Path(summary.csv_path).name.startswith("predictions_") and Path(summary.csv_path).name.endswith("Z.csv")
     assert list(rows[0]) == csv_columns(identity.metadata.classes)
-    assert sorted(p.name for p in summary_dir_files(Path(summary.csv_path).parent)) == [Path(summary.csv_path).name]
+    detections = Path(summary.detections_path)
+    assert detections.name == Path(summary.csv_path).name.replace("predictions_", "detections_")
+    assert sorted(p.name for p in summary_dir_files(Path(summary.csv_path).parent)) == sorted(
+        [Path(summary.csv_path).name, detections.name])
+    # One detection per window of every ok file (error files have none), and the windows add up.
+    windows = read_rows(detections)
+    assert {w["file"] for w in windows} == {f for f, status in expected.items() if status == "ok"}
+    assert len(windows) == sum(int(r["windows"]) for r in rows) == summary.windows
+    assert {r["window_rule"] for r in rows} == {"windows-v1 1s/0.5s end-aligned, mean"}
+    assert Ledger.in_dir(tmp_path / "out").run(summary.run_id).window_rule == "windows-v1 1s/0.5s end-aligned, mean"
 
 
 def test_shards_concatenate_to_the_single_pass_result(model, bad_input_folder, tmp_path):
@@ -82,6 +91,50 @@ def test_rescoring_writes_a_new_csv_and_keeps_the_old(onnx_model, bad_input_fold
     assert first.csv_path != second.csv_path  # Same second: the name moves on by a second, never overwrites.
     assert published_csvs(Path(first.csv_path).parent) == sorted([Path(first.csv_path), Path(second.csv_path)])
     assert read_rows(first.csv_path)[0]["file"] == read_rows(second.csv_path)[0]["file"]
+
+
+def test_two_runs_over_long_recordings_write_the_same_content_and_raven_reads_the_windows(onnx_model, fsdd_dir,
+                                                                                         tmp_path):
+    """Recordings of several lengths at several rates: every run gives identical predictions and detections (ids
+    and stamps aside); --format raven adds a selection table with one selection per kept detection."""
+    import numpy as np
+    import soundfile
+
+    from toolchain.audio.config import FeatureConfig
+    from toolchain.audio.decode import load_audio
+    from toolchain.scoring.options import ScoringOptions
+
+    folder = tmp_path / "field-day"
+    folder.mkdir()
+    clips = sorted((fsdd_dir / "recordings").glob("*_yweweler_2*.wav"))
+    for n, (seconds, rate) in enumerate([(12, 16_000), (7, 44_100), (3, 8_000)]):
+        y = np.random.default_rng(n).normal(0, 1e-3, seconds * rate).astype(np.float32)
+        for k, at in enumerate(range(1, seconds - 1, 3)):
+            clip = load_audio(clips[(n + k) % len(clips)], FeatureConfig(sample_rate=rate))
+            y[at * rate:at * rate + clip.size] += clip[:y.size - at * rate]
+        soundfile.write(folder / f"rec{n}.flac", y, rate)
+    options = ScoringOptions(hop_seconds=0.25, aggregation="max", min_confidence=0.2, format="raven")
+    runs = [score_folder(onnx_model, folder, tmp_path / f"out{i}", config, options=options)
+            for i, config in enumerate([CONFIG, EngineConfig(batch_size=3, decode_workers=0, intra_op_threads=1)])]
+
+    def content(path: str) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "run_id"} for r in read_rows(path)]
+
+    assert content(runs[0].csv_path) == content(runs[1].csv_path)
+    assert content(runs[0].detections_path) == content(runs[1].detections_path)
+    rows = read_rows(runs[0].csv_path)
+    assert [(r["file"], r["status"], r["aggregation"]) for r in rows] == [
+        (f"rec{n}.flac", "ok", "max") for n in range(3)]
+    assert [float(r["duration_s"]) for r in rows] == [12.0, 7.0, 3.0]
+    detections = read_rows(runs[0].detections_path)
+    assert detections and all(float(d["confidence"]) >= 0.2 for d in detections)
+    for r in rows:  # The file's max-aggregated confidence is its best window's, and windows are 0.25 s apart.
+        mine = [d for d in detections if d["file"] == r["file"]]
+        assert max(float(d["confidence"]) for d in mine) == pytest.approx(float(r["confidence"]), abs=1e-6)
+    raven = Path(runs[0].csv_path).with_name(
+        Path(runs[0].csv_path).name.replace("predictions_", "raven_").replace(".csv", ".selections.txt"))
+    lines = raven.read_text().splitlines()
+    assert len(lines) == len(detections) + 1 and lines[0].startswith("Selection\tView\tChannel\tBegin Time (s)")
 
 
 def test_missing_folder_and_unreadable_model_fail_with_one_line(onnx_model, tmp_path):

@@ -426,8 +426,8 @@ def score_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path
     """
     check_folder(folder)
     check_output_dir(out_dir, "--out")
-    options.tag(describe_model(model_path).metadata.feature_config)
-    load_model_cached(model_path, config)  # A model that cannot run is refused before any ledger row is written.
+    # A model that cannot run, or a window rule it cannot take, is refused before any ledger row is written.
+    options.tag(load_model_cached(model_path, config).feature_config)
     outcome = run_folder(model_path, folder, out_dir, LocalSteps(model_path, config, progress),
                          shard_size=shard_size, run_id=run_id, options=options)
     assert outcome.summary is not None  # Only inbox scans (skip_scored) skip folders.

@@ -1,0 +1,100 @@
+"""The window contract: short files as one clip, long files as hopped windows in the original file's time, and a
+long file read in blocks giving the windows a whole decode gives.
+
+FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile
+
+from toolchain.audio.config import FeatureConfig
+from toolchain.audio.decode import load_audio
+from toolchain.audio.features import features_from_path
+from toolchain.audio.windows import (
+    LONG_FILE_SECONDS,
+    WindowRule,
+    file_windows,
+    file_windows_or_plan,
+    window_starts,
+    windows_from_signal,
+)
+from toolchain.errors import FeatureConfigError
+
+CONFIG = FeatureConfig()
+
+
+def test_window_starts_hop_from_the_start_and_align_the_last_to_the_end():
+    assert window_starts(100, 400, 500, 250) == [100]  # Fits in one window.
+    assert window_starts(0, 1000, 500, 250) == [0, 250, 500]  # The hop lands on the end: no duplicate.
+    assert window_starts(0, 1100, 500, 250) == [0, 250, 500, 600]  # The last is end-aligned, not padded.
+    assert window_starts(0, 501, 500, 250) == [0, 1]
+
+
+def test_a_file_within_one_window_is_featurized_exactly_as_a_clip(fsdd_clips):
+    for path in fsdd_clips[:10]:
+        windows = file_windows(path, CONFIG)
+        assert windows.features.shape == (1, *CONFIG.input_shape[1:]) and windows.last
+        np.testing.assert_array_equal(windows.features[0], features_from_path(path, CONFIG))
+        assert 0 <= windows.starts_s[0] < windows.ends_s[0] <= windows.duration_s
+        assert windows.scored_s == pytest.approx(windows.ends_s[0] - windows.starts_s[0])
+
+
+def test_long_audio_is_trimmed_then_windowed_in_the_files_time(fsdd_clip):
+    sr = CONFIG.sample_rate
+    clip = load_audio(fsdd_clip, CONFIG)
+    y = np.zeros(30 * sr, dtype=np.float32)
+    y[2 * sr:2 * sr + clip.size] = clip  # Sound from 2 s ...
+    y[20 * sr:20 * sr + clip.size] = clip  # ... to ~20.5 s; silence around.
+    got = windows_from_signal(y, CONFIG, WindowRule(hop_seconds=2.0))
+    assert got.duration_s == pytest.approx(30.0)
+    assert got.starts_s[0] == pytest.approx(2.0, abs=0.1) and got.ends_s[-1] == pytest.approx(20.5, abs=0.2)
+    assert np.allclose(np.diff(got.starts_s[:-1]), 2.0)
+    assert got.ends_s[-1] - got.starts_s[-1] == pytest.approx(CONFIG.clip_seconds)  # No padded tail.
+    assert got.scored_s == pytest.approx(got.ends_s[-1] - got.starts_s[0])
+    assert got.features.shape[0] == len(got.starts_s) and float(got.features.min()) >= 0.0
+
+
+def test_a_hop_longer_than_the_window_and_bad_limits_are_refused():
+    with pytest.raises(FeatureConfigError, match="hop_seconds=6 is longer than the model's 5-s window"):
+        WindowRule(hop_seconds=6).hop_for(CONFIG)
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(FeatureConfigError, match="must be a positive number"):
+            WindowRule(hop_seconds=bad)
+        with pytest.raises(FeatureConfigError, match="max_duration_s"):
+            WindowRule(max_duration_s=bad)
+    assert WindowRule().tag(CONFIG) == "windows-v1 5s/2.5s end-aligned"
+
+
+def test_a_long_file_is_streamed_in_parts_that_match_a_whole_decode(fsdd_dir, tmp_path):
+    """A 44.1 kHz stereo file longer than LONG_FILE_SECONDS: read in blocks (never whole), its windows are those
+    of decoding it whole, up to the resampler's edges."""
+    sr = 44_100
+    seconds = int(LONG_FILE_SECONDS) + 15
+    rng = np.random.default_rng(1)
+    y = np.zeros((seconds * sr, 2), dtype=np.float32)
+    clips = sorted((fsdd_dir / "recordings").glob("*_nicolas_3.wav"))
+    for i, offset in enumerate(range(4, seconds - 4, 9)):
+        clip = load_audio(clips[i % len(clips)], FeatureConfig(sample_rate=sr))
+        at = offset * sr
+        y[at:at + clip.size, 0] += clip
+        y[at:at + clip.size, 1] += 0.5 * clip
+    y += rng.normal(0, 1e-3, y.shape).astype(np.float32)
+    path = tmp_path / "long.wav"
+    soundfile.write(path, y, sr, subtype="PCM_16")
+
+    plan = file_windows_or_plan(path, CONFIG)
+    assert not hasattr(plan, "features") and len(plan.parts) > 1  # Planned, not decoded whole.
+    streamed = file_windows(path, CONFIG)
+    whole = windows_from_signal(load_audio(path, CONFIG, max_seconds=None), CONFIG)
+    assert len(streamed.starts_s) == len(whole.starts_s)
+    np.testing.assert_allclose(streamed.starts_s, whole.starts_s, atol=2 / CONFIG.sample_rate)
+    np.testing.assert_allclose(streamed.ends_s, whole.ends_s, atol=2 / CONFIG.sample_rate)
+    assert streamed.duration_s == pytest.approx(seconds, abs=1e-3)
+    assert float(np.abs(streamed.features - whole.features).max()) < 2e-2  # Resampler edges; same picture.
+    assert float(np.abs(streamed.features - whole.features).mean()) < 1e-3
+
+    limited = file_windows(path, CONFIG, WindowRule(max_duration_s=40))
+    assert limited.duration_s == pytest.approx(40, abs=1e-3) and limited.ends_s[-1] <= 40 + 1e-6
