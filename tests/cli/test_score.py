@@ -32,6 +32,7 @@ def test_score_prints_the_csv_and_a_summary(onnx_model, fsdd_dir, tmp_path):
     assert csv_path.parent == tmp_path / "out" / "day1" and csv_path.is_file()
     assert [r["file"] for r in read_rows(csv_path)] == names
     assert "6 files (6 ok, 0 error)" in result.stderr and "CPUExecutionProvider" in result.stderr
+    assert "6 windows" in result.stderr and f"detections: {csv_path.parent}/detections_" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -40,6 +41,7 @@ def test_score_prints_the_csv_and_a_summary(onnx_model, fsdd_dir, tmp_path):
         (["--input", "{tmp}/missing"], "input folder {tmp}/missing does not exist"),
         (["--input", "{tmp}", "--model", "{tmp}/garbage.onnx"], "cannot load ONNX model"),
         (["--input", "{tmp}", "--model", "{tmp}/absent.onnx"], "absent.onnx does not exist"),
+        (["--input", "{tmp}", "--hop-seconds", "2"], "hop_seconds=2 is longer than the model's 1-s window"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(onnx_model, tmp_path, args, message):
@@ -61,6 +63,7 @@ def test_serve_rejects_conflicting_schedules(onnx_model, tmp_path):
 
 @pytest.mark.parametrize("case, message", [
     ("output-is-a-file", "--output-dir {tmp}/a-file is a file"),
+    ("hop-too-long", "hop_seconds=3 is longer than the model's 1-s window"),
     ("missing-inbox", "input folder {tmp}/nowhere does not exist"),
     ("not-onnx", "is not a readable ONNX model"),
 ])
@@ -70,7 +73,9 @@ def test_serve_user_errors_are_one_line_before_serving(tiny_onnx, tmp_path, case
     model = tmp_path / "junk.onnx" if case == "not-onnx" else tiny_onnx
     out = tmp_path / "a-file" if case == "output-is-a-file" else tmp_path / "out"
     inbox = tmp_path / "nowhere" if case == "missing-inbox" else tmp_path
-    result = runner.invoke(app, ["serve", "--model", str(model), "--output-dir", str(out), "--inbox", str(inbox)])
+    extra = ["--hop-seconds", "3"] if case == "hop-too-long" else []
+    result = runner.invoke(app, ["serve", "--model", str(model), "--output-dir", str(out), "--inbox", str(inbox),
+                                 *extra])
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit), repr(result.exception)
     assert len(result.stderr.strip().splitlines()) == 1 and message.format(tmp=tmp_path) in result.stderr
 

@@ -17,6 +17,7 @@ from flows.score_folder import engine_settings, score_folder_flow
 from toolchain.errors import ScoringError
 from toolchain.scoring.engine import EngineConfig
 from toolchain.scoring.ledger import Ledger
+from toolchain.scoring.options import ScoringOptions
 from toolchain.scoring.outputs import FAULT_ENV
 from toolchain.scoring.precision import Precision
 
@@ -181,5 +182,8 @@ def test_deployments_carry_every_engine_setting(onnx_model, tmp_path):
     from flows.deploy import ServeOptions, build_deployments
 
     engine = EngineConfig(batch_size=4, precision="fp32", device_id=0)
-    [on_demand] = build_deployments(ServeOptions(model=str(onnx_model), output_dir=str(tmp_path), engine=engine))
+    scoring = ScoringOptions(hop_seconds=0.25, aggregation="max", format="raven")
+    [on_demand] = build_deployments(ServeOptions(model=str(onnx_model), output_dir=str(tmp_path), engine=engine,
+                                                 scoring=scoring))
     assert on_demand.parameters["engine"] == dataclasses.asdict(engine)
+    assert on_demand.parameters["options"] == dataclasses.asdict(scoring)

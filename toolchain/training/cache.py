@@ -1,7 +1,11 @@
 """On-disk feature cache: decode + log-mel once per file per feature fingerprint.
 
-Layout: `<root>/<fingerprint>/<sha[:2]>/<sha256 of the file bytes>.npy`, each holding the (n_mels, frames)
-float32 array of `toolchain.audio.features.features_from_path`. Keying by content (not path) means a renamed or copied file is
+Layout: `<root>/<fingerprint>-windows-v1/<sha[:2]>/<sha256 of the file bytes>.npy`, each holding the
+(windows, n_mels, frames) float32 array of the file's windows (`toolchain.audio.windows.file_windows`: one window,
+exactly `features_from_path`, for a file within the model's clip length; hopped windows over the whole of a longer
+one, as scoring cuts them). Training draws one window per file per epoch at random (`windows="random"`: random
+crops of long clips, for free); evaluation scores every window and aggregates them per file as scoring does
+(`windows="all"` and `file_index`). Keying by content (not path) means a renamed or copied file is
 still a hit, and a changed file is a miss; keying by fingerprint means a changed feature config never reads stale
 arrays. Writes are atomic (temporary file + rename), so a killed run leaves no half-written entry.
 
@@ -22,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from toolchain.audio.config import FeatureConfig
-from toolchain.audio.features import features_from_path, stack_channels
+from toolchain.audio.features import stack_channels
+from toolchain.audio.windows import WINDOW_RULE_VERSION, file_windows
 from toolchain.errors import AudioDecodeError
 from toolchain.io import atomic_write, available_cores, file_sha256, spawn_pool
 from toolchain.progress import NullProgress, ProgressReporter
@@ -32,8 +37,8 @@ CHUNKSIZE = 8  # Files per worker task: amortizes inter-process overhead; FSDD c
 
 
 def extract_features(path: str, config: FeatureConfig) -> np.ndarray:
-    """The feature function the cache stores: (n_mels, frames) float32. Swap a faster one in here, nowhere else."""
-    return features_from_path(path, config)
+    """The feature function the cache stores: (windows, n_mels, frames) float32. Swap a faster one in here only."""
+    return file_windows(path, config).features
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,7 @@ class FeatureCache:
 
     @property
     def folder(self) -> Path:
-        return self.root / self.config.fingerprint
+        return self.root / f"{self.config.fingerprint}-{WINDOW_RULE_VERSION}"
 
     def entry(self, sha: str) -> Path:
         return self.folder / sha[:2] / f"{sha}.npy"
@@ -137,7 +142,7 @@ class FeatureCache:
                 progress.advance("features")
 
     def load(self, path: str) -> np.ndarray:
-        """The cached (n_mels, frames) array of a file that `ensure` reported as good.
+        """The cached (windows, n_mels, frames) array of a file that `ensure` reported as good.
 
         A damaged entry (truncated by a full disk, wrong shape) is recomputed in place rather than trusted.
         """
@@ -146,7 +151,7 @@ class FeatureCache:
         expected = (self.config.n_mels, self.config.num_frames)
         try:
             array = np.load(target, allow_pickle=False)
-            if array.shape == expected and array.dtype == np.float32:
+            if array.ndim == 3 and array.shape[0] >= 1 and array.shape[1:] == expected and array.dtype == np.float32:
                 return array
         except (OSError, ValueError, EOFError):
             pass
@@ -154,24 +159,46 @@ class FeatureCache:
         _write_entry(array, target)
         return array
 
+    def window_count(self, path: str) -> int:
+        """How many windows a cached file has (read from the .npy header only)."""
+        try:
+            return int(np.load(self.entry(self._hashes.get(path) or file_sha256(path)), mmap_mode="r").shape[0])
+        except (OSError, ValueError, EOFError, IndexError):
+            return int(self.load(path).shape[0])
+
 
 class CachedFeatureDataset:
-    """Map-style dataset over cached features: item i -> ((channels, n_mels, frames) float32, class index).
+    """Map-style dataset over cached features: item -> ((channels, n_mels, frames) float32, class index).
 
-    Works with `torch.utils.data.DataLoader` (the default collate turns the arrays into tensors).
+    `windows="random"` (training): one item per file, a random window of it each time (torch's RNG, so a seeded
+    run repeats). `windows="all"` (evaluation): one item per window, in file order; `file_index[i]` is the file
+    of item i, so per-window outputs can be aggregated per file. Works with `torch.utils.data.DataLoader`.
     """
 
-    def __init__(self, cache: FeatureCache, paths: Sequence[str], targets: Sequence[int]):
+    def __init__(self, cache: FeatureCache, paths: Sequence[str], targets: Sequence[int], windows: str = "all"):
         if len(paths) != len(targets):
             raise ValueError(f"{len(paths)} paths but {len(targets)} targets")
+        if windows not in ("all", "random"):
+            raise ValueError(f"windows={windows!r} is not 'all' or 'random'")
         self.cache = cache
         self.paths = list(paths)
         self.targets = [int(t) for t in targets]
+        self.windows = windows
+        counts = [1] * len(self.paths) if windows == "random" else [cache.window_count(p) for p in self.paths]
+        self.file_index = np.repeat(np.arange(len(self.paths)), counts)
+        self.window_index = np.concatenate([np.arange(c) for c in counts]) if counts else np.zeros(0, dtype=int)
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.file_index)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
-        image = stack_channels(self.cache.load(self.paths[index]), self.cache.config)
-        return np.ascontiguousarray(image), self.targets[index]
+        import torch
 
+        file = int(self.file_index[index])
+        windows = self.cache.load(self.paths[file])
+        if self.windows == "random":
+            k = int(torch.randint(len(windows), ()).item()) if len(windows) > 1 else 0
+        else:
+            k = int(self.window_index[index])
+        image = stack_channels(windows[min(k, len(windows) - 1)], self.cache.config)
+        return np.ascontiguousarray(image), self.targets[file]

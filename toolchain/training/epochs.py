@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from toolchain.inference.predictions import Aggregation, aggregate
 from toolchain.progress import ProgressReporter
 from toolchain.training.runtime import Runtime
 
@@ -113,9 +114,14 @@ def recalibrate_batchnorm(
 @torch.no_grad()
 def evaluate(
     model: nn.Module, loader, criterion: nn.Module, runtime: Runtime, progress: ProgressReporter,
-    description: str = "val",
+    description: str = "val", aggregation: Aggregation = Aggregation.mean,
 ) -> Evaluation:
-    """Eval-mode pass in loader order: mean loss, accuracy, float32 softmax probabilities."""
+    """Eval-mode pass in loader order: mean loss, accuracy, float32 softmax probabilities.
+
+    When the loader's dataset has several windows per file (`file_index`), probabilities and accuracy are per
+    file, the windows' probabilities aggregated by `aggregation` as scoring does (the loss stays per window): the
+    accuracy a run reports is the accuracy scoring delivers.
+    """
     model.eval()
     total_loss, probs, targets_all = 0.0, [], []
     progress.start("eval", description, total=len(loader))
@@ -130,5 +136,17 @@ def evaluate(
     progress.finish("eval")
     probabilities = np.concatenate(probs) if probs else np.zeros((0, 0), dtype=np.float32)
     targets_np = np.concatenate(targets_all) if targets_all else np.zeros(0, dtype=np.int64)
+    file_index = getattr(loader.dataset, "file_index", None)
+    if file_index is not None and len(file_index) and len(file_index) != int(file_index[-1]) + 1:
+        probabilities, targets_np = per_file(probabilities, targets_np, file_index, aggregation)
     accuracy = float((probabilities.argmax(axis=1) == targets_np).mean()) if len(targets_np) else 0.0
     return Evaluation(total_loss / max(len(targets_np), 1), accuracy, probabilities, targets_np)
+
+
+def per_file(probabilities: np.ndarray, targets: np.ndarray, file_index: np.ndarray,
+             aggregation: Aggregation = Aggregation.mean) -> tuple[np.ndarray, np.ndarray]:
+    """Per-window probabilities and targets (items in file order) -> per-file ones, by `aggregation`."""
+    starts = np.flatnonzero(np.r_[True, file_index[1:] != file_index[:-1]])
+    bounds = np.r_[starts, len(file_index)]
+    merged = np.stack([aggregate(probabilities[a:b], aggregation) for a, b in zip(bounds[:-1], bounds[1:])])
+    return merged.astype(np.float32), targets[starts]

@@ -20,6 +20,7 @@ from toolchain.training.cache import (
 )
 from toolchain.training.checkpoint import load_checkpoint
 from toolchain.training.data import list_inputs
+from toolchain.training.epochs import per_file
 from toolchain.training.reports import PredictionRow, write_predictions_csv
 from toolchain.training.runtime import resolve_runtime
 
@@ -50,16 +51,18 @@ def predict(
     cache = FeatureCache(Path(cache_dir), checkpoint.feature_config)
     report = cache.ensure(files, num_workers=num_workers, progress=progress)
     good = [f for f in files if f not in report.failures]
-    loader = torch.utils.data.DataLoader(
-        CachedFeatureDataset(cache, good, [0] * len(good)), batch_size=batch_size, shuffle=False, num_workers=0)
-    probabilities: list[np.ndarray] = []
-    progress.start("predict", f"predicting {len(good)} files", total=len(loader))
+    dataset = CachedFeatureDataset(cache, good, [0] * len(good))  # Every window, aggregated per file as scoring.
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    window_probabilities: list[np.ndarray] = []
+    progress.start("predict", f"predicting {len(good)} files ({len(dataset)} windows)", total=len(loader))
     with torch.no_grad():
         for images, _ in loader:
             logits = model(images.to(runtime.device))
-            probabilities.extend(torch.softmax(logits.float(), dim=1).cpu().numpy())
+            window_probabilities.extend(torch.softmax(logits.float(), dim=1).cpu().numpy())
             progress.advance("predict")
     progress.finish("predict")
+    probabilities = per_file(np.array(window_probabilities), np.zeros(len(dataset), dtype=np.int64),
+                             dataset.file_index)[0] if good else []
 
     by_path = dict(zip(good, probabilities))
     rows = [PredictionRow(f, probabilities=by_path.get(f), error=report.failures.get(f)) for f in files]

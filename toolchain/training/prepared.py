@@ -120,12 +120,14 @@ def loader_for(
     data: PreparedData, samples: Sequence[Sample], batch_size: int, runtime: Runtime,
     generator: torch.Generator | None = None,
 ) -> torch.utils.data.DataLoader:
-    """Batches of ((B, 3, n_mels, frames) float32, (B,) int64); shuffled when a `generator` is given.
+    """Batches of ((B, 3, n_mels, frames) float32, (B,) int64). With a `generator` (training): shuffled, one random
+    window per file; without (evaluation): every window in file order, aggregated per file by `evaluate`.
 
     Reading cached .npy files is ~0.1 ms per clip, so loading stays in this process (no loader workers).
     """
     index = {c: i for i, c in enumerate(data.classes)}
-    dataset = CachedFeatureDataset(data.cache, [s.path for s in samples], [index[s.label] for s in samples])
+    dataset = CachedFeatureDataset(data.cache, [s.path for s in samples], [index[s.label] for s in samples],
+                                   windows="random" if generator is not None else "all")
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=generator is not None, generator=generator, num_workers=0,
         pin_memory=runtime.device.type == "cuda",
