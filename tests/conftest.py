@@ -43,7 +43,8 @@ def tiny_checkpoint(tmp_path_factory, fsdd_dir) -> Path:
     import torch
 
     from toolchain.audio.config import DEFAULT_CONFIG
-    from toolchain.training.checkpoint import best_checkpoint_name, make_payload, save_checkpoint
+    from toolchain.training.checkpoint import make_payload, save_checkpoint
+    from toolchain.training.config import best_checkpoint_name
     from toolchain.training.model import build_model
 
     torch.manual_seed(0)
@@ -88,7 +89,8 @@ def trained_checkpoint(tmp_path_factory, fsdd_dir) -> Path:
     Read-only for users: copy it before modifying anything.
     """
     from toolchain.audio.config import FeatureConfig
-    from toolchain.training.train import TrainConfig, train
+    from toolchain.training.config import TrainConfig
+    from toolchain.training.train import train
 
     root = tmp_path_factory.mktemp("trained")
     broken = root / "broken.wav"

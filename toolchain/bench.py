@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from toolchain.audio.decode import find_audio_files
-from toolchain.errors import DatasetError
+from toolchain.audio.decode import check_audio_file, find_audio_files
+from toolchain.errors import AudioDecodeError, DatasetError, ScoringError
 from toolchain.inference.providers import CPU_EP
 from toolchain.inference.session import open_session
 from toolchain.io import available_cores, write_json
@@ -39,6 +39,7 @@ class BenchConfig:
     batch_size: int = 16  # The seed's batch size.
     threads: int = 0  # Torch/ORT threads for model-only runs; 0 = all cores.
     batch_sizes: tuple[int, ...] = ()  # Sizes the sweep tries; () = just batch_size.
+    long_file: Path | None = None  # A long recording: the engine's windows/s on it, against (c) model-only.
 
 
 @dataclass
@@ -54,6 +55,7 @@ class BenchResult:
     engine_model_reason: str = ""  # Why that file (e.g. why the fp16 variant was not used on CUDA).
     batch_sweep: dict[str, float] = field(default_factory=dict)  # Batch size -> clips/s, engine model only.
     best_batch_size: int = 0  # The fastest size in batch_sweep.
+    long_file: dict[str, Any] = field(default_factory=dict)  # Seconds, windows, windows/s of the long-file case.
     machine: dict[str, Any] = field(default_factory=dict)
 
 
@@ -142,6 +144,11 @@ def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress
     from toolchain.scoring.engine import EngineConfig, load_model, score_files
     from toolchain.training.checkpoint import load_checkpoint
 
+    if config.long_file is not None:  # Refused before minutes of measurements, not after.
+        try:
+            check_audio_file(Path(config.long_file))
+        except AudioDecodeError as exc:
+            raise ScoringError(f"--long-file {exc}: pass a long recording") from None
     threads = config.threads or available_cores()
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)  # Applied to the baseline too: it only makes the baseline faster.
@@ -150,7 +157,7 @@ def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress
     model = ckpt.build_model()
     clips, bs, n = config.clips, config.batch_size, len(config.clips)
     result = BenchResult(clips=n, batch_size=bs, machine=_machine())
-    steps = ["features", "seed", "eager", "ort_fp32", "ort_int8", "batch sweep", "engine"]
+    steps = ["features", "seed", "eager", "ort_fp32", "ort_int8", "batch sweep", "engine", "long file"]
     progress.start("bench", "benchmark", len(steps))
 
     def step(name: str) -> None:
@@ -199,6 +206,16 @@ def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress
     rows, seconds = _timed(lambda: list(score_files(engine_model, "/", list(clips), EngineConfig(batch_size=bs))))
     result.throughput["e_engine_end_to_end"] = _rate(len(rows), seconds)
     step("engine")
+    if config.long_file is not None:
+        # Windows of one long file through the engine (decode in parts, features, batches) vs (c), model only.
+        [row], seconds = _timed(lambda: list(score_files(engine_model, "/", [str(config.long_file)],
+                                                         EngineConfig(batch_size=bs))))
+        if row.status != "ok":
+            raise ScoringError(f"--long-file {config.long_file} did not decode: {row.error}")
+        result.throughput["f_engine_long_file_windows"] = _rate(len(row.windows), seconds)
+        result.long_file = {"path": str(config.long_file), "duration_s": row.duration_s,
+                            "scored_s": row.scored_s, "windows": len(row.windows), "seconds": seconds}
+    step("long file")
     progress.finish("bench")
 
     t = result.throughput
@@ -206,6 +223,8 @@ def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress
     result.ratios["e_over_c"] = t["e_engine_end_to_end"] / t["c_ort_fp32_model"]
     if "d_ort_int8_model" in t:
         result.ratios["d_over_c"] = t["d_ort_int8_model"] / t["c_ort_fp32_model"]
+    if "f_engine_long_file_windows" in t:
+        result.ratios["f_over_c"] = t["f_engine_long_file_windows"] / t["c_ort_fp32_model"]
     return result
 
 

@@ -19,8 +19,8 @@ from support import assert_user_error, fsdd_rows
 from typer.testing import CliRunner
 
 from toolchain.cli import app
-from toolchain.training.model import Arch, imagenet_weights_path
-from toolchain.training.train import TrainConfig
+from toolchain.training.config import Arch, TrainConfig
+from toolchain.training.model import imagenet_weights_path
 
 runner = CliRunner()
 

@@ -171,7 +171,8 @@ def test_default_resnet152_exports_and_passes_parity(tmp_path, fsdd_dir, clips):
     from toolchain.audio.config import DEFAULT_CONFIG
     from toolchain.export.certify import ExportOptions, export_and_certify
     from toolchain.training.checkpoint import make_payload, save_checkpoint
-    from toolchain.training.model import DEFAULT_ARCH, build_model
+    from toolchain.training.config import DEFAULT_ARCH
+    from toolchain.training.model import build_model
 
     torch.manual_seed(0)
     classes = [str(d) for d in range(10)]

@@ -19,3 +19,12 @@ def test_scoring_imports_no_torch_training_or_export(module):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_command_line_starts_without_torch():
+    """`toolchain score` is a scoring process: the CLI it starts from must not load torch (~400 MB resident) just
+    to build the other commands' options."""
+    code = "import sys, toolchain.cli\nprint(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

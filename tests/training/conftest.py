@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from support import fsdd_files, write_fsdd_manifest
 
-from toolchain.training.train import TrainConfig, train
+from toolchain.training.config import TrainConfig
+from toolchain.training.train import train
 
 
 @pytest.fixture

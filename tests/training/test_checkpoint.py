@@ -10,7 +10,8 @@ import torch
 
 from toolchain.audio.config import DEFAULT_CONFIG
 from toolchain.errors import CheckpointError, FeatureConfigError
-from toolchain.training.checkpoint import best_checkpoint_name, load_checkpoint, make_payload, save_checkpoint
+from toolchain.training.checkpoint import load_checkpoint, make_payload, save_checkpoint
+from toolchain.training.config import best_checkpoint_name
 from toolchain.training.model import build_model
 
 CLASSES = ["bird", "car", "dog"]

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from toolchain.errors import CheckpointError, WeightsUnavailableError
-from toolchain.training.model import Arch, build_model, imagenet_weights_path, parse_arch
+from toolchain.training.config import Arch, parse_arch
+from toolchain.training.model import build_model, imagenet_weights_path
 
 
 def test_imagenet_path_is_torchvisions_v1_file(monkeypatch, tmp_path):

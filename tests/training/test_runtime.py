@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from toolchain.errors import TrainingError
-from toolchain.training.runtime import DEVICES, Device, resolve_runtime
+from toolchain.training.config import DEVICES, Device
+from toolchain.training.runtime import resolve_runtime
 
 
 def test_devices_come_from_one_enum():

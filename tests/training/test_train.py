@@ -20,8 +20,9 @@ from support import write_fsdd_manifest
 from toolchain.errors import OutputPathError, TrainingError
 from toolchain.io import file_sha256
 from toolchain.training.checkpoint import load_checkpoint, save_checkpoint
+from toolchain.training.config import TrainConfig
 from toolchain.training.reports import METRIC_COLUMNS, PREDICTIONS_NAME, prediction_columns
-from toolchain.training.train import TrainConfig, default_run_dir, train
+from toolchain.training.train import default_run_dir, train
 
 RUN_FILES = ("resnet_18_model.pth", "resnet_18_last.pth", "metrics.csv", "training_curves.png",
              "confusion_matrix.png", "classification_report.txt", "test_confusion_matrix.png",

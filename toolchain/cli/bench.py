@@ -52,6 +52,11 @@ def bench(
         typer.Option("--batch-sizes", help="Also time the engine's model-only path (CUDA when it runs) at each of "
                      "these sizes, e.g. 1,8,16,32, and report the fastest. Default: just --batch-size."),
     ] = None,
+    long_file: Annotated[
+        Path | None,
+        typer.Option("--long-file", exists=True, dir_okay=False, help="Also score this long recording whole and "
+                     "report the engine's windows/s against (c), ORT fp32 model-only (ratio f_over_c)."),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Where to write the JSON figures.")] = Path("artifacts/bench.json"),
 ) -> None:
     """Measure clips/s of (a) the seed-style loop, (b) eager PyTorch, (c) ORT fp32, (d) ORT INT8, (e) our engine.
@@ -66,7 +71,7 @@ def bench(
         int8_model = variant_path(model, "int8")
     selected = select_clips(data or [DEFAULT_DATA], clips)
     config = BenchConfig(checkpoint=checkpoint, model=model, clips=selected, int8_model=int8_model,
-                         batch_size=batch_size, batch_sizes=sizes)
+                         batch_size=batch_size, batch_sizes=sizes, long_file=long_file)
     with rich_progress() as progress:
         result = run_benchmark(config, progress)
     write_result(result, out)
@@ -87,6 +92,9 @@ def bench(
     for size, value in result.batch_sweep.items():
         table.add_row(f"engine model only, batch {size}", f"{value:.2f}")
     table.add_row("best batch size (engine model only)", str(result.best_batch_size))
+    if result.long_file:
+        table.add_row("long file: seconds of audio / windows", f"{result.long_file['duration_s']:.0f} / "
+                      f"{result.long_file['windows']}")
     console.print(table)
     console.print(f"engine ran {result.engine_model}: {result.engine_model_reason}", soft_wrap=True)
     console.print(f"figures written to {out}")

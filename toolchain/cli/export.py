@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from toolchain.cli.common import console, rich_progress, user_errors
 from toolchain.errors import ParityError, VariantRejectedError
-from toolchain.export.certify import ExportOptions, export_and_certify, verify_model
 from toolchain.export.clips import DEFAULT_PARITY_SAMPLES, DEFAULT_VARIANT_SAMPLES
-from toolchain.export.parity import ParityReport
 from toolchain.export.quantize import DEFAULT_INT8_MODE, Int8Mode
-from toolchain.export.variants import VariantReport
+
+if TYPE_CHECKING:  # The export modules load torch: imported when a command runs, not when the CLI starts.
+    from toolchain.export.parity import ParityReport
+    from toolchain.export.variants import VariantReport
 
 app = typer.Typer()
 
@@ -95,6 +96,8 @@ def export_onnx_command(
     Writes model.onnx and parity.json only when ONNX Runtime reproduces the PyTorch outputs at batch 1, 2 and 3;
     otherwise exits non-zero and leaves no model.onnx.
     """
+    from toolchain.export.certify import ExportOptions, export_and_certify
+
     options = ExportOptions(out=out, parity_data=parity_data, parity_samples=parity_samples, opset=opset,
                             int8=int8, fp16=fp16, int8_mode=int8_mode,
                             variant_samples=variant_samples)
@@ -135,6 +138,8 @@ def verify_onnx_command(
     """Re-run the parity gate on an existing model/checkpoint pair; exits non-zero when they disagree."""
     try:
         with rich_progress() as progress:
+            from toolchain.export.certify import verify_model
+
             result = verify_model(model, checkpoint, parity_data=parity_data, parity_samples=parity_samples,
                                   report_path=report, progress=progress)
     except ParityError as exc:

@@ -8,10 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from toolchain.cli.common import config_defaults, console, rich_progress, user_errors
-from toolchain.training.checkpoint import last_checkpoint_name
-from toolchain.training.model import Arch
-from toolchain.training.runtime import Device
-from toolchain.training.train import TrainConfig
+from toolchain.training.config import Arch, Device, TrainConfig, last_checkpoint_name
 
 app = typer.Typer()
 TRAIN = config_defaults(TrainConfig)

@@ -11,6 +11,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,8 +20,10 @@ from toolchain.audio.decode import find_audio_files
 from toolchain.audio.features import features_from_path, stack_channels
 from toolchain.errors import AudioDecodeError, DatasetError, ParityError
 from toolchain.progress import NullProgress, ProgressReporter
-from toolchain.training.checkpoint import Checkpoint
 from toolchain.training.data import load_dataset
+
+if TYPE_CHECKING:
+    from toolchain.training.checkpoint import Checkpoint
 
 DEFAULT_PARITY_SAMPLES = 16  # 3 batch sizes x 16 clips: ~20 s for ResNet152 on 2 cores, enough to catch a broken graph.
 DEFAULT_CALIBRATION_SAMPLES = 32  # ORT's MinMax calibration settles within a few dozen clips on this data.

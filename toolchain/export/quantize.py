@@ -19,17 +19,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from toolchain.errors import VariantRejectedError
-from toolchain.export.variants import VariantReport, build_and_judge
 from toolchain.inference.contract import INPUT_NAME
 from toolchain.inference.providers import CPU_EP, CUDA_EP
 from toolchain.inference.session import candidate_providers
 from toolchain.io import write_json
 from toolchain.progress import NullProgress, ProgressReporter
+
+if TYPE_CHECKING:
+    from toolchain.export.variants import VariantReport
 
 INT8_MIN_AGREEMENT = 0.99  # An INT8 model must agree with fp32 on >= 99 % of clips.
 FP16_MIN_AGREEMENT = 0.99  # Same bar for fp16: it must be a drop-in for fp32 on CUDA.
@@ -297,6 +299,8 @@ def _quantize_one(
     settings = {**recipe.settings(), "calibration_clips": len(calibration)}
     progress.start("int8", f"INT8 {recipe.describe()}: evaluating against fp32", None)
     try:
+        from toolchain.export.variants import build_and_judge  # torch: not for the CLI's option enums.
+
         return build_and_judge("int8", fp32_path, out_path, build, evaluation, labels, CPU_EP, min_agreement, settings,
                                Path(report_path) if report_path else None)
     finally:
@@ -335,6 +339,8 @@ def convert_fp16(
         settings["note"] = "evaluated on the CPU EP (no CUDA device): weight rounding only, CPU float32 compute"
     progress.start("fp16", f"FP16: converting and evaluating on {provider.removesuffix('ExecutionProvider')}", None)
     try:
+        from toolchain.export.variants import build_and_judge
+
         return build_and_judge("fp16", Path(fp32_path), Path(out_path), build, evaluation, labels, provider,
                                 min_agreement, settings, Path(report_path) if report_path else None)
     finally:

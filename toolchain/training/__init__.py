@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_LAZY = {"TrainConfig": "toolchain.training.train", "TrainResult": "toolchain.training.train",
+_LAZY = {"TrainConfig": "toolchain.training.config", "TrainResult": "toolchain.training.train",
          "train": "toolchain.training.train", "predict": "toolchain.training.predict"}
 __all__ = sorted(_LAZY)
 

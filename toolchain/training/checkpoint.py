@@ -29,19 +29,11 @@ from toolchain import __version__
 from toolchain.audio.config import FeatureConfig, check_reproducible
 from toolchain.errors import CheckpointError, one_line
 from toolchain.io import atomic_write
-from toolchain.training.model import Arch, build_model, parse_arch, weights_mismatch
+from toolchain.training.config import Arch, parse_arch
+from toolchain.training.model import build_model, weights_mismatch
 
 FORMAT = "toolchain.checkpoint/1"
 REQUIRED_KEYS = ("format", "state_dict", "arch", "classes", "feature_config", "feature_fingerprint")
-
-
-def best_checkpoint_name(arch: Arch | str) -> str:
-    """The seed's name for the best weights: `resnet_152_model.pth` (`resnet_<depth>_model.pth`)."""
-    return f"resnet_{parse_arch(arch.value if isinstance(arch, Arch) else arch).depth}_model.pth"
-
-
-def last_checkpoint_name(arch: Arch | str) -> str:
-    return f"resnet_{parse_arch(arch.value if isinstance(arch, Arch) else arch).depth}_last.pth"
 
 
 @dataclass(frozen=True)

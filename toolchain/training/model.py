@@ -8,28 +8,13 @@ file ends in `WeightsUnavailableError` naming the exact path and the `--weights 
 from __future__ import annotations
 
 import os
-from enum import Enum
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from toolchain.errors import CheckpointError, WeightsUnavailableError
-
-
-class Arch(str, Enum):
-    resnet18 = "resnet18"
-    resnet34 = "resnet34"
-    resnet50 = "resnet50"
-    resnet101 = "resnet101"
-    resnet152 = "resnet152"
-
-    @property
-    def depth(self) -> int:
-        return int(self.value.removeprefix("resnet"))
-
-
-DEFAULT_ARCH = Arch.resnet152
+from toolchain.training.config import Arch, parse_arch
 
 # torchvision's ResNets: residual blocks per stage, and whether they are bottleneck blocks (conv1-3, 4x wider out).
 LAYOUTS = {
@@ -54,14 +39,6 @@ def weights_mismatch(arch: Arch, num_classes: int, state: dict[str, torch.Tensor
         shape = "no fc.weight" if fc is None else f"fc.weight of shape {tuple(fc.shape)}"
         return f"it lists {num_classes} classes but has {shape}"
     return ""
-
-
-def parse_arch(name: str) -> Arch:
-    try:
-        return Arch(name)
-    except ValueError:
-        allowed = ", ".join(a.value for a in Arch)
-        raise CheckpointError(f"unknown arch {name!r}: use one of {allowed}") from None
 
 
 def _torchvision_entry(arch: Arch):

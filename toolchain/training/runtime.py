@@ -5,23 +5,12 @@ from __future__ import annotations
 import random
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from enum import Enum
 
 import numpy as np
 import torch
 
 from toolchain.errors import TrainingError
-
-
-class Device(str, Enum):
-    """Where training runs: auto = CUDA when visible (AMP + channels-last), else CPU."""
-
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-DEVICES = tuple(d.value for d in Device)
+from toolchain.training.config import DEVICES
 
 
 @dataclass(frozen=True)

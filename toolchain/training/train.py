@@ -21,20 +21,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from toolchain.audio.config import DEFAULT_CONFIG, FeatureConfig
 from toolchain.errors import TrainingError
 from toolchain.io import check_output_dir, file_sha256, write_json
 from toolchain.progress import NullProgress, ProgressReporter
 from toolchain.training import reports
-from toolchain.training.cache import DEFAULT_CACHE_DIR, FeatureCache
+from toolchain.training.cache import FeatureCache
 from toolchain.training.checkpoint import (
     Checkpoint,
-    best_checkpoint_name,
-    last_checkpoint_name,
     load_checkpoint,
     make_payload,
     save_checkpoint,
 )
+from toolchain.training.config import TrainConfig, best_checkpoint_name, last_checkpoint_name
 from toolchain.training.data import content_hashes, data_fingerprint
 from toolchain.training.epochs import (
     Evaluation,
@@ -42,7 +40,7 @@ from toolchain.training.epochs import (
     recalibrate_batchnorm,
     train_one_epoch,
 )
-from toolchain.training.model import DEFAULT_ARCH, build_model, parse_arch
+from toolchain.training.model import build_model
 from toolchain.training.prepared import (
     PreparedData,
     load_labelled,
@@ -50,70 +48,12 @@ from toolchain.training.prepared import (
     prepare_data,
 )
 from toolchain.training.runtime import (
-    DEVICES,
     Runtime,
     resolve_runtime,
     seed_everything,
 )
 
 __all__ = ["Evaluation", "TrainConfig", "TrainResult", "evaluate", "train", "train_one_epoch"]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every training knob with the seed recipe's value as default, and why."""
-
-    data: str  # Folder-per-class tree or CSV manifest (filename,label[,group]).
-    test: str | None = None  # Optional labelled test set (same layouts): reported, never trained or tuned on.
-    out: str | None = None  # Run folder; None -> artifacts/runs/<UTC timestamp>/ (resume: the checkpoint's folder).
-    arch: str = DEFAULT_ARCH.value  # Seed model; resnet18 trains ~5x faster for tests and small machines.
-    weights: str = "imagenet"  # Pretrained start: small audio datasets converge in a few epochs. "none" | PATH.
-    device: str = "auto"  # CUDA when present (AMP + channels-last), else CPU.
-    epochs: int = 40  # Seed recipe; early stopping usually ends sooner.
-    batch_size: int = 16  # Seed recipe; ResNet152 activations at 3x128x216 fit in a few GB.
-    lr: float = 1e-4  # Seed recipe: a fine-tuning rate, small enough to keep the pretrained filters.
-    weight_decay: float = 0.01  # AdamW's default decoupled decay.
-    label_smoothing: float = 0.1  # Seed recipe; tempers over-confidence on small datasets.
-    lr_factor: float = 0.5  # ReduceLROnPlateau: halve the LR when val accuracy stalls.
-    lr_patience: int = 2  # Stalled epochs before the LR drops; below `patience`, so it drops before we stop.
-    patience: int = 6  # Seed recipe: early stop after this many epochs without val-accuracy improvement.
-    val_fraction: float = 0.2  # Seed recipe; stratified, group- and duplicate-aware.
-    seed: int = 42  # Python, numpy and torch RNGs, the split and each epoch's shuffle.
-    resume: str | None = None  # A *_last.pth to continue from; training resumes at its epoch + 1.
-    cache_dir: str = str(DEFAULT_CACHE_DIR)  # Feature cache shared by every run with the same feature config.
-    num_workers: int | None = None  # Feature-extraction processes; None -> one per CPU core.
-    # Not in the seed: recompute BatchNorm statistics on this many training batches before each evaluation, or
-    # eval mode lags the weights (from scratch, 100 % train accuracy but chance in eval). 0 turns it off.
-    bn_recalibration_batches: int = 32
-    feature_config: FeatureConfig = DEFAULT_CONFIG  # The front end; stored in every checkpoint.
-    overwrite: bool = False  # Replace the run already in `out`; without it an existing run folder is refused.
-    # Resume on data other than the checkpoint's (its validation files are kept out of training); without it a
-    # resume on other data is refused, since the new split would validate on clips the model has trained on.
-    resume_with_new_data: bool = False
-
-    def __post_init__(self) -> None:
-        parse_arch(self.arch)  # Unknown arch -> error listing the allowed ones.
-        checks = {  # name: (valid, the valid range in words)
-            "epochs": (self.epochs >= 1, "at least 1"), "batch_size": (self.batch_size >= 1, "at least 1"),
-            "lr": (self.lr > 0, "above 0, e.g. 1e-4"), "weight_decay": (self.weight_decay >= 0, "0 or more"),
-            "label_smoothing": (0 <= self.label_smoothing < 1, "in [0, 1)"),
-            "lr_factor": (0 < self.lr_factor < 1, "in (0, 1)"), "lr_patience": (self.lr_patience >= 0, "0 or more"),
-            "patience": (self.patience >= 1, "at least 1"),
-            "val_fraction": (0 < self.val_fraction < 1, "between 0 and 1 exclusive, e.g. 0.2"),
-            "num_workers": (self.num_workers is None or self.num_workers >= 0, "0 or more"),
-            "bn_recalibration_batches": (self.bn_recalibration_batches >= 0, "0 or more"),
-        }
-        for name, (ok, valid) in checks.items():
-            if not ok:
-                raise TrainingError(f"{name}={getattr(self, name)!r} is out of range: it must be {valid}")
-        if self.device not in DEVICES:
-            raise TrainingError(f"device {self.device!r} is unknown: use one of {', '.join(DEVICES)}")
-
-    def to_train_args(self) -> dict[str, Any]:
-        """Plain-typed dict for checkpoints (loads with weights_only=True); the feature config is stored apart."""
-        args = dataclasses.asdict(self)
-        args.pop("feature_config")
-        return args
 
 
 @dataclass(frozen=True)
