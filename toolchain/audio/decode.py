@@ -144,8 +144,14 @@ def audio_info(path: str | Path) -> AudioInfo | None:
 
 
 def _mono(block: np.ndarray) -> np.ndarray:
-    """(frames, channels) -> (frames,) float32, channels averaged as `librosa.to_mono` does."""
-    return np.ascontiguousarray(block.mean(axis=1) if block.shape[1] > 1 else block[:, 0], dtype=np.float32)
+    """(frames, channels) -> (frames,) float32, channels averaged as `librosa.to_mono` does (channel by channel:
+    numpy's mean over a 2-wide axis is ~10x slower than the adds)."""
+    mono = np.array(block[:, 0], dtype=np.float32)
+    if block.shape[1] > 1:
+        for channel in range(1, block.shape[1]):
+            mono += block[:, channel]
+        mono /= block.shape[1]
+    return mono
 
 
 def read_mono(path: str | Path, start: int, stop: int) -> np.ndarray:
@@ -156,9 +162,10 @@ def read_mono(path: str | Path, start: int, stop: int) -> np.ndarray:
         block = soundfile.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)[0]
     except Exception as exc:
         raise AudioDecodeError(Path(path), one_line(exc)) from exc
-    if not np.all(np.isfinite(block)):
+    mono = _mono(block)
+    if not np.isfinite(mono).all():  # A NaN or inf in any channel reaches the mix.
         raise AudioDecodeError(Path(path), "audio contains NaN or infinite samples")
-    return _mono(block)
+    return mono
 
 
 def stream_mono(path: str | Path, info: AudioInfo, target_rate: int, max_frames: int | None = None,
@@ -181,7 +188,7 @@ def stream_mono(path: str | Path, info: AudioInfo, target_rate: int, max_frames:
                     break  # Shorter than its header says: what is there is what we score.
                 remaining -= block.shape[0]
                 mono = _mono(block)
-                if not np.all(np.isfinite(mono)):
+                if not np.isfinite(mono).all():
                     raise AudioDecodeError(Path(path), "audio contains NaN or infinite samples")
                 out = mono if resampler is None else resampler.resample_chunk(mono, last=remaining <= 0)
                 if out.size:
