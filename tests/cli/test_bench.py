@@ -27,11 +27,16 @@ def test_batch_sizes_parse_or_fail_with_the_option_named():
 
 
 def test_bench_sweeps_batch_sizes_and_records_the_best(exported_model, fsdd_dir, tmp_path):
+    import numpy as np
+    import soundfile
+
     out = tmp_path / "bench.json"
+    recording = tmp_path / "recording.wav"  # 20 s of a quiet noise floor: 39 windows of the model's 1-s clips.
+    soundfile.write(recording, np.random.default_rng(0).normal(0, 0.01, 20 * 16_000).astype(np.float32), 16_000)
     result = runner.invoke(app, [
         "bench", "--checkpoint", str(exported_model.parity.checkpoint_path),
         "--model", str(exported_model.model_path), "--data", str(fsdd_dir / "recordings"),
-        "--clips", "16", "--batch-size", "4", "--batch-sizes", "2,8", "--out", str(out),
+        "--clips", "16", "--batch-size", "4", "--batch-sizes", "2,8", "--out", str(out), "--long-file", str(recording),
     ])
     assert result.exit_code == 0, result.output
     figures = json.loads(out.read_text())
@@ -43,6 +48,8 @@ def test_bench_sweeps_batch_sizes_and_records_the_best(exported_model, fsdd_dir,
     assert figures["engine_model"] == str(exported_model.model_path) and figures["engine_model_reason"]
     assert {"a_seed_baseline", "c_ort_fp32_model", "e_engine_end_to_end"} <= set(figures["throughput"])
     assert "best batch size" in result.stderr and "engine model only, batch 8" in result.stderr
+    assert figures["long_file"]["windows"] == 39 and figures["long_file"]["duration_s"] == 20.0
+    assert figures["throughput"]["f_engine_long_file_windows"] > 0 and figures["ratios"]["f_over_c"] > 0
 
 
 def test_bench_refuses_a_sweep_larger_than_its_clips(exported_model, tmp_path):

@@ -118,7 +118,20 @@ def test_killed_mid_folder_then_rerun_leaves_one_complete_csv(onnx_model, fsdd_d
     assert len(csvs) == 1 and str(csvs[0]) == rerun.stdout.strip().splitlines()[-1]
     files = [r["file"] for r in read_rows(csvs[0])]
     assert files == names  # Every file exactly once, sorted.
-    assert sorted(p.name for p in (out / "day1").iterdir()) == [".lock", csvs[0].name]  # Leftovers cleaned.
+    detections = csvs[0].with_name(csvs[0].name.replace("predictions_", "detections_"))
+    assert sorted(p.name for p in (out / "day1").iterdir()) == sorted(
+        [".lock", csvs[0].name, detections.name])  # Leftovers cleaned.
+    # The rerun's content is what an uninterrupted run writes (run ids aside).
+    clean = subprocess.run([*command[:-8], "--out", str(tmp_path / "clean"), *command[-6:]], capture_output=True,
+                           text=True, timeout=400)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    clean_csv = Path(clean.stdout.strip().splitlines()[-1])
+
+    def content(path: Path) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "run_id"} for r in read_rows(path)]
+
+    assert content(csvs[0]) == content(clean_csv)
+    assert content(detections) == content(clean_csv.with_name(clean_csv.name.replace("predictions_", "detections_")))
 
     ledger = Ledger.in_dir(out)
     states = sorted(r.state for r in ledger.folder_runs())

@@ -1,7 +1,8 @@
 """Real end to end: `prefect server start` -> `toolchain serve` -> `prefect deployment run ... --watch`.
 
 Everything is a real process on loopback with its own PREFECT_HOME; all of it is torn down (process groups
-killed) even when an assertion fails. The scheduled inbox deployment must also produce a run by itself.
+killed) even when an assertion fails. The scheduled inbox deployment must also produce a run by itself, and keep
+producing them from a second serve process after the first one stops.
 
 FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
 """
@@ -25,7 +26,7 @@ def test_server_serve_and_deployment_run(prefect_env, onnx_model, fsdd_dir, tmp_
     env, out = prefect_env, tmp_path / "out"
     on_demand = copy_clips(fsdd_dir, tmp_path / "requests" / "on-demand-day", 0, 3)
     copy_clips(fsdd_dir, tmp_path / "inbox" / "scheduled-day", 3, 2)
-    log = tmp_path / "serve.log"
+    log, second_log, second = tmp_path / "serve.log", tmp_path / "serve-2.log", None
     with log.open("w") as sink:
         serve = subprocess.Popen(
             [str(BIN / "toolchain"), "serve", "--model", str(onnx_model), "--output-dir", str(out), "--inbox",
@@ -74,10 +75,25 @@ def test_server_serve_and_deployment_run(prefect_env, onnx_model, fsdd_dir, tmp_
         assert folders["on-demand-day"].state == "completed" and folders["on-demand-day"].flow_run_id
         assert folders["scheduled-day"].state == "completed" and folders["scheduled-day"].flow_run_id
         assert len([r for r in ledger.folder_runs() if Path(r.folder).name == "scheduled-day"]) == 1
+        # A second serve process of the same deployments (the README's way to scale out); then the first stops.
+        with second_log.open("w") as sink:
+            second = subprocess.Popen(serve.args, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        wait_until(lambda: "being served" in second_log.read_text(), STARTUP_TIMEOUT_S,
+                   "the second serve process", second, second_log)
         stop(serve)
-        # Stopping one serve process leaves the schedule to the others: the inbox scan is not paused.
+        # Stopping one serve process leaves the schedule to the others: the inbox scan is not paused...
         inspect = subprocess.run([prefect, "deployment", "inspect", "score-folder/inbox-scan"], env=env,
                                  capture_output=True, text=True, timeout=120)
         assert "'paused': False" in inspect.stdout, inspect.stdout[-3000:]
+        # ...and the one still running keeps scanning: a folder dropped now is scored by its scheduled runs.
+        late = copy_clips(fsdd_dir, tmp_path / "inbox" / "after-the-stop", 6, 2)
+        wait_until(lambda: bool(published_csvs(out / "after-the-stop")), STARTUP_TIMEOUT_S,
+                   "a scheduled scan by the serve process still running", second, second_log)
+        [late_csv] = published_csvs(out / "after-the-stop")
+        with late_csv.open(newline="") as f:
+            assert [r["file"] for r in csv.DictReader(f)] == late
     finally:
         stop(serve)
+        if second is not None:
+            stop(second)
