@@ -46,7 +46,9 @@ ON_DEMAND_DEPLOYMENT = "on-demand"
 ON_ARRIVAL_DEPLOYMENT = "on-arrival"
 HEARTBEAT_SECONDS = 30  # Prefect's minimum: a flow run's process says it is alive this often.
 ZOMBIE_AFTER_SECONDS = 90  # Three missed heartbeats: the run is Crashed in the UI (measured: docs/operations.md).
-NEVER_STARTED_SECONDS = 300
+# A run left Pending/Submitting by a serve process stopped mid-submission holds the deployment's concurrency slot
+# (every later scan is cancelled) until it is crashed: long enough for a busy box to start a flow-run process.
+NEVER_STARTED_SECONDS = 120
 REAP_SECONDS = 10.0
 ZOMBIE_AUTOMATION = "toolchain: crash flow runs without heartbeats"
 NEVER_STARTED_AUTOMATION = "toolchain: crash flow runs stuck in Pending"

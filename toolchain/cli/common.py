@@ -70,20 +70,28 @@ class RichProgress:
 
 class LineProgress:
     """Progress for logs (stderr is not a terminal): one line when a step starts and one when it ends, with its
-    count and time; no bars, no blank lines, nothing rewritten in place."""
+    count and time, and for a long step a line at most every `every` seconds; no bars, nothing rewritten in place."""
 
-    def __init__(self, out: Console):
+    def __init__(self, out: Console, every: float = 30.0):
         self._console = out
+        self._every = every
         self._tasks: dict[str, tuple[str, int | None, int, float]] = {}
+        self._last_line: dict[str, float] = {}
 
     def start(self, key: str, description: str, total: int | None) -> None:
         self._tasks[key] = (description, total, 0, time.monotonic())
+        self._last_line[key] = time.monotonic()
         self._console.print(f"{description} ..." + (f" ({total})" if total is not None else ""))
 
     def advance(self, key: str, amount: int = 1, description: str | None = None) -> None:
         if key in self._tasks:
             text, total, done, started = self._tasks[key]
             self._tasks[key] = (text, total, done + amount, started)
+            now = time.monotonic()
+            if now - self._last_line.get(key, started) >= self._every:
+                self._last_line[key] = now
+                count = f" {done + amount}/{total}" if total is not None else ""
+                self._console.print(f"{description or text}:{count} after {now - started:.0f} s")
 
     def finish(self, key: str) -> None:
         if key in self._tasks:

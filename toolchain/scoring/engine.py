@@ -337,11 +337,17 @@ def score_files(
     open_files: deque[_File] = deque()
     batch: list[tuple[_File, np.ndarray]] = []
 
+    windows_done = 0
+
     def run_batch(n: int) -> None:
+        nonlocal windows_done
         chunk, batch[:] = batch[:n], batch[n:]
         stacked = np.stack([stack_channels(f, cfg) for _, f in chunk]).astype(np.float32, copy=False)
         for (state, _), p in zip(chunk, softmax(infer_logits(model, stacked, config.batch_size))):
             state.probabilities.append(p)
+        windows_done += len(chunk)  # A long file is one file for minutes: its windows show the progress.
+        progress.advance("score", 0, description=f"scoring {len(files)} files on {model.provider}: "
+                         f"{windows_done} windows")
 
     def finished() -> Iterator[ScoredRow]:
         while open_files and open_files[0].done:
