@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from toolchain.cli.common import config_defaults, console, rich_progress, user_errors
-from toolchain.training.config import Arch, Device, TrainConfig, last_checkpoint_name
+from toolchain.training.config import Arch, Balance, Device, Schedule, SelectOn, TrainConfig, last_checkpoint_name
 
 app = typer.Typer()
 TRAIN = config_defaults(TrainConfig)
@@ -30,12 +30,32 @@ def train(
     device: Annotated[Device, typer.Option(help="auto picks CUDA (with AMP + channels-last) when present.")] = Device(TRAIN["device"]),
     epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")] = TRAIN["epochs"],
     batch_size: Annotated[int, typer.Option(min=1, help="Clips per optimizer step.")] = TRAIN["batch_size"],
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = TRAIN["lr"],
+    lr: Annotated[Optional[float], typer.Option(help="AdamW learning rate.", show_default="1e-4 from pretrained "
+                                                "weights, 1e-3 with --weights none")] = None,
     val_fraction: Annotated[float, typer.Option(help="Share of clips held out for validation (stratified, "
                                                      "group- and duplicate-aware).")] = TRAIN["val_fraction"],
     seed: Annotated[int, typer.Option(help="Seed for the split, shuffling and initialization.")] = TRAIN["seed"],
-    patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without val-accuracy "
-                                                      "improvement.")] = TRAIN["patience"],
+    patience: Annotated[int, typer.Option(min=1, help="Stop after this many epochs without improvement of "
+                                                      "--select-on.")] = TRAIN["patience"],
+    augment: Annotated[bool, typer.Option(help="Augment training batches (time shift, SpecAugment masks, "
+                                               "mixup); validation, test and export stay clean.")] = TRAIN["augment"],
+    time_shift: Annotated[float, typer.Option(min=0.0, max=0.99, help="Largest time shift, a fraction of the "
+                                                                     "clip.")] = TRAIN["time_shift"],
+    spec_masks: Annotated[int, typer.Option(min=0, help="SpecAugment: time masks and frequency masks per "
+                                                        "clip (each).")] = TRAIN["spec_masks"],
+    mixup_alpha: Annotated[float, typer.Option(min=0.0, help="Mixup Beta(alpha, alpha); 0 turns it "
+                                                             "off.")] = TRAIN["mixup_alpha"],
+    balance: Annotated[Balance, typer.Option(help="Class balance: a balanced sampler, or inverse-frequency loss "
+                                                  "weights.")] = Balance(TRAIN["balance"]),
+    select_on: Annotated[SelectOn, typer.Option(help="Validation metric that picks the best epoch and drives "
+                                                    "plateau and early stop.")] = SelectOn(TRAIN["select_on"]),
+    schedule: Annotated[Optional[Schedule], typer.Option(help="Learning-rate schedule.", show_default="plateau "
+                                                         "from pretrained weights, cosine with --weights none")] = None,
+    warmup_epochs: Annotated[Optional[int], typer.Option(min=0, help="Linear learning-rate warm-up epochs.",
+                                                         show_default="0 pretrained, 2 from scratch")] = None,
+    zero_init_residual: Annotated[Optional[bool], typer.Option(help="Zero the last BatchNorm of each residual "
+                                                               "branch (random init).", show_default="on with "
+                                                               "--weights none")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue from a resnet_<depth>_last.pth at its next "
                                                         "epoch.")] = None,
     cache_dir: Annotated[Path, typer.Option(help="Feature cache folder (shared across runs).")] = Path(TRAIN["cache_dir"]),
@@ -64,13 +84,17 @@ def train(
         weights=weights, device=device.value, epochs=epochs, batch_size=batch_size, lr=lr,
         val_fraction=val_fraction, seed=seed, patience=patience, resume=str(resume) if resume else None,
         cache_dir=str(cache_dir), num_workers=num_workers, bn_recalibration_batches=bn_recalibration_batches,
-        overwrite=overwrite, resume_with_new_data=resume_with_new_data,
+        overwrite=overwrite, resume_with_new_data=resume_with_new_data, augment=augment, time_shift=time_shift,
+        spec_masks=spec_masks, mixup_alpha=mixup_alpha, balance=balance.value, select_on=select_on.value,
+        schedule=schedule.value if schedule else None, warmup_epochs=warmup_epochs,
+        zero_init_residual=zero_init_residual,
     )
     config = dataclasses.replace(config, out=str(run_dir_for(config)))  # Known now, for the Ctrl-C hint.
 
     def report_epoch(row: dict[str, float]) -> None:
         console.print(f"epoch {int(row['epoch'])}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
-                      f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} | lr {row['lr']:.2e} | "
+                      f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} macro-F1 {row['val_macro_f1']:.3f}"
+                      f" | lr {row['lr']:.2e} | "
                       f"{row['seconds']:.1f} s ({row['train_data_share']:.1%} of training waiting for data)")
 
     def report_note(message: str) -> None:

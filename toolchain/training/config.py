@@ -60,6 +60,27 @@ def last_checkpoint_name(arch: Arch | str) -> str:
     return f"resnet_{parse_arch(arch.value if isinstance(arch, Arch) else arch).depth}_last.pth"
 
 
+class Balance(str, Enum):
+    none = "none"
+    sampler = "sampler"
+    weights = "weights"
+
+
+class SelectOn(str, Enum):
+    macro_f1 = "macro_f1"
+    accuracy = "accuracy"
+
+
+class Schedule(str, Enum):
+    plateau = "plateau"
+    cosine = "cosine"
+
+
+BALANCES = tuple(b.value for b in Balance)
+SELECT_ON = tuple(s.value for s in SelectOn)
+SCHEDULES = tuple(s.value for s in Schedule)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every training knob with the seed recipe's value as default, and why."""
@@ -72,12 +93,14 @@ class TrainConfig:
     device: str = "auto"  # CUDA when present (AMP + channels-last), else CPU.
     epochs: int = 40  # Seed recipe; early stopping usually ends sooner.
     batch_size: int = 16  # Seed recipe; ResNet152 activations at 3x128x216 fit in a few GB.
-    lr: float = 1e-4  # Seed recipe: a fine-tuning rate, small enough to keep the pretrained filters.
+    # None: the seed's 1e-4 from pretrained weights (keeps their filters); 1e-3 from scratch, where 1e-4 leaves a
+    # deep ResNet near chance for epochs.
+    lr: float | None = None
     weight_decay: float = 0.01  # AdamW's default decoupled decay.
     label_smoothing: float = 0.1  # Seed recipe; tempers over-confidence on small datasets.
-    lr_factor: float = 0.5  # ReduceLROnPlateau: halve the LR when val accuracy stalls.
+    lr_factor: float = 0.5  # ReduceLROnPlateau: halve the LR when the selection metric stalls.
     lr_patience: int = 2  # Stalled epochs before the LR drops; below `patience`, so it drops before we stop.
-    patience: int = 6  # Seed recipe: early stop after this many epochs without val-accuracy improvement.
+    patience: int = 6  # Seed recipe: early stop after this many epochs without improvement of `select_on`.
     val_fraction: float = 0.2  # Seed recipe; stratified, group- and duplicate-aware.
     seed: int = 42  # Python, numpy and torch RNGs, the split and each epoch's shuffle.
     resume: str | None = None  # A *_last.pth to continue from; training resumes at its epoch + 1.
@@ -91,24 +114,57 @@ class TrainConfig:
     # Resume on data other than the checkpoint's (its validation files are kept out of training); without it a
     # resume on other data is refused, since the new split would validate on clips the model has trained on.
     resume_with_new_data: bool = False
+    # Not in the seed: what makes small, messy, imbalanced data generalize (toolchain.training.augment).
+    augment: bool = True  # Time shift, SpecAugment masks and mixup on training batches; never on val/test/export.
+    time_shift: float = 0.25  # Largest shift, a fraction of the clip's frames.
+    spec_masks: int = 2  # SpecAugment: this many time masks and this many frequency masks per clip.
+    mixup_alpha: float = 0.2  # Beta(alpha, alpha) mixing weight; 0 turns mixup off.
+    balance: str = "none"  # none | sampler (class-balanced draws) | weights (inverse-frequency loss weights).
+    select_on: str = "macro_f1"  # The best epoch, plateau and early stop follow val macro-F1 (or accuracy).
+    schedule: str | None = None  # plateau (ReduceLROnPlateau) | cosine; None: plateau pretrained, cosine scratch.
+    warmup_epochs: int | None = None  # Linear LR warm-up; None: 0 pretrained, 2 from scratch.
+    zero_init_residual: bool | None = None  # Last BN of each residual branch at 0; None: on from scratch.
+
+    @property
+    def from_scratch(self) -> bool:
+        return self.weights == "none"
+
+    def resolved(self) -> TrainConfig:
+        """This config with every None that depends on the starting weights filled in (what a run records)."""
+        scratch = self.from_scratch
+        return dataclasses.replace(
+            self,
+            lr=self.lr if self.lr is not None else (1e-3 if scratch else 1e-4),
+            schedule=self.schedule or ("cosine" if scratch else "plateau"),
+            warmup_epochs=self.warmup_epochs if self.warmup_epochs is not None else (2 if scratch else 0),
+            zero_init_residual=self.zero_init_residual if self.zero_init_residual is not None else scratch,
+        )
 
     def __post_init__(self) -> None:
         parse_arch(self.arch)  # Unknown arch -> error listing the allowed ones.
         checks = {  # name: (valid, the valid range in words)
             "epochs": (self.epochs >= 1, "at least 1"), "batch_size": (self.batch_size >= 1, "at least 1"),
-            "lr": (self.lr > 0, "above 0, e.g. 1e-4"), "weight_decay": (self.weight_decay >= 0, "0 or more"),
+            "lr": (self.lr is None or self.lr > 0, "above 0, e.g. 1e-4"),
+            "weight_decay": (self.weight_decay >= 0, "0 or more"),
             "label_smoothing": (0 <= self.label_smoothing < 1, "in [0, 1)"),
             "lr_factor": (0 < self.lr_factor < 1, "in (0, 1)"), "lr_patience": (self.lr_patience >= 0, "0 or more"),
             "patience": (self.patience >= 1, "at least 1"),
             "val_fraction": (0 < self.val_fraction < 1, "between 0 and 1 exclusive, e.g. 0.2"),
             "num_workers": (self.num_workers is None or self.num_workers >= 0, "0 or more"),
             "bn_recalibration_batches": (self.bn_recalibration_batches >= 0, "0 or more"),
+            "time_shift": (0 <= self.time_shift < 1, "in [0, 1)"), "spec_masks": (self.spec_masks >= 0, "0 or more"),
+            "mixup_alpha": (self.mixup_alpha >= 0, "0 (off) or more, e.g. 0.2"),
+            "warmup_epochs": (self.warmup_epochs is None or self.warmup_epochs >= 0, "0 or more"),
         }
         for name, (ok, valid) in checks.items():
             if not ok:
                 raise TrainingError(f"{name}={getattr(self, name)!r} is out of range: it must be {valid}")
         if self.device not in DEVICES:
             raise TrainingError(f"device {self.device!r} is unknown: use one of {', '.join(DEVICES)}")
+        for name, allowed in (("balance", BALANCES), ("select_on", SELECT_ON), ("schedule", (None, *SCHEDULES))):
+            if getattr(self, name) not in allowed:
+                shown = ", ".join(a for a in allowed if a)
+                raise TrainingError(f"{name}={getattr(self, name)!r} is unknown: use one of {shown}")
 
     def to_train_args(self) -> dict[str, Any]:
         """Plain-typed dict for checkpoints (loads with weights_only=True); the feature config is stored apart."""

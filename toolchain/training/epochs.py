@@ -15,6 +15,8 @@ from torch import nn
 
 from toolchain.inference.predictions import Aggregation, aggregate
 from toolchain.progress import ProgressReporter
+from toolchain.training.augment import NONE as NO_AUGMENTATION
+from toolchain.training.augment import Augmentation, augment_batch
 from toolchain.training.runtime import Runtime
 
 
@@ -55,8 +57,10 @@ def _batches(loader, runtime: Runtime):
 def train_one_epoch(
     model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer, runtime: Runtime,
     scaler: torch.amp.GradScaler, progress: ProgressReporter, description: str = "train",
+    augmentation: Augmentation = NO_AUGMENTATION, num_classes: int = 0,
 ) -> EpochStats:
-    """One pass over `loader` (images (B, 3, n_mels, frames), targets (B,))."""
+    """One pass over `loader` (images (B, 3, n_mels, frames), targets (B,)); with an active `augmentation` the
+    batches are augmented and the loss is taken against soft (mixed) targets. Accuracy counts the clean labels."""
     model.train()
     total_loss, correct, seen, data_seconds = 0.0, 0, 0, 0.0
     progress.start("train", description, total=len(loader))
@@ -64,9 +68,12 @@ def train_one_epoch(
     for images, targets in _batches(loader, runtime):
         data_seconds += time.perf_counter() - waiting
         optimizer.zero_grad(set_to_none=True)
+        goal = targets
+        if augmentation.active:
+            images, goal = augment_batch(images, targets, num_classes, augmentation)
         with runtime.autocast():
             logits = model(images)
-            loss = criterion(logits, targets)
+            loss = criterion(logits, goal)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()

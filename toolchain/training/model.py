@@ -89,18 +89,20 @@ def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     return data
 
 
-def build_model(arch: Arch | str, num_classes: int, weights: str | Path | None = "none") -> nn.Module:
+def build_model(arch: Arch | str, num_classes: int, weights: str | Path | None = "none",
+                zero_init_residual: bool = False) -> nn.Module:
     """ResNet with `num_classes` outputs.
 
     `weights`: "imagenet" (torchvision IMAGENET1K_V1, offline cache), "none" (random init) or a path to a state
     dict of the same arch (ImageNet-shaped or one of our checkpoints; its `fc` is replaced anyway).
-    Weights load into the 1000-class network first, then `fc` is replaced.
+    Weights load into the 1000-class network first, then `fc` is replaced. `zero_init_residual` (random init
+    only; loaded weights replace it): each residual branch starts as identity, which lets a 152-layer net train.
     """
     arch = parse_arch(arch.value if isinstance(arch, Arch) else str(arch))
     if num_classes < 2:
         raise CheckpointError(f"num_classes={num_classes}: a classifier needs at least 2 classes")
     builder, _ = _torchvision_entry(arch)
-    model = builder(weights=None)
+    model = builder(weights=None, zero_init_residual=zero_init_residual)
     choice = "none" if weights is None else str(weights)
     if choice == "imagenet":
         state = _load_imagenet_state_dict(arch)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from sklearn.preprocessing import LabelEncoder
 
@@ -118,17 +119,23 @@ def _example(samples: Sequence[Sample], failures: dict[str, str], labels: list[s
 
 def loader_for(
     data: PreparedData, samples: Sequence[Sample], batch_size: int, runtime: Runtime,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, balanced: bool = False,
 ) -> torch.utils.data.DataLoader:
-    """Batches of ((B, 3, n_mels, frames) float32, (B,) int64). With a `generator` (training): shuffled, one random
-    window per file; without (evaluation): every window in file order, aggregated per file by `evaluate`.
+    """Batches of ((B, 3, n_mels, frames) float32, (B,) int64). With a `generator` (training): shuffled (or, with
+    `balanced`, drawn with class-balanced weights), one random window per file; without (evaluation): every
+    window in file order, aggregated per file by `evaluate`.
 
     Reading cached .npy files is ~0.1 ms per clip, so loading stays in this process (no loader workers).
     """
     index = {c: i for i, c in enumerate(data.classes)}
     dataset = CachedFeatureDataset(data.cache, [s.path for s in samples], [index[s.label] for s in samples],
                                    windows="random" if generator is not None else "all")
+    sampler = None
+    if balanced and generator is not None:  # Every class drawn equally often; an epoch is still len(samples) draws.
+        counts = np.bincount(dataset.targets, minlength=len(data.classes))
+        weights = torch.as_tensor([1.0 / counts[t] for t in dataset.targets], dtype=torch.double)
+        sampler = torch.utils.data.WeightedRandomSampler(weights, len(weights), replacement=True, generator=generator)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=generator is not None, generator=generator, num_workers=0,
-        pin_memory=runtime.device.type == "cuda",
+        dataset, batch_size=batch_size, shuffle=generator is not None and sampler is None, sampler=sampler,
+        generator=generator if sampler is None else None, num_workers=0, pin_memory=runtime.device.type == "cuda",
     )

@@ -9,6 +9,7 @@ import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +17,8 @@ from toolchain.inference.predictions import format_prediction, probability_colum
 from toolchain.io import atomic_write, write_text
 
 # train_data_share: fraction of the training pass spent waiting for batches (the feature cache, not the model).
-METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "train_data_share")
+METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "val_balanced_acc", "lr",
+                  "seconds", "train_data_share")
 PREDICTIONS_NAME = "test_predictions_resnet.csv"
 
 
@@ -101,6 +103,26 @@ def plot_confusion_matrix(
     return _save_figure(plt, fig, path)
 
 
+def class_metrics(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> dict[str, Any]:
+    """Accuracy, macro-F1 and balanced accuracy (mean per-class recall) over the classes present in `y_true`, and
+    the recall of every class (0 for a class with no example): the figures that show what imbalance hides."""
+    from sklearn.metrics import f1_score, recall_score
+
+    labels = list(range(n_classes))
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.size == 0:
+        return {"accuracy": 0.0, "macro_f1": 0.0, "balanced_accuracy": 0.0, "recall": [0.0] * n_classes}
+    recall = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    present = np.isin(labels, y_true)
+    return {
+        "accuracy": float((y_true == y_pred).mean()),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=[c for c in labels if present[c]], average="macro",
+                                   zero_division=0)),
+        "balanced_accuracy": float(recall[present].mean()),
+        "recall": [float(r) for r in recall],
+    }
+
+
 def write_classification_report(
     y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str], path: str | Path, header: str = ""
 ) -> Path:
@@ -110,6 +132,9 @@ def write_classification_report(
     text = classification_report(
         y_true, y_pred, labels=list(range(len(classes))), target_names=list(classes), digits=4, zero_division=0
     )
+    summary = class_metrics(y_true, y_pred, len(classes))
+    text += (f"\n   balanced accuracy {summary['balanced_accuracy']:.4f} (mean per-class recall)"
+             f"\n   macro-F1 over the classes present {summary['macro_f1']:.4f}\n")
     return write_text((header + "\n\n" if header else "") + text, path)
 
 

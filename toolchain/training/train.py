@@ -10,8 +10,10 @@ next epoch; each epoch's shuffle is seeded by (seed, epoch), so a resumed run se
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +27,8 @@ from toolchain.errors import TrainingError
 from toolchain.io import check_output_dir, file_sha256, write_json
 from toolchain.progress import NullProgress, ProgressReporter
 from toolchain.training import reports
+from toolchain.training.augment import NONE as NO_AUGMENTATION
+from toolchain.training.augment import Augmentation
 from toolchain.training.cache import FeatureCache
 from toolchain.training.checkpoint import (
     Checkpoint,
@@ -77,8 +81,9 @@ class TrainResult:
 class _StopState:
     """Best-so-far and early-stopping state; travels in the last checkpoint (these key names) for --resume."""
 
-    best_val_acc: float = -1.0
+    best_val_acc: float = -1.0  # Val accuracy of the best epoch.
     best_epoch: int = 0
+    best_score: float = -1.0  # The best epoch's `select_on` value (checkpoints before it: its accuracy).
     epochs_without_improvement: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -134,6 +139,39 @@ def _resume_state(path: Path, config: TrainConfig, classes: list[str], fingerpri
     return ckpt
 
 
+SELECTION_KEYS = {"macro_f1": "macro_f1", "accuracy": "accuracy"}
+
+
+def scheduled_lr(config: TrainConfig, epoch: int) -> float | None:
+    """The learning rate `epoch` (1-based) starts with when the schedule sets it: linear warm-up over
+    `warmup_epochs`, then (cosine) half a cosine from `lr` down to 0 at the last epoch. None: plateau after
+    warm-up, where ReduceLROnPlateau owns the rate."""
+    base, warmup = float(config.lr), int(config.warmup_epochs or 0)
+    if epoch <= warmup:
+        return base * epoch / warmup
+    if config.schedule == "cosine":
+        span = max(1, config.epochs - warmup)
+        return base * 0.5 * (1 + math.cos(math.pi * (epoch - warmup - 1) / span))
+    return None
+
+
+def _augmentation(config: TrainConfig) -> Augmentation:
+    if not config.augment:
+        return NO_AUGMENTATION
+    return Augmentation(time_shift=config.time_shift, time_masks=config.spec_masks,
+                        freq_masks=config.spec_masks, mixup_alpha=config.mixup_alpha)
+
+
+def _class_weights(config: TrainConfig, data: PreparedData, classes: list[str],
+                   runtime: Runtime) -> torch.Tensor | None:
+    """Inverse-frequency loss weights (mean 1) over the training split, for `balance="weights"`."""
+    if config.balance != "weights":
+        return None
+    counts = Counter(s.label for s in data.train)
+    weights = torch.tensor([len(data.train) / (len(classes) * max(1, counts[c])) for c in classes])
+    return weights.to(runtime.device)
+
+
 def train(
     config: TrainConfig,
     progress: ProgressReporter | None = None,
@@ -148,6 +186,7 @@ def train(
     """
     progress = progress or NullProgress()
     note = on_note or (lambda message: None)
+    config = config.resolved()  # lr, schedule, warm-up, zero-init: decided by the starting weights, recorded.
     runtime = resolve_runtime(config.device)
     run_dir = check_output_dir(run_dir_for(config), "--out")
     if not config.resume and not config.overwrite:
@@ -162,7 +201,8 @@ def train(
     raw = resumed.raw if resumed else None
 
     seed_everything(config.seed)  # The fresh fc (and the whole net with --weights none) starts identically.
-    model = build_model(config.arch, len(classes), weights="none" if raw else config.weights)
+    model = build_model(config.arch, len(classes), weights="none" if raw else config.weights,
+                        zero_init_residual=bool(config.zero_init_residual))
     model = model.to(runtime.device, memory_format=runtime.memory_format)
     held_out = resumed.val_files if resumed and raw.get("data_fingerprint") != fingerprint else ()
     data = prepare_data(samples, test_samples, classes, FeatureCache(config.cache_dir, config.feature_config),
@@ -175,7 +215,10 @@ def train(
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=config.lr_factor, patience=config.lr_patience)
     scaler = runtime.grad_scaler()
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    criterion = nn.CrossEntropyLoss(weight=_class_weights(config, data, classes, runtime),
+                                    label_smoothing=config.label_smoothing)
+    eval_criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    augmentation = _augmentation(config)
     state, start_epoch = _StopState(), 1
     if raw is not None:
         for part, saved in ((model, raw["state_dict"]), (optimizer, raw["optimizer"]),
@@ -183,15 +226,17 @@ def train(
             if saved:
                 part.load_state_dict(saved)
         state = _StopState(float(raw["best_val_acc"]), int(raw["best_epoch"]),
-                           int(raw["epochs_without_improvement"]), list(raw["history"]))
+                           int(raw["epochs_without_improvement"]), list(raw["history"]),
+                           float(raw.get("best_score", raw["best_val_acc"])))
         start_epoch = int(raw["epoch"]) + 1
         note(f"resuming {config.resume} at epoch {start_epoch} of {config.epochs} (best so far: epoch "
              f"{state.best_epoch}, val accuracy {state.best_val_acc:.3f})")
         if not _carry_best(Path(config.resume), run_dir, best_checkpoint_name(config.arch)):
-            state.best_val_acc = -1.0  # No earlier best to carry over: the first resumed epoch becomes it.
+            state.best_val_acc = state.best_score = -1.0  # No earlier best to carry: the first resumed one is.
 
     generator = torch.Generator()
-    train_loader = loader_for(data, data.train, config.batch_size, runtime, generator)
+    train_loader = loader_for(data, data.train, config.batch_size, runtime, generator,
+                              balanced=config.balance == "sampler")
     val_loader = loader_for(data, data.val, config.batch_size, runtime)
     best_path, last_path = run_dir / best_checkpoint_name(config.arch), run_dir / last_checkpoint_name(config.arch)
     epochs_run, stopped_early = 0, state.epochs_without_improvement >= config.patience
@@ -200,20 +245,31 @@ def train(
             break
         started = time.perf_counter()
         generator.manual_seed(config.seed * 1_000_003 + epoch)  # Resumable shuffle: depends on epoch only.
+        torch.manual_seed(config.seed * 1_000_033 + epoch)  # Augmentation and random windows, per epoch too.
+        scheduled = scheduled_lr(config, epoch)
+        if scheduled is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = scheduled
         lr = optimizer.param_groups[0]["lr"]
         tag = f"epoch {epoch}/{config.epochs}"
-        stats = train_one_epoch(model, train_loader, criterion, optimizer, runtime, scaler, progress, f"{tag} train")
+        stats = train_one_epoch(model, train_loader, criterion, optimizer, runtime, scaler, progress, f"{tag} train",
+                                augmentation, len(classes))
         recalibrate_batchnorm(model, train_loader, runtime, progress, config.bn_recalibration_batches,
                               f"{tag} batchnorm statistics")
-        val = evaluate(model, val_loader, criterion, runtime, progress, f"{tag} val")
-        scheduler.step(val.accuracy)
+        val = evaluate(model, val_loader, eval_criterion, runtime, progress, f"{tag} val")
+        quality = reports.class_metrics(val.targets, val.predictions, len(classes))
+        score = quality[SELECTION_KEYS[config.select_on]] if config.select_on != "accuracy" else val.accuracy
+        if config.schedule == "plateau" and epoch > (config.warmup_epochs or 0):
+            scheduler.step(score)
         row = {"epoch": epoch, "train_loss": stats.loss, "train_acc": stats.accuracy, "val_loss": val.loss,
-               "val_acc": val.accuracy, "lr": lr, "seconds": round(time.perf_counter() - started, 3),
-               "train_data_share": round(stats.data_share, 4)}
+               "val_acc": val.accuracy, "val_macro_f1": quality["macro_f1"],
+               "val_balanced_acc": quality["balanced_accuracy"], "lr": lr,
+               "seconds": round(time.perf_counter() - started, 3), "train_data_share": round(stats.data_share, 4)}
         state.history.append(row)
-        improved = val.accuracy > state.best_val_acc
+        improved = score > state.best_score
         if improved:
             state.best_val_acc, state.best_epoch, state.epochs_without_improvement = val.accuracy, epoch, 0
+            state.best_score = score
         else:
             state.epochs_without_improvement += 1
         stopped_early = state.epochs_without_improvement >= config.patience
@@ -233,7 +289,8 @@ def train(
         raise TrainingError(f"no best checkpoint in {run_dir}: nothing was trained; raise --epochs above "
                             f"{start_epoch - 1}")
 
-    outputs, scores = _final_reports(model, best_path, data, criterion, runtime, progress, run_dir, state.history)
+    outputs, scores = _final_reports(model, best_path, data, eval_criterion, runtime, progress, run_dir,
+                                     state.history)
     result = TrainResult(run_dir, best_path, last_path, state.best_epoch, state.best_val_acc, epochs_run,
                          stopped_early, state.history, dict(data.failures), outputs, (*notes, *data.notes))
     outputs["summary"] = write_json(_summary(result, config, data, scores, runtime), run_dir / "summary.json")
@@ -261,11 +318,13 @@ def _final_reports(
     val = evaluate(model, loader_for(data, data.val, 32, runtime), criterion, runtime, progress, "val (best)")
     outputs.update(reports.write_split_reports(val.targets, val.predictions, data.classes, run_dir, "",
                                                f"validation, best epoch {best['epoch']}"))
-    scores = {"val_acc": val.accuracy}
+    scores: dict[str, Any] = {"val_acc": val.accuracy,
+                              "val": reports.class_metrics(val.targets, val.predictions, len(data.classes))}
     if data.test_order:
         test = evaluate(model, loader_for(data, data.test, 32, runtime), criterion, runtime, progress, "test")
         outputs.update(reports.write_split_reports(test.targets, test.predictions, data.classes, run_dir, "test_",
                                                    f"test, best epoch {best['epoch']}"))
+        scores["test"] = reports.class_metrics(test.targets, test.predictions, len(data.classes))
         probs = dict(zip((s.path for s in data.test), test.probabilities))
         rows = [reports.PredictionRow(p, probabilities=probs.get(p), error=data.failures.get(p))
                 for p in data.test_order]
@@ -289,6 +348,12 @@ def _summary(
         "classes": data.classes,
         "best_epoch": result.best_epoch, "best_val_acc": result.best_val_acc,
         "final_val_acc": scores["val_acc"], "test_acc": scores.get("test_acc"),
+        "select_on": config.select_on,
+        "val_macro_f1": scores["val"]["macro_f1"], "val_balanced_acc": scores["val"]["balanced_accuracy"],
+        "val_recall": dict(zip(data.classes, scores["val"]["recall"])),
+        "test_macro_f1": scores["test"]["macro_f1"] if "test" in scores else None,
+        "test_balanced_acc": scores["test"]["balanced_accuracy"] if "test" in scores else None,
+        "test_recall": dict(zip(data.classes, scores["test"]["recall"])) if "test" in scores else None,
         "epochs_run": result.epochs_run, "epochs_total": len(result.history), "stopped_early": result.stopped_early,
         "num_train": len(data.train), "num_val": len(data.val), "num_test": len(data.test),
         "split": data.split_counts(),
