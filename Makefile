@@ -30,7 +30,7 @@ demo: $(STAMP)
 	rm -rf $(DEMO)
 	$(BIN)/toolchain demo-data --out $(DEMO)/data --per-class 24
 	$(BIN)/toolchain train --data $(DEMO)/data/train --test $(DEMO)/data/test --arch $(DEMO_ARCH) \
-		--weights $(DEMO_WEIGHTS) --epochs $(DEMO_EPOCHS) --lr 1e-3 --out $(DEMO)/run
+		--weights $(DEMO_WEIGHTS) --epochs $(DEMO_EPOCHS) --out $(DEMO)/run
 	$(BIN)/toolchain export-onnx --checkpoint $(DEMO)/run/resnet_$(DEMO_DEPTH)_model.pth
 	$(BIN)/python -m flows --model $(DEMO)/run/model.onnx --inbox $(DEMO)/data/inbox --output-dir $(DEMO)/predictions
 	@echo "demo outputs: $(DEMO)/run (checkpoint, plots, reports, model.onnx, parity.json) and $(DEMO)/predictions"

@@ -21,8 +21,8 @@ from toolchain.errors import OutputPathError, TrainingError
 from toolchain.io import file_sha256
 from toolchain.training.checkpoint import load_checkpoint, save_checkpoint
 from toolchain.training.config import TrainConfig
-from toolchain.training.reports import METRIC_COLUMNS, PREDICTIONS_NAME, prediction_columns
-from toolchain.training.train import default_run_dir, train
+from toolchain.training.reports import METRIC_COLUMNS, PREDICTIONS_NAME, class_metrics, prediction_columns
+from toolchain.training.train import default_run_dir, scheduled_lr, train
 
 RUN_FILES = ("resnet_18_model.pth", "resnet_18_last.pth", "metrics.csv", "training_curves.png",
              "confusion_matrix.png", "classification_report.txt", "test_confusion_matrix.png",
@@ -180,12 +180,61 @@ def test_config_rejects_bad_values(field, value):
         TrainConfig(data="x", **{field: value})
 
 
-def test_config_defaults_are_the_seed_recipe():
-    config = TrainConfig(data="x")
+def test_config_defaults_are_the_seed_recipe_plus_what_small_data_needs():
+    config = TrainConfig(data="x").resolved()
     assert (config.batch_size, config.lr, config.epochs, config.label_smoothing, config.patience, config.seed,
-            config.val_fraction, config.arch, config.weights) == (16, 1e-4, 40, 0.1, 6, 42, 0.2, "resnet152",
-                                                                   "imagenet")
+            config.val_fraction, config.arch, config.weights, config.schedule) == (
+        16, 1e-4, 40, 0.1, 6, 42, 0.2, "resnet152", "imagenet", "plateau")
+    assert (config.augment, config.select_on, config.warmup_epochs, config.zero_init_residual) == (
+        True, "macro_f1", 0, False)
     _assert_plain(config.to_train_args())
+    scratch = TrainConfig(data="x", weights="none").resolved()  # From scratch a deep ResNet needs another start.
+    assert (scratch.lr, scratch.schedule, scratch.warmup_epochs, scratch.zero_init_residual) == (
+        1e-3, "cosine", 2, True)
+    chosen = TrainConfig(data="x", weights="none", lr=3e-4, schedule="plateau", warmup_epochs=0,
+                         zero_init_residual=False).resolved()
+    assert (chosen.lr, chosen.schedule, chosen.warmup_epochs, chosen.zero_init_residual) == (
+        3e-4, "plateau", 0, False)  # What the user says wins.
+
+
+@pytest.mark.parametrize("field,value", [("balance", "oversample"), ("select_on", "loss"), ("schedule", "step"),
+                                         ("mixup_alpha", -0.1), ("time_shift", 1.0), ("spec_masks", -1)])
+def test_config_names_the_bad_recipe_setting(field, value):
+    with pytest.raises(TrainingError, match=field):
+        TrainConfig(data="x", **{field: value})
+
+
+def test_learning_rate_warms_up_then_follows_its_schedule():
+    cosine = TrainConfig(data="x", weights="none", epochs=10).resolved()
+    rates = [scheduled_lr(cosine, e) for e in range(1, 11)]
+    assert rates[:2] == [5e-4, 1e-3]  # Linear warm-up over 2 epochs to lr.
+    assert rates[2] == pytest.approx(1e-3) and all(a > b for a, b in zip(rates[2:], rates[3:]))
+    assert rates[-1] < 0.05 * 1e-3  # Half a cosine down towards 0 at the last epoch.
+    plateau = TrainConfig(data="x", warmup_epochs=1).resolved()
+    assert scheduled_lr(plateau, 1) == 1e-4 and scheduled_lr(plateau, 2) is None  # Then ReduceLROnPlateau's.
+
+
+def test_class_metrics_show_what_accuracy_hides():
+    # 8 of class 0 all right, 2 of class 1 all wrong: 80 % accuracy, 50 % balanced accuracy.
+    quality = class_metrics([0] * 8 + [1] * 2, [0] * 10, 3)
+    assert quality["accuracy"] == 0.8 and quality["balanced_accuracy"] == 0.5
+    assert quality["recall"] == [1.0, 0.0, 0.0]  # Class 2 has no example: recall 0, left out of the means.
+    assert quality["macro_f1"] == pytest.approx((2 * 0.8 / 1.8 + 0.0) / 2)
+
+
+def test_a_balanced_augmented_run_records_macro_f1_and_selects_on_it(tiny, tmp_path):
+    result = train(TrainConfig(**tiny, epochs=3, out=str(tmp_path / "run"), balance="sampler", augment=True,
+                               select_on="macro_f1"))
+    history = _rows(result.run_dir / "metrics.csv")
+    assert all(0 <= float(r["val_macro_f1"]) <= 1 and 0 <= float(r["val_balanced_acc"]) <= 1 for r in history)
+    f1 = [float(r["val_macro_f1"]) for r in history]
+    assert result.best_epoch == 1 + f1.index(max(f1))  # The first epoch with the best macro-F1.
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["select_on"] == "macro_f1" and set(summary["val_recall"]) == set(summary["classes"])
+    args = load_checkpoint(result.best_checkpoint).train_args
+    assert (args["augment"], args["balance"], args["mixup_alpha"], args["lr"], args["schedule"]) == (
+        True, "sampler", 0.2, 1e-3, "cosine")  # The recipe as it ran, Nones resolved.
+    assert "balanced accuracy" in (result.run_dir / "classification_report.txt").read_text()
 
 
 def test_default_run_dir_is_a_fresh_utc_stamp(tmp_path):

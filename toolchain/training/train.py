@@ -139,9 +139,6 @@ def _resume_state(path: Path, config: TrainConfig, classes: list[str], fingerpri
     return ckpt
 
 
-SELECTION_KEYS = {"macro_f1": "macro_f1", "accuracy": "accuracy"}
-
-
 def scheduled_lr(config: TrainConfig, epoch: int) -> float | None:
     """The learning rate `epoch` (1-based) starts with when the schedule sets it: linear warm-up over
     `warmup_epochs`, then (cosine) half a cosine from `lr` down to 0 at the last epoch. None: plateau after
@@ -225,9 +222,9 @@ def train(
                             (scheduler, raw["scheduler"]), (scaler, raw.get("scaler"))):
             if saved:
                 part.load_state_dict(saved)
-        state = _StopState(float(raw["best_val_acc"]), int(raw["best_epoch"]),
-                           int(raw["epochs_without_improvement"]), list(raw["history"]),
-                           float(raw.get("best_score", raw["best_val_acc"])))
+        state = _StopState(best_val_acc=float(raw["best_val_acc"]), best_epoch=int(raw["best_epoch"]),
+                           epochs_without_improvement=int(raw["epochs_without_improvement"]),
+                           history=list(raw["history"]), best_score=float(raw.get("best_score", raw["best_val_acc"])))
         start_epoch = int(raw["epoch"]) + 1
         note(f"resuming {config.resume} at epoch {start_epoch} of {config.epochs} (best so far: epoch "
              f"{state.best_epoch}, val accuracy {state.best_val_acc:.3f})")
@@ -258,7 +255,7 @@ def train(
                               f"{tag} batchnorm statistics")
         val = evaluate(model, val_loader, eval_criterion, runtime, progress, f"{tag} val")
         quality = reports.class_metrics(val.targets, val.predictions, len(classes))
-        score = quality[SELECTION_KEYS[config.select_on]] if config.select_on != "accuracy" else val.accuracy
+        score = val.accuracy if config.select_on == "accuracy" else quality["macro_f1"]
         if config.schedule == "plateau" and epoch > (config.warmup_epochs or 0):
             scheduler.step(score)
         row = {"epoch": epoch, "train_loss": stats.loss, "train_acc": stats.accuracy, "val_loss": val.loss,
