@@ -49,13 +49,13 @@ def train(
                                                   "weights.")] = Balance(TRAIN["balance"]),
     select_on: Annotated[SelectOn, typer.Option(help="Validation metric that picks the best epoch and drives "
                                                     "plateau and early stop.")] = SelectOn(TRAIN["select_on"]),
-    schedule: Annotated[Optional[Schedule], typer.Option(help="Learning-rate schedule.", show_default="plateau "
-                                                         "from pretrained weights, cosine with --weights none")] = None,
+    schedule: Annotated[Optional[Schedule], typer.Option(help="Learning-rate schedule.", show_default="cosine "
+                                                         "for resnet50-152 with --weights none, else plateau")] = None,
     warmup_epochs: Annotated[Optional[int], typer.Option(min=0, help="Linear learning-rate warm-up epochs.",
-                                                         show_default="0 pretrained, 2 from scratch")] = None,
+                                                         show_default="2 for resnet50-152 from scratch, else 0")] = None,
     zero_init_residual: Annotated[Optional[bool], typer.Option(help="Zero the last BatchNorm of each residual "
-                                                               "branch (random init).", show_default="on with "
-                                                               "--weights none")] = None,
+                                                               "branch (random init).", show_default="on for "
+                                                               "resnet50-152 from scratch")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue from a resnet_<depth>_last.pth at its next "
                                                         "epoch.")] = None,
     cache_dir: Annotated[Path, typer.Option(help="Feature cache folder (shared across runs).")] = Path(TRAIN["cache_dir"]),
