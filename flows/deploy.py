@@ -30,7 +30,7 @@ from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.events.schemas.events import ResourceSpecification
 
-from flows.score_folder import score_folder_flow
+from flows.score_folder import FLOW_NAME, score_folder_flow
 from flows.watch import arrival_trigger
 from toolchain.errors import ScoringError, one_line
 from toolchain.io import check_output_dir
@@ -161,7 +161,10 @@ def serve_deployments(options: ServeOptions) -> None:
 def _reap_dead_runs(output_dir: str, stop: threading.Event) -> None:
     """Runs whose process died on this host (kill -9, OOM, a killed serve before this one started): crashed in
     the ledger within REAP_SECONDS, and in Prefect too (which also frees their concurrency slots at once rather
-    than when the zombie automation fires)."""
+    than when the zombie automation fires). Also runs left Pending/Submitting for NEVER_STARTED_SECONDS by a
+    serve process stopped mid-submission: each holds a concurrency slot, so every later scan would be cancelled
+    as a collision (the Pending automation did not fire on such a run in Prefect 3.8.8; this does, from any serve
+    process still running)."""
     logger = logging.getLogger(__name__)
     while True:
         try:
@@ -169,10 +172,42 @@ def _reap_dead_runs(output_dir: str, stop: threading.Event) -> None:
                 if run.flow_run_id:
                     _crash_flow_run(run.flow_run_id, f"its process {run.pid} on {run.host} died (ledger run "
                                     f"{run.run_id})")
+            _crash_stuck_submissions(NEVER_STARTED_SECONDS)
         except Exception as exc:  # A locked ledger or an unreachable server is retried; serving goes on.
             logger.warning("ledger reaper: %s", one_line(exc))
         if stop.wait(REAP_SECONDS):
             return
+
+
+def _crash_stuck_submissions(after_seconds: float) -> list[str]:
+    """Crash `score-folder` runs whose Pending-type state (Pending, Submitting) is older than `after_seconds`."""
+    import datetime as dt
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.states import Crashed
+
+    crashed = []
+    now = dt.datetime.now(dt.UTC)
+    with get_client(sync_client=True) as client:
+        stuck = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+                any_=[StateType.PENDING]))))
+        for run in stuck:
+            since = run.state.timestamp if run.state is not None else None
+            if since is not None and (now - since).total_seconds() > after_seconds:
+                client.set_flow_run_state(run.id, Crashed(message=(
+                    f"still {run.state.name} after {after_seconds:.0f} s: its submission was interrupted (a "
+                    "serve process stopped while starting it)")), force=True)
+                crashed.append(str(run.id))
+    return crashed
 
 
 def _crash_flow_run(flow_run_id: str, message: str) -> None:

@@ -108,7 +108,8 @@ def ordered_windows(paths: Iterable[str], config: FeatureConfig, rule: WindowRul
         return
     window = _Window(workers)
     source = enumerate(paths)
-    parts: deque[tuple[int, int]] = deque()  # Parts of the head file not submitted yet.
+    parts: deque[tuple[int, int]] = deque()  # Parts of the head file not submitted yet...
+    plan: LongPlan | None = None  # ...and its plan.
     part_budget = max(2, 2 * workers)
     try:
         for index, path in source:
