@@ -96,7 +96,7 @@ def test_killed_mid_folder_then_rerun_leaves_one_complete_csv(onnx_model, fsdd_d
         # Mid-folder: scored rows have reached the part file on disk (more than its header line), no CSV yet.
         deadline, rows_on_disk = time.monotonic() + 240, 0
         while time.monotonic() < deadline and proc.poll() is None:
-            parts = list((out / "day1").glob(".parts_*/.part_*.csv.*.tmp"))  # The part being written.
+            parts = list((out / "day1").glob(".parts_*/.part_?????.csv.*.tmp"))  # The predictions part being written.
             rows_on_disk = len(parts[0].read_text().splitlines()) - 1 if parts else 0
             if rows_on_disk > 0:
                 break
