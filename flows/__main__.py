@@ -11,7 +11,8 @@ from typing import Annotated
 
 import typer
 
-from toolchain.errors import ToolchainError
+from toolchain.errors import DriftError, ToolchainError
+from toolchain.health.assess import HealthThresholds
 from toolchain.inference.predictions import Aggregation
 from toolchain.io import check_output_dir
 from toolchain.scoring.files import check_folder
@@ -43,6 +44,12 @@ def run(
     max_duration: Annotated[
         float | None, typer.Option(min=0.001, help="Score at most this many seconds of each file.")
     ] = None,
+    health_thresholds: Annotated[
+        str, typer.Option(help="Health thresholds to override, e.g. 'js_distance=0.15,min_files=100'.")
+    ] = "",
+    fail_on_drift: Annotated[
+        bool, typer.Option(help="Fail the flow run (exit 3) when a folder's health verdict is drift.")
+    ] = False,
 ) -> None:
     """Run the Prefect flow `score-folder` once over --folder or --inbox."""
     if (folder is None) == (inbox is None):
@@ -52,7 +59,8 @@ def run(
         check_folder(folder or inbox)
         check_output_dir(output_dir, "--output-dir")
         options = ScoringOptions(hop_seconds=hop_seconds, aggregation=aggregation, min_confidence=min_confidence,
-                                 format=format, max_duration_s=max_duration)
+                                 format=format, max_duration_s=max_duration,
+                                 health=HealthThresholds.parse(health_thresholds))
         options.tag(describe_model(model).metadata.feature_config)
     except ToolchainError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -69,11 +77,13 @@ def run(
         dask_address=dask_address,
         shard_size=shard_size,
         options=options,
+        fail_on_drift=fail_on_drift,
         return_state=True,
     )
     if not state.is_completed():
         failure = state.result(raise_on_failure=False)
-        code = 2 if isinstance(failure, ToolchainError) else 1  # A user error found inside the flow is still one.
+        # Drift (asked to fail on it) is 3; a user error found inside the flow is still one (2); anything else 1.
+        code = 3 if isinstance(failure, DriftError) else 2 if isinstance(failure, ToolchainError) else 1
         typer.echo(f"error: flow run ended {state.name}: {state.message}", err=True)
         raise typer.Exit(code)
     result = state.result()
@@ -81,6 +91,7 @@ def run(
         if isinstance(item, dict) and item.get("csv_path"):
             typer.echo(f"predictions: {item['csv_path']}")
             typer.echo(f"detections: {item['detections_path']}")
+            typer.echo(f"health: {item['health'].get('verdict')} ({item['health'].get('path')})")
 
 
 if __name__ == "__main__":

@@ -66,7 +66,8 @@ class ServeOptions:
     limit: int = 1  # Concurrent flow runs: one run already fills two cores.
     engine: EngineConfig = field(default_factory=EngineConfig)
     allow_roots: tuple[str, ...] = ()  # Folders runs may touch besides the inbox, output dir and model folder.
-    scoring: ScoringOptions = field(default_factory=ScoringOptions)  # Windows, aggregation, outputs.
+    scoring: ScoringOptions = field(default_factory=ScoringOptions)  # Windows, aggregation, outputs, health.
+    fail_on_drift: bool = False  # A drift verdict fails the flow run (for Prefect notifications).
 
 
 def _engine_parameters(engine: EngineConfig) -> dict[str, Any]:
@@ -79,7 +80,7 @@ def build_deployments(options: ServeOptions) -> list[RunnerDeployment]:
     options.scoring.tag(describe_model(options.model).metadata.feature_config)
     check_output_dir(options.output_dir, "--output-dir")
     common = {"model": options.model, "output_dir": options.output_dir, **_engine_parameters(options.engine),
-              "options": dataclasses.asdict(options.scoring)}
+              "options": dataclasses.asdict(options.scoring), "fail_on_drift": options.fail_on_drift}
     deployments = [
         score_folder_flow.to_deployment(
             name=ON_DEMAND_DEPLOYMENT,

@@ -18,6 +18,7 @@ cluster through prefect-dask's DaskTaskRunner (`flows/dask_runner.py`). Schedule
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ from prefect.runtime import flow_run, task_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.dask_runner import shard_runner
-from toolchain.errors import ScoringError
+from toolchain.errors import DriftError, ScoringError
+from toolchain.health.render import markdown as health_markdown
 from toolchain.inference.predictions import Aggregation
 from toolchain.inference.providers import Provider
 from toolchain.scoring.engine import EngineConfig
@@ -139,9 +141,27 @@ def publish_artifacts(summary: FolderSummary) -> None:
             f"| model sha256 | `{summary.model_sha256}` |",
             f"| run id | `{summary.run_id}` |",
             f"| task retries | {summary.task_retries} |",
+            f"| health | **{summary.health.get('verdict', '')}**: {summary.health.get('reason', '')} |",
         ]),
         description=f"predictions CSV for {name}",
     )
+    publish_health_artifact(summary)
+
+
+def publish_health_artifact(summary: FolderSummary) -> None:
+    """The folder run's health report as a markdown artifact (keyed per folder: its history is the trend)."""
+    if not summary.health.get("path"):
+        return
+    name = Path(summary.folder).name
+    report = json.loads(Path(summary.health["path"]).read_text())
+    create_markdown_artifact(key=f"health-{_slug(name)}", markdown=health_markdown(report),
+                             description=f"{name}: health {report['verdict']}")
+
+
+def drifted(outcomes: list[dict[str, Any]]) -> list[str]:
+    """The folders whose health verdict is drift, each with the reason, from the flow's result rows."""
+    return [f"{o['folder']} ({o['health']['reason']}; {o['health']['path']})" for o in outcomes
+            if (o.get("health") or {}).get("verdict") == "drift"]
 
 
 def publish_inbox_artifact(scan: InboxScan) -> None:
@@ -189,6 +209,7 @@ def score_folder_flow(
     skip_scored: bool = False,
     parent_run_id: str | None = None,
     dask_address: str | None = None,
+    fail_on_drift: bool = False,
 ) -> dict[str, Any]:
     """Score `folder` (or each new subfolder of `inbox`) with the ONNX `model` into
     `<output_dir>/<folder name>/predictions_<UTC>.csv`, recorded in `<output_dir>/ledger.sqlite`.
@@ -204,6 +225,11 @@ def score_folder_flow(
     which a burst of arrivals cannot afford) and scans again until no folder is ready (the on-arrival
     deployment sets it). `parent_run_id` is set by inbox scans on their per-folder runs. `dask_address` (e.g.
     "tcp://10.0.0.5:8786") scores the shards on that Dask cluster instead of in this process.
+
+    Every folder gets a health report (`health_<UTC>.json` beside its CSV and a `health-<folder>` artifact):
+    verdict ok | warn | drift | insufficient | no_reference against the model's own reference; `options.health`
+    sets its thresholds. `fail_on_drift` makes a drift verdict fail the run (after every output is written and
+    recorded), so Prefect's notifications can alert on it; by default drift is reported, never acted on.
     """
     if (folder is None) == (inbox is None):
         raise ScoringError("pass exactly one of `folder` (score it) or `inbox` (score its new subfolders)")
@@ -224,7 +250,7 @@ def score_folder_flow(
             state = score_folder_flow(model=model, output_dir=output_dir, folder=sub, engine=config,
                                       options=what, shard_size=shard_size, retry_delay_seconds=retry_delay_seconds,
                                       skip_scored=True, parent_run_id=parent, dask_address=dask_address,
-                                      return_state=True)
+                                      fail_on_drift=fail_on_drift, return_state=True)
             result = state.result()  # Raises the child's exception when it failed.
             return FolderOutcome(sub, FolderSummary(**_summary_fields(result)) if "csv_path" in result else None,
                                  result.get("skipped", ""))
@@ -238,13 +264,22 @@ def score_folder_flow(
                 break
         result = scans[0].to_dict()
         result["folders"] = [f for scan in scans for f in scan.to_dict()["folders"]]
-        return result
+        return _checked(result["folders"], result, fail_on_drift)
     outcome = run_folder(model, folder, output_dir, steps, shard_size=shard_size, skip_scored=skip_scored,
                          flow_run_id=flow_run.id, parent_run_id=parent_run_id, options=what)
     if outcome.summary is not None:
         publish_artifacts(outcome.summary)
+        steps.log(f"health: {outcome.summary.health.get('verdict')}: {outcome.summary.health.get('reason')}")
         steps.log(f"predictions: {outcome.summary.csv_path}")  # The run's last log line names the CSV.
-    return outcome.to_dict()
+    return _checked([outcome.to_dict()], outcome.to_dict(), fail_on_drift)
+
+
+def _checked(outcomes: list[dict[str, Any]], result: dict[str, Any], fail_on_drift: bool) -> dict[str, Any]:
+    """`result`, or `DriftError` when asked to fail on drift and a folder drifted (its outputs are all kept)."""
+    bad = drifted(outcomes) if fail_on_drift else []
+    if bad:
+        raise DriftError(f"the model no longer fits the audio of {len(bad)} folder(s): {'; '.join(bad)}")
+    return result
 
 
 def _summary_fields(result: dict[str, Any]) -> dict[str, Any]:

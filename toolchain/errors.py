@@ -111,3 +111,11 @@ class FolderBusyError(ScoringError):
 
 class InjectedFault(OSError):
     """A transient failure injected on purpose (tests of retries); see `toolchain.scoring.outputs.inject_fault`."""
+
+
+class HealthError(ToolchainError):
+    """A health setting or record that cannot be used (bad threshold, unreadable reference)."""
+
+
+class DriftError(ScoringError):
+    """A run asked to fail on drift (`fail_on_drift`) found it; its outputs are all written and recorded."""

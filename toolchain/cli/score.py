@@ -10,6 +10,7 @@ import typer
 
 from toolchain.cli.common import config_defaults, console, rich_progress, user_errors
 from toolchain.errors import ScoringError
+from toolchain.health.assess import HealthThresholds
 from toolchain.inference.predictions import Aggregation
 from toolchain.inference.providers import Provider
 from toolchain.scoring.engine import EngineConfig
@@ -62,6 +63,23 @@ MaxDurationOption = Annotated[
     float | None, typer.Option("--max-duration", min=0.001, help="Score at most this many seconds of each file "
                                "(a safety limit); default: all of it.")
 ]
+HealthOption = Annotated[
+    str, typer.Option("--health-thresholds", help="Override health-report thresholds, e.g. "
+                      "'js_distance=0.15,min_files=100' (names: alpha, js_distance, psi, ks_statistic, "
+                      "accuracy_drop, low_confidence, failure_share, min_files; see docs/reference.md).")
+]
+FailOnDriftOption = Annotated[
+    bool, typer.Option("--fail-on-drift", help="Exit 3 (a flow run: fail) when a folder's health verdict is drift, "
+                       "after every output is written; by default drift is reported only.")
+]
+EXIT_DRIFT = 3
+
+
+def scoring_options(hop_seconds: float | None, aggregation: Aggregation, min_confidence: float,
+                    format: OutputFormat, max_duration: float | None, health: str) -> ScoringOptions:
+    """The command-line flags as one `ScoringOptions` (checked: a bad value is a one-line error here)."""
+    return ScoringOptions(hop_seconds=hop_seconds, aggregation=aggregation, min_confidence=min_confidence,
+                          format=format, max_duration_s=max_duration, health=HealthThresholds.parse(health))
 
 
 @app.command("score")
@@ -83,6 +101,8 @@ def score_command(
     min_confidence: MinConfidenceOption = 0.0,
     format: FormatOption = OutputFormat.csv,
     max_duration: MaxDurationOption = None,
+    health_thresholds: HealthOption = "",
+    fail_on_drift: FailOnDriftOption = False,
 ) -> None:
     """Score every audio file under INPUT with MODEL into OUT/<folder name>/predictions_<UTC>.csv.
 
@@ -90,6 +110,8 @@ def score_command(
     --hop-seconds, and its row (label, probabilities) aggregates them (--aggregation); detections_<UTC>.csv has
     one row per window with its start and end in the file. Labels and feature settings come from the model file. Files that do not decode get status=error rows;
     files without an audio extension are ignored. The run is recorded in OUT/ledger.sqlite. Prints the CSV path.
+    health_<UTC>.json beside it says whether the model still fits this audio (verdict ok, warn, drift,
+    insufficient or no_reference); `toolchain health --output-dir OUT` shows the trend.
     On a GPU: pick --batch-size with `toolchain bench --batch-sizes 8,16,32,64`; the CSV and the ledger name the
     file that ran (model.fp16.onnx when --precision auto chose it).
     """
@@ -97,8 +119,7 @@ def score_command(
 
     config = EngineConfig(batch_size=batch_size, provider=provider, decode_workers=workers,
                           intra_op_threads=threads, precision=precision, device_id=device_id)
-    options = ScoringOptions(hop_seconds=hop_seconds, aggregation=aggregation, min_confidence=min_confidence,
-                             format=format, max_duration_s=max_duration)
+    options = scoring_options(hop_seconds, aggregation, min_confidence, format, max_duration, health_thresholds)
     with rich_progress() as progress:
         summary = score_folder(model, input, out, config, progress, options=options)
     console.print(
@@ -114,7 +135,13 @@ def score_command(
     if not summary.files_total:
         console.print(f"[yellow]warning:[/] {input} holds no audio files (extensions: .wav .flac .ogg .mp3 ...; "
                       "names starting with '.' are skipped): the CSV has a header and no rows", soft_wrap=True)
+    health = summary.health
+    color = {"ok": "green", "warn": "yellow", "drift": "red"}.get(health.get("verdict"), "default")
+    console.print(f"health [{color}]{health.get('verdict')}[/]: {health.get('reason')} ({health.get('path')})",
+                  soft_wrap=True, highlight=False)
     typer.echo(summary.csv_path)
+    if fail_on_drift and health.get("verdict") == "drift":
+        raise typer.Exit(EXIT_DRIFT)
 
 
 @app.command("serve")
@@ -153,6 +180,8 @@ def serve_command(
     min_confidence: MinConfidenceOption = 0.0,
     format: FormatOption = OutputFormat.csv,
     max_duration: MaxDurationOption = None,
+    health_thresholds: HealthOption = "",
+    fail_on_drift: FailOnDriftOption = False,
 ) -> None:
     """Serve the deployments `score-folder/on-demand` and (with --inbox) `score-folder/inbox-scan`.
 
@@ -182,8 +211,8 @@ def serve_command(
                             intra_op_threads=threads, precision=precision, device_id=device_id),
         allow_roots=tuple(str(p.expanduser().resolve()) for p in allow_root or ()),
         settle_seconds=settle_seconds,
-        scoring=ScoringOptions(hop_seconds=hop_seconds, aggregation=aggregation, min_confidence=min_confidence,
-                               format=format, max_duration_s=max_duration),
+        scoring=scoring_options(hop_seconds, aggregation, min_confidence, format, max_duration, health_thresholds),
+        fail_on_drift=fail_on_drift,
     )
     serve_deployments(options)
 

@@ -106,6 +106,7 @@ def metadata_for(ckpt: Checkpoint, opset: int | None, *, precision: str = "fp32"
         metrics={k: float(v) for k, v in ckpt.metrics.items()},
         toolchain_version=__version__,
         exported_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        health_reference=ckpt.raw.get("health_reference"),  # Built by training on its validation windows.
     )
 
 

@@ -47,6 +47,9 @@ class ModelMetadata:
     metrics: dict[str, float] = field(default_factory=dict)
     toolchain_version: str = ""
     exported_at: str = ""  # UTC ISO-8601
+    # What "normal" output looks like (`toolchain.health.reference.Reference.to_dict()`), None for models exported
+    # before it existed or from checkpoints that lack it: their runs' health says "no reference".
+    health_reference: dict[str, Any] | None = None
 
     @property
     def feature_fingerprint(self) -> str:
@@ -66,6 +69,8 @@ class ModelMetadata:
             "toolchain_version": self.toolchain_version,
             "exported_at": self.exported_at,
         }
+        if self.health_reference is not None:
+            values["health_reference"] = self.health_reference
         return {PREFIX + k: json.dumps(v, sort_keys=True) for k, v in values.items()}
 
     @classmethod
@@ -90,6 +95,8 @@ class ModelMetadata:
             metrics={str(k): float(v) for k, v in (values.get("metrics") or {}).items()},
             toolchain_version=str(values.get("toolchain_version", "")),
             exported_at=str(values.get("exported_at", "")),
+            health_reference=values.get("health_reference") if isinstance(values.get("health_reference"), dict)
+            else None,
         )
 
 

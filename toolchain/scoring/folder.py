@@ -18,20 +18,24 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import functools
+import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from toolchain.errors import FolderBusyError, ScoringError, one_line
+from toolchain.health.assess import assess
+from toolchain.health.reference import stored_reference
+from toolchain.health.sketch import Sketch, SketchBuilder, merge_sketches
 from toolchain.inference.contract import ModelMetadata, read_metadata
 from toolchain.io import check_output_dir, file_sha256
 from toolchain.progress import NullProgress, ProgressReporter
-from toolchain.scoring.engine import EngineConfig, ScoringModel, load_model, score_files
+from toolchain.scoring.engine import EngineConfig, ScoredRow, ScoringModel, load_model, score_files
 from toolchain.scoring.files import check_folder, discover_audio_files, new_files, stamp_files
 from toolchain.scoring.ledger import Ledger
 from toolchain.scoring.options import OutputFormat, ScoringOptions
@@ -41,6 +45,7 @@ from toolchain.scoring.outputs import (
     assemble_csv,
     assemble_raven,
     detections_part,
+    health_path,
     inject_fault,
     new_csv_path,
     out_folder_for,
@@ -48,6 +53,7 @@ from toolchain.scoring.outputs import (
     publish_csv,
     remove_run_files,
     sibling_outputs,
+    write_health,
     write_part,
 )
 from toolchain.scoring.roots import allowed_roots, confine, outside_roots
@@ -96,6 +102,8 @@ class FolderJob:
     options: ScoringOptions = ScoringOptions()
     window_rule: str = ""  # `options.tag(...)` for the model's feature config.
     sample_rate: int = 22_050  # The model's: the Raven table's frequency range is half of it.
+    classes: tuple[str, ...] = ()  # The model's, for the health report.
+    health_reference: dict[str, Any] | None = None  # The model's (`ModelMetadata.health_reference`).
 
     @property
     def ledger(self) -> Ledger:
@@ -123,7 +131,7 @@ def folder_lock(out_folder: Path) -> Iterator[None]:
 def folder_job(ledger: Ledger, folder: str | Path, out_dir: str | Path, run_id: str, model_sha256: str, *,
                flow_run_id: str | None = None, skip_if_scored: bool = False,
                options: ScoringOptions = ScoringOptions(), window_rule: str = "",
-               sample_rate: int = 22_050) -> Iterator[FolderJob | None]:
+               metadata: ModelMetadata | None = None) -> Iterator[FolderJob | None]:
     """Claim a folder: lock it, settle what killed runs left, start its ledger row; yields None when skipped
     (`skip_if_scored` and the model has scored every file of the folder as it is now).
 
@@ -139,8 +147,11 @@ def folder_job(ledger: Ledger, folder: str | Path, out_dir: str | Path, run_id: 
             yield None
             return
         folder_run_id = ledger.start_folder(run_id, str(folder), str(out_folder), model_sha256, flow_run_id)
+        described = {} if metadata is None else {
+            "sample_rate": metadata.feature_config.sample_rate, "classes": metadata.classes,
+            "health_reference": metadata.health_reference}
         job = FolderJob(str(folder), str(out_folder), str(out_dir), run_id, folder_run_id, model_sha256, flow_run_id,
-                        options, window_rule, sample_rate)
+                        options, window_rule, **described)
         try:
             yield job
         except BaseException as exc:
@@ -156,6 +167,7 @@ class ShardResult:
     seconds: float
     provider: str
     attempt: int = 1  # Which attempt produced it (retries = attempt - 1).
+    sketch: Sketch = Sketch()  # Its windows, summarized for the health report.
 
 
 @functools.lru_cache(maxsize=1)
@@ -182,10 +194,32 @@ def score_shard(model: ScoringModel, job: FolderJob, index: int, files: Sequence
                            f"{job.model_sha256[:12]}): rerun the scoring")
     inject_fault("score", attempt)
     start = time.perf_counter()
+    reference, _ = stored_reference(model.metadata.health_reference, len(model.classes))
+    sketch = SketchBuilder(len(model.classes), reference.temperature if reference else 1.0)
     rows = score_files(model, job.folder, files, config, progress, job.options.rule, job.options.aggregation)
-    part = write_part(part_path(Path(job.out_folder), job.run_id, index), rows, model.classes, model.sha256,
-                      job.run_id, job.window_rule, job.options.min_confidence)
-    return ShardResult(index, part, time.perf_counter() - start, model.provider, attempt)
+    part = write_part(part_path(Path(job.out_folder), job.run_id, index), _sketched(rows, sketch), model.classes,
+                      model.sha256, job.run_id, job.window_rule, job.options.min_confidence)
+    return ShardResult(index, part, time.perf_counter() - start, model.provider, attempt, sketch.build())
+
+
+def _sketched(rows: Iterable[ScoredRow], sketch: SketchBuilder) -> Iterator[ScoredRow]:
+    """`rows`, unchanged, each one added to `sketch` on its way to the part file."""
+    for row in rows:
+        if row.status == "ok" and row.windows:
+            sketch.add([w.probabilities for w in row.windows])
+        elif row.status != "ok":
+            sketch.fail()
+        yield row
+
+
+def health_report(job: FolderJob, shards: Sequence[ShardResult], predictions: Path) -> dict[str, Any]:
+    """The folder run's health (`toolchain.health.assess`) as the JSON written beside `predictions`."""
+    reference, why_not = stored_reference(job.health_reference, len(job.classes))
+    context = {"folder": job.folder, "predictions_csv": str(predictions), "run_id": job.run_id,
+               "model_sha256": job.model_sha256, "window_rule": job.window_rule, "classes": list(job.classes),
+               "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    sketch = merge_sketches(s.sketch for s in sorted(shards, key=lambda s: s.index))
+    return assess(sketch, reference, job.options.health, context, why_not).to_dict()
 
 
 def write_predictions(job: FolderJob, shards: Sequence[ShardResult], attempt: int = 1) -> Path:
@@ -201,10 +235,12 @@ def write_predictions(job: FolderJob, shards: Sequence[ShardResult], attempt: in
         raven_tmp = assemble_raven(out_folder, job.run_id, tmp, detections_tmp, job.folder, job.sample_rate / 2)
     final = new_csv_path(out_folder)
     detections, raven = sibling_outputs(final)
+    health_tmp = write_health(out_folder, job.run_id, health_report(job, shards, final))
     job.ledger.set_csv_path(job.folder_run_id, str(final))  # Before the rename: a crash after it is recoverable.
     publish_csv(detections_tmp, detections)
     if raven_tmp is not None:
         publish_csv(raven_tmp, raven)
+    publish_csv(health_tmp, health_path(final))
     return publish_csv(tmp, final)
 
 
@@ -226,6 +262,7 @@ class FolderSummary:
     audio_hours: float = 0.0  # Hours of audio decoded.
     detections_path: str = ""
     window_rule: str = ""
+    health: dict[str, Any] = field(default_factory=dict)  # Verdict, reason, report path and key figures.
 
     @property
     def files_total(self) -> int:
@@ -245,18 +282,28 @@ def record_folder(job: FolderJob, shards: Sequence[ShardResult], csv_path: str |
     labels: Counter[str] = Counter()
     for s in shards:
         labels.update(s.part.label_counts)
+    health = _health_summary(health_path(Path(csv_path)))
     summary = FolderSummary(
         folder=job.folder, csv_path=str(csv_path), run_id=job.run_id, model_sha256=job.model_sha256,
         provider=shards[0].provider if shards else "", files_ok=sum(s.part.files_ok for s in shards),
         files_error=sum(s.part.files_error for s in shards), seconds=sum(s.seconds for s in shards),
         task_retries=task_retries, label_counts=dict(sorted(labels.items())),
         windows=sum(s.part.windows for s in shards), audio_hours=sum(s.part.audio_s for s in shards) / 3600,
-        detections_path=str(sibling_outputs(Path(csv_path))[0]), window_rule=job.window_rule,
+        detections_path=str(sibling_outputs(Path(csv_path))[0]), window_rule=job.window_rule, health=health,
     )
     job.ledger.finish_folder(job.folder_run_id, "completed", files_ok=summary.files_ok,
-                             files_error=summary.files_error, task_retries=task_retries, csv_path=str(csv_path))
+                             files_error=summary.files_error, task_retries=task_retries, csv_path=str(csv_path),
+                             health=health)
     remove_run_files(Path(job.out_folder), job.run_id)
     return summary
+
+
+def _health_summary(path: Path) -> dict[str, Any]:
+    """The ledger's and the summary's part of a published health report."""
+    report = json.loads(path.read_text())
+    figures = report.get("figures") or {}
+    return {"verdict": report["verdict"], "reason": report["reason"], "path": str(path),
+            "js_distance": figures.get("js_distance"), "expected_accuracy": figures.get("expected_accuracy")}
 
 
 @contextmanager
@@ -367,7 +414,7 @@ def run_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path, 
         try:
             with folder_job(ledger, folder, out_dir, run_id, identity.sha256, flow_run_id=flow_run_id,
                             skip_if_scored=skip_scored, options=options, window_rule=window_rule,
-                            sample_rate=config.sample_rate) as job:
+                            metadata=identity.metadata) as job:
                 if job is None:
                     steps.log(f"{folder} is already scored by this model: skipped")
                     return FolderOutcome(folder, skipped="already scored")

@@ -35,6 +35,9 @@ Schema (times are UTC ISO-8601 strings, sha256 values are hex):
     files_ok, files_error, task_retries INTEGER
     csv_path      TEXT      set just before the CSV is renamed into place
     error         TEXT
+    health_verdict TEXT     ok | warn | drift | insufficient | no_reference (`toolchain.health.assess`)
+    health_path   TEXT      the health_<UTC>.json beside the CSV
+    js_distance, expected_accuracy REAL   its key figures (NULL without a reference)
 
   folder_files              one row per file a folder run scores, written before scoring starts
     folder_run_id INTEGER   -> folder_runs.id
@@ -60,6 +63,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from toolchain.errors import ScoringError
+from toolchain.io import file_sha256
+
 LEDGER_NAME = "ledger.sqlite"
 BUSY_TIMEOUT_MS = 30_000  # Writers queue for up to 30 s: transactions here take milliseconds.
 
@@ -76,7 +82,8 @@ CREATE TABLE IF NOT EXISTS folder_runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL REFERENCES runs(run_id), flow_run_id TEXT,
     folder TEXT NOT NULL, out_folder TEXT NOT NULL, model_sha256 TEXT NOT NULL, started_at TEXT NOT NULL,
     finished_at TEXT, state TEXT NOT NULL, files_ok INTEGER NOT NULL DEFAULT 0,
-    files_error INTEGER NOT NULL DEFAULT 0, task_retries INTEGER NOT NULL DEFAULT 0, csv_path TEXT, error TEXT
+    files_error INTEGER NOT NULL DEFAULT 0, task_retries INTEGER NOT NULL DEFAULT 0, csv_path TEXT, error TEXT,
+    health_verdict TEXT, health_path TEXT, js_distance REAL, expected_accuracy REAL
 );
 CREATE TABLE IF NOT EXISTS folder_files (
     folder_run_id INTEGER NOT NULL REFERENCES folder_runs(id), file TEXT NOT NULL, size INTEGER NOT NULL,
@@ -86,6 +93,12 @@ CREATE INDEX IF NOT EXISTS folder_files_run ON folder_files (folder_run_id);
 CREATE INDEX IF NOT EXISTS folder_runs_scored ON folder_runs (folder, model_sha256, state);
 CREATE INDEX IF NOT EXISTS folder_runs_out ON folder_runs (out_folder, state);
 """
+
+
+# Columns added after the first release: (table, column, type). Older ledgers gain them on open.
+_ADDED_COLUMNS = (("runs", "window_rule", "TEXT"), ("folder_runs", "health_verdict", "TEXT"),
+                  ("folder_runs", "health_path", "TEXT"), ("folder_runs", "js_distance", "REAL"),
+                  ("folder_runs", "expected_accuracy", "REAL"))
 
 
 def utc_now() -> str:
@@ -108,6 +121,10 @@ class FolderRecord:
     task_retries: int
     csv_path: str | None
     error: str | None
+    health_verdict: str | None = None
+    health_path: str | None = None
+    js_distance: float | None = None
+    expected_accuracy: float | None = None
 
 
 @dataclass(frozen=True)
@@ -143,10 +160,11 @@ class Ledger:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")  # Readers never block the writer, and vice versa.
             db.executescript(_SCHEMA)
-            columns = {r["name"] for r in db.execute("PRAGMA table_info(runs)")}
-            if "window_rule" not in columns:  # A ledger written before windows existed.
+            for table, column, kind in _ADDED_COLUMNS:  # A ledger written by an older release.
+                if column in {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}:
+                    continue
                 try:
-                    db.execute("ALTER TABLE runs ADD COLUMN window_rule TEXT")
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
                 except sqlite3.OperationalError as exc:  # Another process added it first.
                     if "duplicate column" not in str(exc):
                         raise
@@ -249,12 +267,17 @@ class Ledger:
             db.execute("UPDATE folder_runs SET csv_path=? WHERE id=?", (csv_path, folder_run_id))
 
     def finish_folder(self, folder_run_id: int, state: str, *, files_ok: int = 0, files_error: int = 0,
-                      task_retries: int = 0, csv_path: str | None = None, error: str | None = None) -> FolderRecord:
+                      task_retries: int = 0, csv_path: str | None = None, error: str | None = None,
+                      health: dict | None = None) -> FolderRecord:
+        """Close a folder row; `health` (verdict, path, js_distance, expected_accuracy) when it has a report."""
+        health = health or {}
         with self._write() as db:
             db.execute(
                 "UPDATE folder_runs SET state=?, files_ok=?, files_error=?, task_retries=?,"
-                " csv_path=COALESCE(?, csv_path), error=?, finished_at=? WHERE id=?",
-                (state, files_ok, files_error, task_retries, csv_path, error, utc_now(), folder_run_id),
+                " csv_path=COALESCE(?, csv_path), error=?, finished_at=?, health_verdict=?, health_path=?,"
+                " js_distance=?, expected_accuracy=? WHERE id=?",
+                (state, files_ok, files_error, task_retries, csv_path, error, utc_now(), health.get("verdict"),
+                 health.get("path"), health.get("js_distance"), health.get("expected_accuracy"), folder_run_id),
             )
         return self.folder_run(folder_run_id)
 
@@ -316,6 +339,24 @@ class Ledger:
             ).fetchall()
             _settle(db, rows)
         return [self.folder_run(int(r["id"])) for r in rows]
+
+
+def health_history(out_dir: str | Path, model: str | Path | None = None, last: int = 20) -> list[dict]:
+    """The latest `last` completed folder runs in `out_dir`'s ledger (of `model`, an .onnx path, if given), oldest
+    first: finished_at, folder, files, verdict, js_distance, expected_accuracy, health_path."""
+    path = Path(out_dir) / LEDGER_NAME
+    if not path.is_file():
+        raise ScoringError(f"{out_dir} holds no {LEDGER_NAME}: pass the --out/--output-dir of a scoring run")
+    query = ("SELECT finished_at, folder, files_ok + files_error AS files, health_verdict AS verdict, js_distance,"
+             " expected_accuracy, health_path FROM folder_runs WHERE state='completed'")
+    args: tuple = ()
+    if model is not None:
+        if not Path(model).is_file():
+            raise ScoringError(f"model {model} does not exist: pass the .onnx file the runs used")
+        query, args = query + " AND model_sha256=?", (file_sha256(model),)
+    with Ledger(path)._connect() as db:
+        rows = db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, last)).fetchall()
+    return [dict(r) for r in reversed(rows)]
 
 
 def _settle(db: sqlite3.Connection, rows: Iterable[sqlite3.Row]) -> None:

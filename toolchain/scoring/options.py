@@ -12,6 +12,7 @@ from enum import Enum
 from toolchain.audio.config import FeatureConfig
 from toolchain.audio.windows import WindowRule
 from toolchain.errors import ScoringError
+from toolchain.health.assess import HealthThresholds
 from toolchain.inference.predictions import AGGREGATIONS, Aggregation
 
 
@@ -32,8 +33,11 @@ class ScoringOptions:
     min_confidence: float = 0.0  # Detections rows below this confidence are left out (predictions keep every file).
     format: OutputFormat = OutputFormat.csv  # raven adds `raven_<UTC>.selections.txt` per folder run.
     max_duration_s: float | None = None  # Read at most this much of each file (a safety limit); None = all.
+    health: HealthThresholds = HealthThresholds()  # When the run's health report says warn or drift.
 
     def __post_init__(self) -> None:
+        if isinstance(self.health, dict):  # From JSON (a Prefect parameter, a deployment's defaults).
+            object.__setattr__(self, "health", HealthThresholds(**self.health))
         for name in ("aggregation", "format"):  # Stored as plain strings: JSON-able for Prefect, like EngineConfig.
             value = getattr(self, name)
             if isinstance(value, Enum):

@@ -6,6 +6,7 @@ Layout under the output directory `<out>`:
   <out>/<folder name>/predictions_<UTC YYYYmmddTHHMMSSZ>.csv    one complete CSV per scoring of that folder
   <out>/<folder name>/detections_<same UTC>.csv     one row per window of every file in it
   <out>/<folder name>/raven_<same UTC>.selections.txt   the detections as a Raven selection table (format raven)
+  <out>/<folder name>/health_<same UTC>.json        the run's health report (`toolchain.health.assess`)
   <out>/<folder name>/.lock                         held (flock) by the run scoring that folder
   <out>/<folder name>/.parts_<run_id>/part_NNNNN.csv   shard outputs of a run in progress (removed when done)
   <out>/<folder name>/.predictions_<run_id>.csv.tmp    the CSV being assembled (renamed into place when complete)
@@ -13,7 +14,7 @@ Layout under the output directory `<out>`:
 Rows are written to part files as they are scored (memory stays bounded), each part renamed into place when
 complete; the final CSV is the parts concatenated in shard order, fsync'ed, then `os.replace`d to its final name:
 readers see either no CSV or a complete one. The detections CSV and the Raven table are published first, the
-predictions CSV last: a predictions CSV always has its detections beside it. Dot-files left by a killed run are
+predictions CSV last: a predictions CSV always has its detections and health report beside it. Dot-files left by a killed run are
 removed by the next run that takes the folder's lock.
 
 Predictions columns (one row per file): file (posix path relative to the scored folder), label, confidence, status
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 import os
 import shutil
 from collections import Counter
@@ -45,6 +47,7 @@ from toolchain.scoring.engine import ScoredRow
 CSV_PREFIX = "predictions_"
 DETECTIONS_PREFIX = "detections_"
 RAVEN_PREFIX = "raven_"
+HEALTH_PREFIX = "health_"
 RAVEN_SUFFIX = ".selections.txt"
 RAVEN_COLUMNS = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)",
                  "Begin Path", "File Offset (s)", "Label", "Confidence"]
@@ -155,13 +158,28 @@ def sibling_outputs(predictions: Path) -> tuple[Path, Path]:
             predictions.with_name(f"{RAVEN_PREFIX}{stamp}{RAVEN_SUFFIX}"))
 
 
+def health_path(predictions: Path) -> Path:
+    """The health report with the same UTC stamp as a predictions CSV."""
+    return predictions.with_name(f"{HEALTH_PREFIX}{_stamp(predictions)}.json")
+
+
+def write_health(out_folder: Path, run_id: str, report: dict) -> Path:
+    """The health report as a temporary file (published with `publish_csv`), fsync'ed."""
+    tmp = out_folder / f".{HEALTH_PREFIX}{run_id}.json.tmp"
+    with tmp.open("w") as out:
+        json.dump(report, out, indent=1, sort_keys=False, allow_nan=False)
+        out.flush()
+        os.fsync(out.fileno())
+    return tmp
+
+
 def new_csv_path(out_folder: Path) -> Path:
     """A fresh `predictions_<UTC now>.csv` path whose stamp no output of an earlier run uses (one second later
     while it is taken: rescoring within one second, or detections left by a run killed before its predictions)."""
     when = dt.datetime.now(dt.UTC).replace(microsecond=0)
     while True:
         candidate = out_folder / f"{CSV_PREFIX}{when.strftime(TIMESTAMP_FORMAT)}.csv"
-        if not any(p.exists() for p in (candidate, *sibling_outputs(candidate))):
+        if not any(p.exists() for p in (candidate, *sibling_outputs(candidate), health_path(candidate))):
             return candidate
         when += dt.timedelta(seconds=1)
 
@@ -226,7 +244,8 @@ def publish_csv(tmp: Path, final: Path) -> Path:
 
 def remove_run_files(out_folder: Path, run_id: str | None = None) -> list[Path]:
     """Remove temporary files of `run_id` (or of every run: stale leftovers); never touches published files."""
-    patterns = [f".{prefix}{run_id or '*'}.*.tmp" for prefix in (CSV_PREFIX, DETECTIONS_PREFIX, RAVEN_PREFIX)]
+    prefixes = (CSV_PREFIX, DETECTIONS_PREFIX, RAVEN_PREFIX, HEALTH_PREFIX)
+    patterns = [f".{prefix}{run_id or '*'}.*.tmp" for prefix in prefixes]
     patterns.append(f".parts_{run_id or '*'}")
     removed = []
     for path in [p for pattern in patterns for p in out_folder.glob(pattern)]:

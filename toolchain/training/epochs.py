@@ -22,12 +22,16 @@ from toolchain.training.runtime import Runtime
 
 @dataclass(frozen=True)
 class Evaluation:
-    """An eval pass: mean loss, accuracy, softmax probabilities (N, classes) and targets (N,)."""
+    """An eval pass: mean loss, accuracy, softmax probabilities (N, classes) and targets (N,), per file; and the
+    same per window (`window_*`: (W, classes), (W,), and the file of each window), what health references need."""
 
     loss: float
     accuracy: float
     probabilities: np.ndarray
     targets: np.ndarray
+    window_probabilities: np.ndarray | None = None
+    window_targets: np.ndarray | None = None
+    window_files: np.ndarray | None = None
 
     @property
     def predictions(self) -> np.ndarray:
@@ -144,10 +148,12 @@ def evaluate(
     probabilities = np.concatenate(probs) if probs else np.zeros((0, 0), dtype=np.float32)
     targets_np = np.concatenate(targets_all) if targets_all else np.zeros(0, dtype=np.int64)
     file_index = getattr(loader.dataset, "file_index", None)
+    windows = (probabilities, targets_np,
+               np.asarray(file_index) if file_index is not None else np.arange(len(targets_np)))
     if file_index is not None and len(file_index) and len(file_index) != int(file_index[-1]) + 1:
         probabilities, targets_np = per_file(probabilities, targets_np, file_index, aggregation)
     accuracy = float((probabilities.argmax(axis=1) == targets_np).mean()) if len(targets_np) else 0.0
-    return Evaluation(total_loss / max(len(targets_np), 1), accuracy, probabilities, targets_np)
+    return Evaluation(total_loss / max(len(targets_np), 1), accuracy, probabilities, targets_np, *windows)
 
 
 def per_file(probabilities: np.ndarray, targets: np.ndarray, file_index: np.ndarray,

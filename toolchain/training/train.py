@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from toolchain.errors import TrainingError
+from toolchain.health.reference import build_reference
 from toolchain.io import check_output_dir, file_sha256, write_json
 from toolchain.progress import NullProgress, ProgressReporter
 from toolchain.training import reports
@@ -273,7 +274,7 @@ def train(
         payload = make_payload(model, config.arch, classes, config.feature_config, epoch=epoch,
                                metrics={k: v for k, v in row.items() if k != "epoch"},
                                train_args={**config.to_train_args(), "out": str(run_dir)}, val_files=data.val_paths,
-                               data_fingerprint=fingerprint)
+                               data_fingerprint=fingerprint, health_reference=_health_reference(val, epoch))
         if improved:
             save_checkpoint(payload, best_path)
         save_checkpoint({**payload, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -292,6 +293,15 @@ def train(
                          stopped_early, state.history, dict(data.failures), outputs, (*notes, *data.notes))
     outputs["summary"] = write_json(_summary(result, config, data, scores, runtime), run_dir / "summary.json")
     return result
+
+
+def _health_reference(val: Evaluation, epoch: int) -> dict[str, Any] | None:
+    """What this epoch's model outputs on the validation windows (carried into the ONNX model by export, where
+    every scoring run's health report compares against it); None without validation windows."""
+    if val.window_probabilities is None or not len(val.window_probabilities):
+        return None
+    return build_reference(val.window_probabilities, val.window_files, val.window_targets,
+                           source=f"validation windows, epoch {epoch}").to_dict()
 
 
 def _carry_best(resume_path: Path, run_dir: Path, name: str) -> bool:

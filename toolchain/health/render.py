@@ -1,0 +1,99 @@
+"""Reports for people: a health report as markdown (the Prefect artifact) and the trend of runs as a PNG.
+
+The markdown draws its "plots" with text bars (class mix and confidence, this run beside the reference): they
+render in Prefect's artifact view and in any terminal, and cost microseconds; matplotlib is loaded only for the
+trend PNG that `toolchain health --png` asks for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from toolchain.io import atomic_write
+
+BAR_WIDTH = 24
+COARSE_BINS = 10  # The confidence histogram's rows in the markdown (of the report's 50 bins).
+
+
+def _bar(share: float) -> str:
+    full = round(max(0.0, min(1.0, share)) * BAR_WIDTH)
+    return "█" * full + "·" * (BAR_WIDTH - full)
+
+
+def _coarse(shares: Sequence[float]) -> list[float]:
+    step = max(1, len(shares) // COARSE_BINS)
+    return [sum(shares[i:i + step]) for i in range(0, len(shares), step)]
+
+
+def _pct(value: Any) -> str:
+    return "" if value is None else f"{value:.1%}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """`HealthReport.to_dict()` -> markdown: verdict, figures, signals, class mix and confidence bars."""
+    figures, shares = report.get("figures") or {}, report.get("shares") or {}
+    lines = [f"# Health of `{Path(report.get('folder') or '?').name}`: **{report['verdict']}**", "",
+             report["reason"], "",
+             "| | this run | reference |", "|---|---|---|",
+             f"| files (windows) | {report['files']} ({report['windows']}) | "
+             f"{(report.get('reference') or {}).get('files', '')} |",
+             f"| decode failures | {report['failed']} | |"]
+    if "js_distance" in figures:
+        lines += [
+            f"| expected accuracy | {_pct(figures['expected_accuracy'])} | "
+            f"{_pct(figures['reference_expected_accuracy'])} (measured {_pct(figures['reference_accuracy'])}) |",
+            f"| class mix JS distance / PSI | {figures['js_distance']:.3f} / {figures['psi']:.3f} | "
+            f"threshold {report['thresholds']['js_distance']:g} / {report['thresholds']['psi']:g} |",
+            f"| confidence K-S (p) | {figures['confidence_ks']:.3f} ({figures['confidence_ks_p']:.2g}) | "
+            f"threshold {report['thresholds']['ks_statistic']:g} |",
+            f"| entropy K-S (p) | {figures['entropy_ks']:.3f} ({figures['entropy_ks_p']:.2g}) | |",
+            f"| below confidence {report['thresholds']['low_confidence']:g} | "
+            f"{_pct(figures['low_confidence_share'])} | {_pct(figures['reference_low_confidence_share'])} |",
+        ]
+    if report.get("signals"):
+        lines += ["", *[f"- **{s['status']}** {s['message']}" for s in report["signals"]]]
+    if "class_mix" in shares:
+        classes = report.get("classes") or [str(i) for i in range(len(shares["class_mix"]))]
+        width = max(len(str(c)) for c in classes)
+        lines += ["", "Class mix (share of files; this run, then the reference):", "```"]
+        for name, run, ref in zip(classes, shares["class_mix"], shares["reference_class_mix"]):
+            lines.append(f"{str(name):>{width}} run {_bar(run)} {run:6.1%}  ref {_bar(ref)} {ref:6.1%}")
+        lines += ["```", "", "Confidence (top-class probability; share of files per 0.1):", "```"]
+        for i, (run, ref) in enumerate(zip(_coarse(shares["confidence"]), _coarse(shares["reference_confidence"]))):
+            lines.append(f"{i / COARSE_BINS:.1f}-{(i + 1) / COARSE_BINS:.1f} run {_bar(run)} {run:6.1%}  "
+                         f"ref {_bar(ref)} {ref:6.1%}")
+        lines.append("```")
+    return "\n".join(lines)
+
+
+def plot_trend(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """A PNG of expected accuracy and JS distance per run (x: finish time), points colored by verdict."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"ok": "tab:green", "warn": "tab:orange", "drift": "tab:red"}
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True)
+    x = list(range(len(rows)))
+    for axis, key, title in ((top, "expected_accuracy", "expected accuracy"), (bottom, "js_distance",
+                                                                               "class-mix JS distance")):
+        values = [r.get(key) for r in rows]
+        axis.plot([i for i, v in zip(x, values) if v is not None], [v for v in values if v is not None],
+                  color="0.6", linewidth=1)
+        for i, (row, value) in enumerate(zip(rows, values)):
+            if value is not None:
+                axis.scatter(i, value, color=colors.get(row.get("verdict"), "0.4"), zorder=3)
+        axis.set_ylabel(title)
+        axis.grid(alpha=0.3)
+    labels = [f"{(r.get('finished_at') or '')[:16]}\n{Path(r.get('folder') or '').name}" for r in rows]
+    bottom.set_xticks(x, labels, rotation=45, ha="right", fontsize=7)
+    top.set_title("Model health per folder run (green ok, orange warn, red drift, grey other)")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_write(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return path
