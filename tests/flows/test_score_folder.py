@@ -135,6 +135,23 @@ def test_injected_transient_failure_is_retried_and_recorded(prefect_api, onnx_mo
     markdown = Artifact.get("scoring-summary-retry-me")
     assert table is not None and table.type == "table" and "(error)" in str(table.data)
     assert markdown is not None and summary["csv_path"] in str(markdown.data)
+    health = Artifact.get("health-retry-me")  # 3 files: reported, not judged.
+    assert summary["health"]["verdict"] == "insufficient" and "Health of `Retry Me`: **insufficient**" in str(
+        health.data)
+
+
+def test_fail_on_drift_fails_the_run_after_writing_everything(prefect_api, onnx_model, fsdd_dir, tmp_path):
+    folder, out = tmp_path / "all-eights", tmp_path / "out"
+    folder.mkdir()
+    for name in sorted((fsdd_dir / "recordings").glob("8_*.wav"))[:60]:
+        (folder / name.name).symlink_to(name)
+    reported = score_folder_flow(model=str(onnx_model), output_dir=str(out), folder=str(folder), **ENGINE)
+    assert reported["health"]["verdict"] == "drift"  # By default drift is reported, never acted on.
+    state = score_folder_flow(model=str(onnx_model), output_dir=str(out), folder=str(folder), fail_on_drift=True,
+                              return_state=True, **ENGINE)
+    assert state.is_failed() and "no longer fits the audio of 1 folder(s)" in state.message
+    assert len(published_csvs(out / "all-eights")) == 2 and len(list((out / "all-eights").glob("health_*"))) == 2
+    assert [r.health_verdict for r in Ledger.in_dir(out).folder_runs()] == ["drift", "drift"]
 
 
 def test_bad_input_folder_completes_with_error_rows(prefect_api, onnx_model, fsdd_dir, tmp_path):

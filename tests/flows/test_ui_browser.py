@@ -65,6 +65,11 @@ def test_flow_run_and_artifact_show_in_the_ui(chromium, prefect_env, ui_model, f
             page.screenshot(path=str(SCREENSHOTS / "ui_artifact.png"), full_page=True)
             page.get_by_text("ui-day: 3 files").first.wait_for(timeout=RENDER_TIMEOUT_MS)  # The table's description.
             page.get_by_text("score-ui-day").first.wait_for(timeout=RENDER_TIMEOUT_MS)  # Linked to our flow run.
+
+            page.goto(f"{ui}/artifacts/key/health-ui-day")  # The health report renders as markdown.
+            page.get_by_text("Health of").first.wait_for(timeout=RENDER_TIMEOUT_MS)
+            page.get_by_text("insufficient").first.wait_for(timeout=RENDER_TIMEOUT_MS)
+            page.screenshot(path=str(SCREENSHOTS / "ui_health.png"), full_page=True)
         finally:
             browser.close()
     assert (SCREENSHOTS / "ui_flow_run.png").stat().st_size > 0
