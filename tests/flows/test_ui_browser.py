@@ -16,8 +16,10 @@ FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,15 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts"
 RENDER_TIMEOUT_MS = 120_000  # The UI is a single-page app: first load compiles a lot of JS on a busy box.
 
 pytestmark = pytest.mark.browser
+
+
+def _artifact_id(env: dict[str, str], key: str) -> str:
+    """The latest artifact with `key`, through the server's REST API."""
+    request = urllib.request.Request(f"{env['PREFECT_API_URL']}/artifacts/filter", method="POST",
+                                     data=json.dumps({"artifacts": {"key": {"any_": [key]}}}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)[-1]["id"]
 
 
 def test_flow_run_and_artifact_show_in_the_ui(chromium, prefect_env, ui_model, fsdd_dir, tmp_path):
@@ -66,7 +77,7 @@ def test_flow_run_and_artifact_show_in_the_ui(chromium, prefect_env, ui_model, f
             page.get_by_text("ui-day: 3 files").first.wait_for(timeout=RENDER_TIMEOUT_MS)  # The table's description.
             page.get_by_text("score-ui-day").first.wait_for(timeout=RENDER_TIMEOUT_MS)  # Linked to our flow run.
 
-            page.goto(f"{ui}/artifacts/key/health-ui-day")  # The health report renders as markdown.
+            page.goto(f"{ui}/artifacts/artifact/{_artifact_id(env, 'health-ui-day')}")  # The report as markdown.
             page.get_by_text("Health of").first.wait_for(timeout=RENDER_TIMEOUT_MS)
             page.get_by_text("insufficient").first.wait_for(timeout=RENDER_TIMEOUT_MS)
             page.screenshot(path=str(SCREENSHOTS / "ui_health.png"), full_page=True)

@@ -53,7 +53,9 @@ def markdown(report: dict[str, Any]) -> str:
             f"{_pct(figures['low_confidence_share'])} | {_pct(figures['reference_low_confidence_share'])} |",
         ]
     if report.get("signals"):
-        lines += ["", *[f"- **{s['status']}** {s['message']}" for s in report["signals"]]]
+        judged = report["verdict"] != "insufficient"
+        lines += ["", "Signals:" if judged else "Signals (too few files: shown, not judged):",
+                  *[f"- **{s['status']}** {s['message']}" for s in report["signals"]]]
     if "class_mix" in shares:
         classes = report.get("classes") or [str(i) for i in range(len(shares["class_mix"]))]
         width = max(len(str(c)) for c in classes)
