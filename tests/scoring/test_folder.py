@@ -53,8 +53,11 @@ def test_bad_input_folder_gives_one_row_per_audio_file(onnx_model, bad_input_fol
     assert list(rows[0]) == csv_columns(identity.metadata.classes)
     detections = Path(summary.detections_path)
     assert detections.name == Path(summary.csv_path).name.replace("predictions_", "detections_")
+    health = Path(summary.health["path"])
+    assert health.name == Path(summary.csv_path).name.replace("predictions_", "health_").replace(".csv", ".json")
     assert sorted(p.name for p in summary_dir_files(Path(summary.csv_path).parent)) == sorted(
-        [Path(summary.csv_path).name, detections.name])
+        [Path(summary.csv_path).name, detections.name, health.name])
+    assert summary.health["verdict"] == "insufficient"  # 4 files scored (and 5 errors): too few to judge.
     # One detection per window of every ok file (error files have none), and the windows add up.
     windows = read_rows(detections)
     assert {w["file"] for w in windows} == {f for f, status in expected.items() if status == "ok"}
