@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from support import TRAINED_FEATURES, TRAINED_TAKES, TRAINED_TEST_TAKE, fsdd_rows, write_fsdd_manifest
+from support import CHROMIUM, TRAINED_FEATURES, TRAINED_TAKES, TRAINED_TEST_TAKE, fsdd_rows, write_fsdd_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 FSDD = Path(os.environ.get("TOOLCHAIN_FSDD", REPO.parent / "shared" / "data" / "fsdd"))
@@ -27,6 +27,14 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Debian's Chromium, which Playwright drives (its own browser download is never used)."""
+    if Path(CHROMIUM).is_file():
+        return CHROMIUM
+    pytest.fail(f"{CHROMIUM} is missing: apt-get install -y --no-install-recommends chromium (.ci/run does)")
 
 
 @pytest.fixture(scope="session")

@@ -56,6 +56,11 @@ def write_fsdd_manifest(
     return out_csv
 
 
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run"]
+
+
 # The trained_checkpoint fixture's data: every FSDD speaker, a few takes each; the split holds one speaker out.
 TRAINED_TAKES = range(8)
 

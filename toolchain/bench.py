@@ -5,6 +5,8 @@
 (c) ONNX Runtime fp32, model only
 (d) ONNX Runtime INT8, model only (when an INT8 model is given)
 (e) our end-to-end engine: decode -> fast features (worker processes) -> ORT, overlapped
+(g) the same engine with the graph front end (model.audio.onnx beside the model, when it is certified): the
+    workers decode and cut windows, the log-mel is computed inside the graph
 plus feature milliseconds per clip, librosa reference vs the fast path, on one core, and a batch-size sweep:
 the engine's model-only path (its provider, CUDA when it runs, the fp16 choice, IO binding, padding) at each
 size in `batch_sizes`, with the fastest recorded as `best_batch_size`.
@@ -142,6 +144,7 @@ def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress
     from toolchain.audio.features import features_from_path, stack_channels
     from toolchain.audio.reference import reference_features_from_path
     from toolchain.scoring.engine import EngineConfig, load_model, score_files
+    from toolchain.scoring.precision import audio_certificate
     from toolchain.training.checkpoint import load_checkpoint
 
     if config.long_file is not None:  # Refused before minutes of measurements, not after.
@@ -157,7 +160,8 @@ def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress
     model = ckpt.build_model()
     clips, bs, n = config.clips, config.batch_size, len(config.clips)
     result = BenchResult(clips=n, batch_size=bs, machine=_machine())
-    steps = ["features", "seed", "eager", "ort_fp32", "ort_int8", "batch sweep", "engine", "long file"]
+    steps = ["features", "seed", "eager", "ort_fp32", "ort_int8", "batch sweep", "engine", "graph front end",
+             "long file"]
     progress.start("bench", "benchmark", len(steps))
 
     def step(name: str) -> None:
@@ -206,6 +210,14 @@ def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress
     rows, seconds = _timed(lambda: list(score_files(engine_model, "/", list(clips), EngineConfig(batch_size=bs))))
     result.throughput["e_engine_end_to_end"] = _rate(len(rows), seconds)
     step("engine")
+    if audio_certificate(Path(config.model)) == "":
+        # The same clips with the log-mel computed inside model.audio.onnx (the workers only decode and cut).
+        graph = EngineConfig(batch_size=bs, frontend="graph")
+        graph_model = load_model(config.model, graph)
+        list(score_files(graph_model, "/", list(clips[:bs]), graph))
+        rows, seconds = _timed(lambda: list(score_files(graph_model, "/", list(clips), graph)))
+        result.throughput["g_engine_graph_frontend"] = _rate(len(rows), seconds)
+    step("graph front end")
     if config.long_file is not None:
         # Windows of one long file through the engine (decode in parts, features, batches) vs (c), model only.
         [row], seconds = _timed(lambda: list(score_files(engine_model, "/", [str(config.long_file)],
@@ -223,6 +235,8 @@ def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress
     result.ratios["e_over_c"] = t["e_engine_end_to_end"] / t["c_ort_fp32_model"]
     if "d_ort_int8_model" in t:
         result.ratios["d_over_c"] = t["d_ort_int8_model"] / t["c_ort_fp32_model"]
+    if "g_engine_graph_frontend" in t:
+        result.ratios["g_over_e"] = t["g_engine_graph_frontend"] / t["e_engine_end_to_end"]
     if "f_engine_long_file_windows" in t:
         result.ratios["f_over_c"] = t["f_engine_long_file_windows"] / t["c_ort_fp32_model"]
     return result

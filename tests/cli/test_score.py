@@ -119,8 +119,9 @@ def test_killed_mid_folder_then_rerun_leaves_one_complete_csv(onnx_model, fsdd_d
     files = [r["file"] for r in read_rows(csvs[0])]
     assert files == names  # Every file exactly once, sorted.
     detections = csvs[0].with_name(csvs[0].name.replace("predictions_", "detections_"))
+    health = csvs[0].with_name(csvs[0].name.replace("predictions_", "health_").replace(".csv", ".json"))
     assert sorted(p.name for p in (out / "day1").iterdir()) == sorted(
-        [".lock", csvs[0].name, detections.name])  # Leftovers cleaned.
+        [".lock", csvs[0].name, detections.name, health.name])  # Leftovers cleaned.
     # The rerun's content is what an uninterrupted run writes (run ids aside).
     clean = subprocess.run([*command[:-8], "--out", str(tmp_path / "clean"), *command[-6:]], capture_output=True,
                            text=True, timeout=400)

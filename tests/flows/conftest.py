@@ -75,16 +75,6 @@ def prefect_env(tmp_path) -> Iterator[dict[str, str]]:
         stop(server)
 
 
-CHROMIUM = "/usr/bin/chromium"
-
-
-@pytest.fixture
-def chromium() -> str:
-    if Path(CHROMIUM).is_file():
-        return CHROMIUM
-    pytest.fail(f"{CHROMIUM} is missing: apt-get install -y --no-install-recommends chromium (.ci/run does)")
-
-
 @pytest.fixture
 def ui_model(request) -> Path:
     if os.environ.get("MODEL"):

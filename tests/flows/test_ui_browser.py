@@ -23,13 +23,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support import copy_clips
+from support import CHROMIUM_ARGS, copy_clips
 
 from toolchain.scoring.ledger import Ledger
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run"]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts"
 RENDER_TIMEOUT_MS = 120_000  # The UI is a single-page app: first load compiles a lot of JS on a busy box.
 

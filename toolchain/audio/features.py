@@ -19,12 +19,12 @@ from numpy.lib.stride_tricks import as_strided
 from toolchain.audio.config import DEFAULT_CONFIG, FeatureConfig
 from toolchain.audio.decode import load_audio
 
-_AMIN = 1e-10  # librosa.power_to_db's floor on power.
-_TOP_DB = 80.0  # librosa.power_to_db's dynamic-range clamp.
+AMIN = 1e-10  # librosa.power_to_db's floor on power.
+TOP_DB = 80.0  # librosa.power_to_db's dynamic-range clamp.
 
 
 @lru_cache(maxsize=8)
-def _window_and_filterbank(config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+def window_and_filterbank(config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
     """Periodic Hann window (n_fft,) and Slaney mel filterbank transposed (n_fft // 2 + 1, n_mels), float32."""
     import librosa
 
@@ -62,7 +62,7 @@ def trim_from_energy(chunks: np.ndarray, n_samples: int, top_db: float) -> tuple
     padded = np.concatenate([[0.0, 0.0], np.asarray(chunks, dtype=np.float64), [0.0, 0.0]])
     n_frames = 1 + n_samples // TRIM_HOP
     energy = padded[0:n_frames] + padded[1:n_frames + 1] + padded[2:n_frames + 2] + padded[3:n_frames + 3]
-    db = 10.0 * np.log10(np.maximum(_AMIN, energy / TRIM_FRAME))
+    db = 10.0 * np.log10(np.maximum(AMIN, energy / TRIM_FRAME))
     loud = np.flatnonzero(db > db.max() - top_db)
     if loud.size == 0:
         return 0, 0
@@ -101,7 +101,7 @@ def padded_clip(segment: np.ndarray, config: FeatureConfig = DEFAULT_CONFIG) -> 
 
 def log_mel_fast(y: np.ndarray, config: FeatureConfig = DEFAULT_CONFIG) -> np.ndarray:
     """`reference.extract_log_mel` semantics for one clip: (num_samples,) -> (n_mels, num_frames) float32 in [0, 1]."""
-    window, filterbank = _window_and_filterbank(config)
+    window, filterbank = window_and_filterbank(config)
     y = np.asarray(y, dtype=np.float32)
     frames = _frames(y, config.n_fft, config.hop_length)
     # Short clips are mostly zero padding, whose frames have exactly zero power: transform only the frames that
@@ -114,9 +114,9 @@ def log_mel_fast(y: np.ndarray, config: FeatureConfig = DEFAULT_CONFIG) -> np.nd
         spectrum = scipy.fft.rfft(frames[:active] * window, axis=-1)  # float32 pocketfft: ~10x numpy's here.
         power = np.square(spectrum.real) + np.square(spectrum.imag)
         mel[:, :active] = (power @ filterbank).T
-    db = 10.0 * np.log10(np.maximum(_AMIN, mel))
-    db -= 10.0 * np.log10(max(_AMIN, float(mel.max())))
-    db = np.maximum(db, db.max() - _TOP_DB)
+    db = 10.0 * np.log10(np.maximum(AMIN, mel))
+    db -= 10.0 * np.log10(max(AMIN, float(mel.max())))
+    db = np.maximum(db, db.max() - TOP_DB)
     lo, hi = float(db.min()), float(db.max())
     if hi - lo <= 0:
         return np.zeros(mel.shape, dtype=np.float32)

@@ -45,6 +45,9 @@ class WindowRule:
 
     hop_seconds: float | None = None  # Seconds between window starts; None = half a clip (2.5 s at the defaults).
     max_duration_s: float | None = None  # Read at most this much of each file; None = all of it.
+    # Windows as clip samples (num_samples,), cut, padded and peak-normalized, for a model that computes its own
+    # log-mel (`model.audio.onnx`), instead of log-mel images. Which windows, and where, does not change.
+    samples: bool = False
 
     def __post_init__(self) -> None:
         for name in ("hop_seconds", "max_duration_s"):
@@ -73,7 +76,7 @@ class WindowRule:
 class FileWindows:
     """Windows of one file (all of them, or one part of a long file's), in time order."""
 
-    features: np.ndarray  # (n, n_mels, frames) float32 in [0, 1].
+    features: np.ndarray  # (n, n_mels, frames) float32 in [0, 1]; (n, num_samples) clips with `WindowRule.samples`.
     starts_s: tuple[float, ...]  # Window starts, seconds into the original file.
     ends_s: tuple[float, ...]
     duration_s: float  # The decoded file's length (up to max_duration_s).
@@ -92,13 +95,19 @@ def window_starts(start: int, end: int, size: int, hop: int) -> list[int]:
     return starts
 
 
+def window_input(segment: np.ndarray, config: FeatureConfig, samples: bool = False) -> np.ndarray:
+    """One window's model input: its log-mel image, or (`samples`) its padded, peak-normalized clip."""
+    clip = padded_clip(segment, config)
+    return clip if samples else log_mel_fast(clip, config)
+
+
 def windows_from_signal(y: np.ndarray, config: FeatureConfig, rule: WindowRule = WindowRule()) -> FileWindows:
     """Every window of a decoded mono signal at config.sample_rate."""
     y = np.asarray(y, dtype=np.float32)
     sr, size = config.sample_rate, config.num_samples
     start, end = trim_bounds(y, config) if np.any(y) else (0, min(y.size, size))
     starts = window_starts(start, end, size, rule.hop_samples(config))
-    features = np.stack([log_mel_fast(padded_clip(y[s:min(end, s + size)], config), config) for s in starts])
+    features = np.stack([window_input(y[s:min(end, s + size)], config, rule.samples) for s in starts])
     return FileWindows(features, tuple(s / sr for s in starts), tuple(min(end, s + size) / sr for s in starts),
                        y.size / sr, (end - start) / sr)
 
@@ -113,6 +122,7 @@ class LongPlan:
     n_samples: int  # Its length at the model's rate.
     end: int  # Trimmed end.
     starts: tuple[int, ...]
+    samples: bool = False  # `WindowRule.samples`.
 
     @property
     def parts(self) -> list[tuple[int, int]]:
@@ -138,7 +148,7 @@ def plan_long(path: str | Path, info: AudioInfo, config: FeatureConfig, rule: Wi
     size = config.num_samples
     start, end = trim_from_energy(energy, n, config.trim_top_db) if energy.any() else (0, min(n, size))
     starts = tuple(window_starts(start, end, size, rule.hop_samples(config)))
-    return LongPlan(str(path), info, max_frames, n, end, starts)
+    return LongPlan(str(path), info, max_frames, n, end, starts, rule.samples)
 
 
 def long_part(plan: LongPlan, k0: int, k1: int, config: FeatureConfig) -> FileWindows:
@@ -157,7 +167,7 @@ def long_part(plan: LongPlan, k0: int, k1: int, config: FeatureConfig) -> FileWi
     clips = []
     for s in plan.starts[k0:k1]:
         i = max(0, int(round(s - offset)))
-        clips.append(log_mel_fast(padded_clip(segment[i:i + min(size, plan.end - s)], config), config))
+        clips.append(window_input(segment[i:i + min(size, plan.end - s)], config, plan.samples))
     starts = plan.starts[k0:k1]
     return FileWindows(np.stack(clips), tuple(s / sr for s in starts),
                        tuple(min(plan.end, s + size) / sr for s in starts), plan.n_samples / sr,

@@ -90,17 +90,22 @@ def export_onnx_command(
     int8_mode: Annotated[
         Int8Mode, typer.Option("--int8-mode", help="INT8 activation/weight types (u8u8 keeps accuracy without VNNI).")
     ] = DEFAULT_INT8_MODE,
+    audio_model: Annotated[
+        bool, typer.Option("--audio-model/--no-audio-model", help="Also write model.audio.onnx (waveform in, labels "
+                           "out: the front end in the graph, for use without Python), behind its own parity gate.")
+    ] = True,
 ) -> None:
     """Export a checkpoint to a self-describing ONNX model, certified by a parity gate on real clips.
 
     Writes model.onnx and parity.json only when ONNX Runtime reproduces the PyTorch outputs at batch 1, 2 and 3;
-    otherwise exits non-zero and leaves no model.onnx.
+    otherwise exits non-zero and leaves no model.onnx. Then model.audio.onnx (waveform in) with parity.audio.json,
+    kept only when its features match the library's and its labels the checkpoint's on up to --variant-samples clips.
     """
     from toolchain.export.certify import ExportOptions, export_and_certify
 
     options = ExportOptions(out=out, parity_data=parity_data, parity_samples=parity_samples, opset=opset,
                             int8=int8, fp16=fp16, int8_mode=int8_mode,
-                            variant_samples=variant_samples)
+                            variant_samples=variant_samples, audio_model=audio_model)
     try:
         with rich_progress() as progress:
             result = export_and_certify(checkpoint, options, progress)
@@ -120,8 +125,16 @@ def export_onnx_command(
     if result.variants:
         console.print(variant_table(result.variants))
     typer.echo(f"wrote {result.model_path} (parity report {result.parity_path})")
+    if result.audio is not None:
+        print_audio(result.audio)
     for variant in result.variants:
         typer.echo(f"wrote {variant.model_path}")
+
+
+def print_audio(report) -> None:
+    """One line for the audio model's gate (the figures are in parity.audio.json)."""
+    console.print(f"audio model: {report.reason}", soft_wrap=True, highlight=False)
+    typer.echo(f"wrote {report.model_path}")
 
 
 @app.command("verify-onnx")
@@ -150,4 +163,10 @@ def verify_onnx_command(
     console.print(parity_table(result))
     _print_notes(result)
     typer.echo(f"parity passed: {model} computes what {checkpoint} computes")
+    from toolchain.export.certify import verify_audio_model
+
+    with rich_progress() as progress:
+        audio = verify_audio_model(model, checkpoint, parity_data=parity_data, progress=progress)
+    if audio is not None:
+        print_audio(audio)
 

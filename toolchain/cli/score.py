@@ -13,7 +13,7 @@ from toolchain.errors import ScoringError
 from toolchain.health.assess import HealthThresholds
 from toolchain.inference.predictions import Aggregation
 from toolchain.inference.providers import Provider
-from toolchain.scoring.engine import EngineConfig
+from toolchain.scoring.engine import EngineConfig, Frontend
 from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS
 from toolchain.scoring.options import OutputFormat, ScoringOptions
 from toolchain.scoring.precision import Precision
@@ -43,6 +43,10 @@ PrecisionOption = Annotated[
                  "wherever it passed its report (slow on CPU)."),
 ]
 DeviceOption = Annotated[int, typer.Option("--device-id", min=0, help="GPU index the CUDA provider uses.")]
+FrontendOption = Annotated[
+    Frontend, typer.Option("--frontend", help="python: log-mel computed by this library; graph: run "
+                           "model.audio.onnx beside MODEL (log-mel inside the graph, certified by parity.audio.json).")
+]
 HopOption = Annotated[
     float | None, typer.Option("--hop-seconds", min=0.001, help="Seconds between windows of a file longer than "
                                "the model's window; default: half a window (2.5 s for 5-s models).")
@@ -96,6 +100,7 @@ def score_command(
     provider: ProviderOption = Provider(ENGINE["provider"]),
     precision: PrecisionOption = Precision(ENGINE["precision"]),
     device_id: DeviceOption = ENGINE["device_id"],
+    frontend: FrontendOption = Frontend(ENGINE["frontend"]),
     hop_seconds: HopOption = None,
     aggregation: AggregationOption = Aggregation.mean,
     min_confidence: MinConfidenceOption = 0.0,
@@ -118,7 +123,7 @@ def score_command(
     from toolchain.scoring.folder import score_folder
 
     config = EngineConfig(batch_size=batch_size, provider=provider, decode_workers=workers,
-                          intra_op_threads=threads, precision=precision, device_id=device_id)
+                          intra_op_threads=threads, precision=precision, device_id=device_id, frontend=frontend)
     options = scoring_options(hop_seconds, aggregation, min_confidence, format, max_duration, health_thresholds)
     with rich_progress() as progress:
         summary = score_folder(model, input, out, config, progress, options=options)
@@ -175,6 +180,7 @@ def serve_command(
     provider: ProviderOption = Provider(ENGINE["provider"]),
     precision: PrecisionOption = Precision(ENGINE["precision"]),
     device_id: DeviceOption = ENGINE["device_id"],
+    frontend: FrontendOption = Frontend(ENGINE["frontend"]),
     hop_seconds: HopOption = None,
     aggregation: AggregationOption = Aggregation.mean,
     min_confidence: MinConfidenceOption = 0.0,
@@ -208,7 +214,7 @@ def serve_command(
         cron=cron,
         limit=limit,
         engine=EngineConfig(batch_size=batch_size, provider=provider, decode_workers=workers,
-                            intra_op_threads=threads, precision=precision, device_id=device_id),
+                            intra_op_threads=threads, precision=precision, device_id=device_id, frontend=frontend),
         allow_roots=tuple(str(p.expanduser().resolve()) for p in allow_root or ()),
         settle_seconds=settle_seconds,
         scoring=scoring_options(hop_seconds, aggregation, min_confidence, format, max_duration, health_thresholds),

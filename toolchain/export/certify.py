@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolchain.errors import ExportError, ParityDataError, ParityError, VariantRejectedError
+from toolchain.export.audio_graph import write_audio_model
+from toolchain.export.audio_parity import AudioParityReport, check_audio_model
 from toolchain.export.clips import (
     DEFAULT_CALIBRATION_SAMPLES,
     DEFAULT_PARITY_SAMPLES,
@@ -59,6 +61,7 @@ class ExportOptions:
     int8_min_agreement: float = INT8_MIN_AGREEMENT
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES
     variant_samples: int = DEFAULT_VARIANT_SAMPLES  # Clips a variant is judged on (at most what the source holds).
+    audio_model: bool = True  # Also model.audio.onnx (waveform in), behind its own gate.
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class ExportResult:
     parity_path: Path
     parity: ParityReport
     variants: tuple[VariantReport, ...] = ()
+    audio: AudioParityReport | None = None  # model.audio.onnx's gate, when it was built and kept.
 
 
 def destination(checkpoint_path: Path, out: Path | None) -> Path:
@@ -103,6 +107,25 @@ def _certify_fp32(ckpt, out: Path, selection: ClipSelection, options: ExportOpti
     if failed_path != parity_path:
         failed_path.unlink(missing_ok=True)  # The new model passed: no failed report of it may linger.
     write_json(report.to_dict(), parity_path)
+    return report
+
+
+def _audio_model(out: Path, ckpt, selection: ClipSelection, progress) -> AudioParityReport:
+    """Build model.audio.onnx beside `out` and gate it; kept only if it passes (a stale one is deleted)."""
+    final, report_file = variant_path(out, "audio"), report_path(out, "audio")
+    with atomic_write(final, suffix=".pending") as pending:
+        progress.start("audio-export", "Building model.audio.onnx (front end + network)", None)
+        try:
+            write_audio_model(out, pending)
+        finally:
+            progress.finish("audio-export")
+        try:
+            report = check_audio_model(pending, ckpt, selection.evaluation or selection.parity,
+                                       clip_source=selection.source, report_path=report_file, progress=progress,
+                                       published_as=final)
+        except VariantRejectedError:
+            final.unlink(missing_ok=True)  # An audio model of an earlier export must not look current.
+            raise
     return report
 
 
@@ -166,11 +189,16 @@ def export_and_certify(
     selection = select_clips(
         ckpt, options.parity_data, parity_samples=options.parity_samples,
         calibration_samples=options.calibration_samples if options.int8 else 0,
-        variant_samples=options.variant_samples if options.int8 or options.fp16 else 0,
+        variant_samples=options.variant_samples if options.int8 or options.fp16 or options.audio_model else 0,
     )
     _check_clips_decode(selection, ckpt)
     report = _certify_fp32(ckpt, out, selection, options, progress)
     result = ExportResult(out, report_path(out), report)
+    if options.audio_model:
+        try:
+            result = dataclasses.replace(result, audio=_audio_model(out, ckpt, selection, progress))
+        except VariantRejectedError as exc:
+            raise VariantRejectedError(str(exc), reports=exc.reports, result=result) from None
     if options.int8 or options.fp16:
         try:
             variants = _variants(out, ckpt, selection, options, progress)
@@ -196,3 +224,18 @@ def verify_model(
     selection = select_clips(ckpt, parity_data, parity_samples=parity_samples)
     return check_parity(model_path, ckpt, list(selection.parity), thresholds=thresholds, report_path=report_path,
                         clip_source=selection.source, progress=progress)
+
+
+def verify_audio_model(model_path: str | Path, checkpoint_path: str | Path, *, parity_data: str | Path | None = None,
+                       samples: int = DEFAULT_VARIANT_SAMPLES,
+                       progress: ProgressReporter | None = None) -> AudioParityReport | None:
+    """The audio model's gate on the `model.audio.onnx` beside `model_path`, if there is one (None otherwise); the
+    report goes to its parity.audio.json. Raises `VariantRejectedError` when it fails (the file is left in place:
+    verifying never deletes)."""
+    audio = variant_path(Path(model_path), "audio")
+    if not audio.is_file():
+        return None
+    ckpt = load_checkpoint(checkpoint_path)
+    selection = select_clips(ckpt, parity_data, parity_samples=DEFAULT_PARITY_SAMPLES, variant_samples=samples)
+    return check_audio_model(audio, ckpt, selection.evaluation or selection.parity, clip_source=selection.source,
+                             report_path=report_path(Path(model_path), "audio"), progress=progress)

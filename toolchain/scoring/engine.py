@@ -16,6 +16,7 @@ there is one; CPU tests cover each decision and mechanism (docs/performance.md s
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import re
 from collections import deque
@@ -38,6 +39,7 @@ from toolchain.inference.contract import (
     OUTPUT_NAME,
     ModelMetadata,
     metadata_from_session,
+    variant_path,
 )
 from toolchain.inference.predictions import Aggregation, aggregate, top_class
 from toolchain.inference.providers import (
@@ -54,7 +56,13 @@ from toolchain.inference.providers import (
 from toolchain.inference.session import open_session, run_logits, softmax
 from toolchain.io import available_cores, file_sha256
 from toolchain.progress import NullProgress, ProgressReporter
-from toolchain.scoring.precision import PRECISION_CHOICES, Precision, choose_model_file
+from toolchain.scoring.precision import (
+    PRECISION_CHOICES,
+    ModelChoice,
+    Precision,
+    audio_certificate,
+    choose_model_file,
+)
 
 
 class IoBinding(str, Enum):
@@ -66,6 +74,18 @@ class IoBinding(str, Enum):
 
 
 IO_BINDING = tuple(b.value for b in IoBinding)
+
+
+class Frontend(str, Enum):
+    """Where the log-mel images are computed: python = this library (numpy, in the decode workers); graph = inside
+    `model.audio.onnx` beside the model (the workers only decode and cut windows)."""
+
+    python = "python"
+    graph = "graph"
+
+
+FRONTENDS = tuple(f.value for f in Frontend)
+AUDIO_INPUTS = ("waveform", "lengths")  # `toolchain.export.audio_graph`'s inputs (scoring may not import export).
 
 
 @dataclass(frozen=True)
@@ -81,17 +101,19 @@ class EngineConfig:
     device_id: int = 0  # Which GPU the CUDA EP uses.
     conv_algo_search: ConvAlgoSearch = ConvAlgoSearch.EXHAUSTIVE  # cuDNN: time every algorithm once per shape.
     io_binding: IoBinding = IoBinding.auto  # auto = bind inputs/outputs on CUDA, plain session.run on CPU.
+    frontend: Frontend = Frontend.python  # graph = run model.audio.onnx (log-mel in the graph) beside the model.
 
     def __post_init__(self) -> None:
         # Enum members are stored as their plain string values: JSON-able for Prefect, hashable like strings.
-        for name in ("provider", "precision", "conv_algo_search", "io_binding"):
+        for name in ("provider", "precision", "conv_algo_search", "io_binding", "frontend"):
             value = getattr(self, name)
             if isinstance(value, Enum):
                 object.__setattr__(self, name, value.value)
         if self.batch_size < 1:
             raise ScoringError(f"batch_size={self.batch_size} must be at least 1")
         for name, allowed in (("provider", PROVIDERS), ("precision", PRECISION_CHOICES),
-                              ("conv_algo_search", CONV_ALGO_SEARCHES), ("io_binding", IO_BINDING)):
+                              ("conv_algo_search", CONV_ALGO_SEARCHES), ("io_binding", IO_BINDING),
+                              ("frontend", FRONTENDS)):
             if getattr(self, name) not in allowed:
                 raise ScoringError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
         if self.device_id < 0:
@@ -139,6 +161,7 @@ class ScoringModel:
     choice: str = ""  # Why `path` runs, one line (e.g. why the fp16 variant was or was not used).
     io_binding: bool = False
     device_id: int = 0
+    graph_frontend: bool = False  # `path` is a model.audio.onnx: windows go in as samples.
 
     @property
     def on_cuda(self) -> bool:
@@ -169,6 +192,8 @@ def _check_signature(session: Any, meta: ModelMetadata, source: str) -> None:
     """Refuse a graph whose input/output does not match what its metadata promises."""
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
+    if set(AUDIO_INPUTS) <= set(inputs) and OUTPUT_NAME in outputs:
+        return  # model.audio.onnx: its own gate (parity.audio.json) checked the rest.
     if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
         raise ModelMetadataError(
             f"{source} has inputs {sorted(inputs)} and outputs {sorted(outputs)}, expected '{INPUT_NAME}' -> "
@@ -226,7 +251,7 @@ def load_model(path: str | Path, config: EngineConfig = EngineConfig()) -> Scori
     workers, threads = resolve_threads(config, on_gpu=use_cuda)
     if workers:
         shared_pool(workers)  # Start (or reuse) the decode workers now: they warm up while ORT loads the model.
-    choice = choose_model_file(path, on_cuda=use_cuda, precision=config.precision)
+    choice = _frontend_file(path, config) or choose_model_file(path, on_cuda=use_cuda, precision=config.precision)
     session = _open_session(choice.path, use_cuda, threads, config)
     provider = session.get_providers()[0]
     if use_cuda and provider != CUDA_EP:
@@ -234,7 +259,7 @@ def load_model(path: str | Path, config: EngineConfig = EngineConfig()) -> Scori
             raise ScoringError(cuda_unavailable_message(available, True, provider, preload_report))
         # The GPU split (1 ORT thread, all cores decoding) and the fp16 choice are wrong for CPU: start over.
         workers, threads = resolve_threads(config, on_gpu=False)
-        choice = choose_model_file(path, on_cuda=False, precision=config.precision)
+        choice = _frontend_file(path, config) or choose_model_file(path, on_cuda=False, precision=config.precision)
         session = _open_session(choice.path, False, threads, config)
         provider = session.get_providers()[0]
     meta = metadata_from_session(session, str(choice.path))
@@ -243,7 +268,17 @@ def load_model(path: str | Path, config: EngineConfig = EngineConfig()) -> Scori
     sha = source_sha if choice.path == path else file_sha256(choice.path)
     io_binding = config.io_binding == "on" or (config.io_binding == "auto" and provider == CUDA_EP)
     return ScoringModel(choice.path, sha, meta, provider, session, workers, threads, source_sha, choice.reason,
-                        io_binding, config.device_id)
+                        io_binding and config.frontend == "python", config.device_id, config.frontend == "graph")
+
+
+def _frontend_file(path: Path, config: EngineConfig) -> ModelChoice | None:
+    """With the graph front end, the certified `model.audio.onnx` beside `path` (None: the python front end)."""
+    if config.frontend != "graph":
+        return None
+    problem = audio_certificate(path)
+    if problem:
+        raise ScoringError(f"--frontend graph needs a certified model.audio.onnx beside {path}: {problem}")
+    return ModelChoice(variant_path(path, "audio"), "graph front end: model.audio.onnx")
 
 
 @dataclass(frozen=True)
@@ -272,11 +307,15 @@ class ScoredRow:
 
 
 def infer_logits(model: ScoringModel, batch: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-    """Logits (n, n_classes) of one batch (n, channels, n_mels, frames) float32, the way the engine runs it.
+    """Logits (n, n_classes) of one batch (n, channels, n_mels, frames) float32 -- or, for a model.audio.onnx,
+    (n, num_samples) clips already cut and padded (its silence trim off) -- the way the engine runs it.
 
     On CUDA a short batch is padded to `batch_size` (one shape, one cuDNN algorithm search); IO binding as the
     model was loaded with.
     """
+    if model.graph_frontend:
+        lengths = np.full(len(batch), batch.shape[1], dtype=np.int64)
+        return model.session.run([OUTPUT_NAME], {"waveform": batch, "lengths": lengths, "trim": np.array(False)})[0]
     return run_logits(model.session, batch, io_binding=model.io_binding, device="cuda" if model.on_cuda else "cpu",
                       device_id=model.device_id, pad_to=batch_size if model.on_cuda else None)
 
@@ -331,6 +370,7 @@ def score_files(
     aggregation = Aggregation(aggregation)
     cfg = model.feature_config
     rule.hop_for(cfg)  # A hop longer than the model's window is refused before any file is read.
+    rule = dataclasses.replace(rule, samples=model.graph_frontend)
     paths = [str(root / f) for f in files]
     progress.start("score", f"scoring {len(files)} files on {model.provider}", len(files))
     in_flight = config.max_in_flight or 2 * config.batch_size
@@ -342,7 +382,8 @@ def score_files(
     def run_batch(n: int) -> None:
         nonlocal windows_done
         chunk, batch[:] = batch[:n], batch[n:]
-        stacked = np.stack([stack_channels(f, cfg) for _, f in chunk]).astype(np.float32, copy=False)
+        inputs = [f for _, f in chunk] if model.graph_frontend else [stack_channels(f, cfg) for _, f in chunk]
+        stacked = np.stack(inputs).astype(np.float32, copy=False)
         for (state, _), p in zip(chunk, softmax(infer_logits(model, stacked, config.batch_size))):
             state.probabilities.append(p)
         windows_done += len(chunk)  # A long file is one file for minutes: its windows show the progress.

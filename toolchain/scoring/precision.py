@@ -36,6 +36,29 @@ class ModelChoice:
     reason: str
 
 
+def audio_certificate(model: Path) -> str:
+    """"" when `model.audio.onnx` beside `model` passed its gate (parity.audio.json) for this very model, else why
+    not, in one line."""
+    audio, report = variant_path(model, "audio"), report_path(model, "audio")
+    fix = "run `toolchain export-onnx` (it writes model.audio.onnx unless --no-audio-model)"
+    if not audio.is_file():
+        return f"no {audio.name} beside {model.name} ({fix})"
+    try:
+        verdict = json.loads(report.read_text())
+    except (OSError, ValueError) as exc:
+        return f"{report.name} is missing or unreadable ({type(exc).__name__}): {fix}"
+    if not isinstance(verdict, dict) or verdict.get("passed") is not True or \
+            Path(str(verdict.get("model_path", ""))).name != audio.name:
+        return f"{report.name} does not certify {audio.name} ({verdict.get('reason', 'no reason given')}): {fix}"
+    try:
+        ours, theirs = read_metadata(model), read_metadata(audio)
+    except ModelMetadataError as exc:
+        return str(exc)
+    if dataclasses.replace(theirs, precision=ours.precision) != ours:
+        return f"{audio.name} was exported from another model than {model.name} (metadata differ): {fix}"
+    return ""
+
+
 def fp16_certificate(model: Path, judged_on_cuda: bool) -> str:
     """"" when `model`'s fp16 variant may stand in for it, else the one-line reason it may not.
 
