@@ -48,6 +48,17 @@ def test_export_writes_model_reports_and_variants_by_rule(exported_model, parity
         assert report["accuracy_fp32"] is not None  # The CSV carries labels.
     assert result.exit_code == (0 if all(kept.values()) else 2), result.output
     assert not list(out.glob(".*"))  # No temporary files left behind.
+    audio = json.loads((out / "parity.audio.json").read_text())  # The audio model, by default, on the 20 clips.
+    assert audio["passed"] and audio["n_clips"] == 20 and (out / "model.audio.onnx").is_file()
+
+
+def test_no_audio_model_skips_it(exported_model, parity_csv, tmp_path):
+    out = tmp_path / "plain"
+    result = runner.invoke(app, ["export-onnx", "--checkpoint", exported_model.parity.checkpoint_path, "--out",
+                                 str(out), "--parity-data", str(parity_csv), "--parity-samples", "3",
+                                 "--no-audio-model"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "parity.json"]
 
 
 def test_verify_passes_on_the_exported_pair(exported_model):
@@ -55,6 +66,7 @@ def test_verify_passes_on_the_exported_pair(exported_model):
                                  exported_model.parity.checkpoint_path, "--parity-samples", "3"])
     assert result.exit_code == 0, result.output
     assert "parity passed" in result.output
+    assert "audio model: features within" in result.output  # model.audio.onnx is beside it: gated too.
 
 
 def test_verify_fails_on_a_tampered_copy(exported_model, tmp_path):
