@@ -137,6 +137,27 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# Instruction-set extensions that decide which INT8 kernels ONNX Runtime's CPU provider runs fast.
+ISA_FLAGS = {"avx2": ("avx2",), "avx512": ("avx512f",), "vnni": ("avx512_vnni", "avx_vnni"),
+             "amx": ("amx_int8",)}
+
+
+def cpu_isa(cpuinfo: str | None = None) -> dict[str, Any]:
+    """{"model": CPU model name, "avx2"/"avx512"/"vnni"/"amx": bool} from /proc/cpuinfo (all False elsewhere)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    return {"model": fields.get("model name", ""),
+            **{name: any(f in flags for f in options) for name, options in ISA_FLAGS.items()}}
+
+
 PARENT_POLL_SECONDS = 1.0
 
 

@@ -16,6 +16,7 @@ from toolchain.export.quantize import (
     AUTO_ORDER,
     Int8Mode,
     Int8Recipe,
+    auto_order,
     build_int8,
     convert_fp16,
     prepare_for_int8,
@@ -23,6 +24,7 @@ from toolchain.export.quantize import (
 )
 from toolchain.inference.contract import INPUT_NAME, OUTPUT_NAME, read_metadata
 from toolchain.inference.session import open_session
+from toolchain.io import cpu_isa
 
 
 def test_int8_kept_when_agreement_meets_threshold(exported_model, clip_features, tmp_path):
@@ -34,7 +36,8 @@ def test_int8_kept_when_agreement_meets_threshold(exported_model, clip_features,
     assert 0.0 <= report.top1_agreement <= 1.0 and report.n_clips == len(features)
     assert report.accuracy_fp32 is not None and report.accuracy_variant is not None  # Labels were known.
     # `auto` keeps the first recipe that passes: with no bar, the first (8-bit weights, first conv and fc float).
-    assert report.settings["mode"] == AUTO_ORDER[0].mode.value == "u8s8" and report.settings["per_channel"]
+    assert report.settings["mode"] == auto_order()[0].mode.value == "u8s8" and report.settings["per_channel"]
+    assert report.settings["cpu"] == cpu_isa() and report.settings["auto_order"][0] == "u8s8 (conv1, fc in float)"
     assert report.settings["keep_float"] == ["conv1", "fc"] and "rejected" not in report.settings
     producers = _weight_producers(out)
     assert producers["conv1"] == producers["fc"] == "initializer"  # What the report says stayed float, did.
@@ -63,10 +66,17 @@ def test_int8_deleted_when_agreement_below_threshold(exported_model, clip_featur
     assert "\n" not in str(info.value) and "also rejected: u8s8 (conv1, fc in float): " in str(info.value)
     data = json.loads(report_path.read_text())
     assert data["status"] == "deleted" and data["threshold"] == 1.01 and data["top1_agreement"] is not None
-    # `auto` tried every recipe of AUTO_ORDER; the report is the last attempt's and lists the earlier ones.
-    assert data["settings"]["mode"] == AUTO_ORDER[-1].mode.value
-    assert [r.split(":")[0] for r in data["settings"]["rejected"]] == [r.describe() for r in AUTO_ORDER[:-1]]
+    # `auto` tried every recipe of this CPU's order; the report is the last attempt's and lists the earlier ones.
+    assert data["settings"]["mode"] == auto_order()[-1].mode.value
+    assert [r.split(":")[0] for r in data["settings"]["rejected"]] == [r.describe() for r in auto_order()[:-1]]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["parity.int8.json"]
+
+
+def test_auto_order_follows_the_cpu():
+    avx2 = {"avx2": True, "avx512": False, "vnni": False, "amx": False}
+    assert auto_order(avx2) == AUTO_ORDER and [r.mode.value for r in AUTO_ORDER] == ["u8s8", "u8s8-reduce", "u8u8"]
+    for vnni in ({**avx2, "avx512": True, "vnni": True}, {**avx2, "amx": True}):
+        assert [r.mode.value for r in auto_order(vnni)] == ["u8s8", "u8s8-reduce"]
 
 
 def test_fp16_variant_keeps_float32_io_and_reports_honestly(exported_model, clip_features, tmp_path):

@@ -1,4 +1,5 @@
-"""Which file scoring runs: the named fp32 model, or its fp16 variant when a report certifies it on CUDA.
+"""Which file scoring runs: the named fp32 model, its fp16 variant when a report certifies it on CUDA, or its INT8
+variant when one is certified, on the CPU.
 
 Tested without a GPU on real files and on reports written by the real `convert_fp16`.
 """
@@ -89,3 +90,25 @@ def copy_folder(model: Path, dest: Path, judged_on: str | None = None) -> Path:
         report = json.loads((dest / "parity.fp16.json").read_text())
         (dest / "parity.fp16.json").write_text(json.dumps({**report, "provider": judged_on}))
     return dest / model.name
+
+
+def test_cpu_runs_the_certified_int8_variant_unless_fp32_is_asked(onnx_model, features, tmp_path):
+    from toolchain.export.quantize import quantize_int8
+    from toolchain.scoring.engine import EngineConfig, load_model
+
+    model = tmp_path / "model.onnx"
+    shutil.copy(onnx_model, model)
+    assert "no model.int8.onnx beside model.onnx" in choose_model_file(model, on_cuda=False).reason
+    quantize_int8(model, variant_path(model, "int8"), features, features, min_agreement=0.0,
+                  report_path=tmp_path / "parity.int8.json")  # The real build and report; no bar to pass.
+    choice = choose_model_file(model, on_cuda=False)
+    assert choice.path == variant_path(model, "int8") and "parity.int8.json certifies" in choice.reason
+    assert choose_model_file(model, on_cuda=False, precision="fp32").path == model
+    assert choose_model_file(model, on_cuda=True).path == model  # CUDA wants fp16, never INT8.
+    loaded = load_model(model, EngineConfig(decode_workers=0, intra_op_threads=1))
+    assert loaded.path == variant_path(model, "int8") and loaded.source_sha256 != loaded.sha256
+    report = json.loads((tmp_path / "parity.int8.json").read_text())
+    (tmp_path / "parity.int8.json").write_text(json.dumps({**report, "kept": False, "status": "deleted"}))
+    assert choose_model_file(model, on_cuda=False).path == model
+    with pytest.raises(ScoringError, match="precision int8 requested"):
+        choose_model_file(model, on_cuda=False, precision="int8")

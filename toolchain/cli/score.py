@@ -39,8 +39,9 @@ ProviderOption = Annotated[
 PrecisionOption = Annotated[
     Precision,
     typer.Option("--precision", help="auto = on CUDA, MODEL's fp16 variant (model.fp16.onnx) when "
-                 "parity.fp16.json certifies it on CUDA, else MODEL; fp32 = always MODEL; fp16 = the variant "
-                 "wherever it passed its report (slow on CPU)."),
+                 "parity.fp16.json certifies it on CUDA; on the CPU, its INT8 variant (model.int8.onnx) when "
+                 "parity.int8.json certifies it; else MODEL. fp32 = always MODEL; fp16 / int8 = that variant "
+                 "wherever it passed its report."),
 ]
 DeviceOption = Annotated[int, typer.Option("--device-id", min=0, help="GPU index the CUDA provider uses.")]
 FrontendOption = Annotated[

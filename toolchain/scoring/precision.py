@@ -17,12 +17,13 @@ from toolchain.inference.providers import CUDA_EP
 
 
 class Precision(str, Enum):
-    """auto = the certified fp16 variant on CUDA, the named file on CPU; fp32 = never fp16; fp16 = the variant
-    wherever it passed its report."""
+    """auto = the certified fp16 variant on CUDA, the certified INT8 variant on CPU, else the named file; fp32 =
+    the named file always; fp16 / int8 = that variant wherever it passed its report."""
 
     auto = "auto"
     fp32 = "fp32"
     fp16 = "fp16"
+    int8 = "int8"
 
 
 PRECISION_CHOICES = tuple(p.value for p in Precision)
@@ -59,26 +60,26 @@ def audio_certificate(model: Path) -> str:
     return ""
 
 
-def fp16_certificate(model: Path, judged_on_cuda: bool) -> str:
-    """"" when `model`'s fp16 variant may stand in for it, else the one-line reason it may not.
+def variant_certificate(model: Path, precision: str, judged_on_cuda: bool = False) -> str:
+    """"" when `model`'s `precision` variant (fp16 or int8) may stand in for it, else the one-line reason it may not.
 
-    Certified means: `model.fp16.onnx` and `parity.fp16.json` sit beside `model`; the report is the fp16 report of
-    that file and says "kept"; with `judged_on_cuda`, it was judged on the CUDA EP (a CPU judgement covers weight
-    rounding only: ORT's CPU EP computes in float32, so it cannot see float16 overflow, which untrained or
-    badly scaled ResNets reach); and the variant's metadata is `model`'s apart from precision (an fp32 re-export
-    without --fp16 leaves a stale variant behind, with another export time).
+    Certified means: `model.<precision>.onnx` and `parity.<precision>.json` sit beside `model`; the report is that
+    file's report and says "kept"; with `judged_on_cuda`, it was judged on the CUDA EP (a CPU judgement of fp16
+    covers weight rounding only: ORT's CPU EP computes in float32, so it cannot see float16 overflow, which
+    untrained or badly scaled ResNets reach); and the variant's metadata is `model`'s apart from precision (an fp32
+    re-export without the variant leaves a stale one behind, with another export time).
     """
-    variant, report = variant_path(model, "fp16"), report_path(model, "fp16")
-    fix = "run `toolchain export-onnx --fp16`" + (" on a GPU machine" if judged_on_cuda else "")
+    variant, report = variant_path(model, precision), report_path(model, precision)
+    fix = f"run `toolchain export-onnx --{precision}`" + (" on a GPU machine" if judged_on_cuda else "")
     if not variant.is_file():
         return f"no {variant.name} beside {model.name} ({fix} to make one)"
     try:
         verdict = json.loads(report.read_text())
     except (OSError, ValueError) as exc:
         return f"{report.name} is missing or unreadable ({type(exc).__name__}): {fix}"
-    if not isinstance(verdict, dict) or verdict.get("precision") != "fp16" or \
+    if not isinstance(verdict, dict) or verdict.get("precision") != precision or \
             Path(str(verdict.get("model_path", ""))).name != variant.name:
-        return f"{report.name} is not the fp16 report of {variant.name}: {fix}"
+        return f"{report.name} is not the {precision} report of {variant.name}: {fix}"
     if verdict.get("status") != "kept" or verdict.get("kept") is not True:
         return f"{report.name} says {variant.name} failed ({verdict.get('reason', 'no reason given')}): {fix}"
     if judged_on_cuda and verdict.get("provider") != CUDA_EP:
@@ -92,24 +93,28 @@ def fp16_certificate(model: Path, judged_on_cuda: bool) -> str:
     return ""
 
 
+def fp16_certificate(model: Path, judged_on_cuda: bool) -> str:
+    """`variant_certificate` of the fp16 variant."""
+    return variant_certificate(model, "fp16", judged_on_cuda)
+
+
 def choose_model_file(model: Path, on_cuda: bool, precision: str = "auto") -> ModelChoice:
     """Which file to run for `model` (the fp32 `model.onnx` a user names).
 
-    precision "fp32": `model` itself. "auto": on CUDA, its fp16 variant when certified on CUDA (faster there;
-    see `fp16_certificate`), else `model`; on CPU always `model` (ORT's CPU EP lacks most float16 kernels, so
-    fp16 is slower there). "fp16": the variant wherever it passed its report, on any provider (e.g. to check
-    its results on a CPU); `ScoringError` when it has not.
+    precision "fp32": `model` itself. "auto": on CUDA, its fp16 variant when certified on CUDA (faster there),
+    on the CPU its INT8 variant when certified (ORT's CPU INT8 kernels are faster; fp16 is slower there, as
+    the CPU EP lacks most float16 kernels), else `model`. "fp16" / "int8": that variant wherever it passed its
+    report, on any provider; `ScoringError` when it has not.
     """
     if precision not in PRECISION_CHOICES:
         raise ScoringError(f"precision={precision!r} is not one of {', '.join(PRECISION_CHOICES)}")
     if precision == "fp32":
         return ModelChoice(model, "precision fp32 requested")
-    if precision == "auto" and not on_cuda:
-        return ModelChoice(model, "on the CPU fp32 is faster than fp16")
-    problem = fp16_certificate(model, judged_on_cuda=precision == "auto")
+    wanted = precision if precision != "auto" else ("fp16" if on_cuda else "int8")
+    problem = variant_certificate(model, wanted, judged_on_cuda=precision == "auto" and wanted == "fp16")
     if not problem:
-        fp16 = variant_path(model, "fp16")
-        return ModelChoice(fp16, f"{report_path(model, 'fp16').name} certifies {fp16.name}")
-    if precision == "fp16":
-        raise ScoringError(f"precision fp16 requested for {model} but {problem}")
+        variant = variant_path(model, wanted)
+        return ModelChoice(variant, f"{report_path(model, wanted).name} certifies {variant.name}")
+    if precision != "auto":
+        raise ScoringError(f"precision {precision} requested for {model} but {problem}")
     return ModelChoice(model, problem)
