@@ -76,3 +76,34 @@ def test_report_is_json_and_renders(rng, make_outputs, reference, tmp_path):
                                (4, "no_reference", None, None))]
     png = plot_trend(rows, tmp_path / "trend.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_statistics_stay_finite_on_identical_and_disjoint_mixes(rng):
+    from scipy.spatial.distance import jensenshannon
+
+    from toolchain.health.assess import js_distance
+
+    for _ in range(2000):
+        p = rng.dirichlet(np.ones(10))
+        q = np.abs(p + rng.normal(0, 1e-9, 10))
+        assert np.isfinite(js_distance(p, q)) and js_distance(p, p) == 0.0
+        r = rng.dirichlet(np.ones(10))
+        assert js_distance(p, r) == pytest.approx(jensenshannon(p, r))
+    assert js_distance(np.eye(3)[0], np.eye(3)[1]) == pytest.approx(np.sqrt(np.log(2)))
+
+
+def test_a_run_identical_to_the_reference_is_ok_and_json_clean(rng, make_outputs):
+    p, y = make_outputs(rng, 300)
+    reference = build_reference(p, np.arange(len(y)), y)
+    report = _run(p, reference)  # The validation outputs themselves: every statistic at its null value.
+    assert report.verdict == "ok" and report.figures["js_distance"] == 0.0
+    json.dumps(report.to_dict(), allow_nan=False)
+
+
+def test_markdown_survives_null_figures(rng, make_outputs, reference):
+    p, _ = make_outputs(rng, 100)
+    report = _run(p, reference).to_dict()
+    report["figures"] = {k: None if k in ("psi", "confidence_ks_p") else v for k, v in report["figures"].items()}
+    report["shares"]["class_mix"][0] = None
+    text = markdown(report)
+    assert "/ n/a" in text and "(n/a)" in text

@@ -105,3 +105,14 @@ def test_fault_injection_fails_the_first_attempts_only(monkeypatch):
     monkeypatch.setenv(FAULT_ENV, "write=1")
     with pytest.raises(ScoringError, match="malformed"):
         inject_fault("write", 1)
+
+
+def test_health_reports_never_hold_nan(tmp_path):
+    import json
+
+    from toolchain.scoring.outputs import write_health
+
+    tmp = write_health(tmp_path, "r1", {"verdict": "ok", "figures": {"psi": float("nan"), "js_distance": 0.1},
+                                        "shares": {"class_mix": [0.5, float("inf")]}})
+    data = json.loads(tmp.read_text())
+    assert data["figures"] == {"psi": None, "js_distance": 0.1} and data["shares"]["class_mix"] == [0.5, None]

@@ -14,7 +14,8 @@ entropy); real but small is `warn`. Large but not real is noise, `ok`: at 200 fi
 of the reference itself is ~0.1, which is why Evidently's fixed threshold alone would cry wolf on small folders.
 The expected accuracy falling by `accuracy_drop` is `drift` (by half of it, `warn`), and decode failures above
 `failure_share` are `warn`. Fewer than `min_files` scored files is `insufficient`; a model without a reference
-gets `no_reference`. The verdict is the worst signal.
+gets `no_reference`. The verdict is the worst signal. (The scorer writes `error` when a report could not be
+computed at all: `toolchain.scoring.folder.health_report`.)
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from toolchain.errors import HealthError
 from toolchain.health.reference import BINS, Reference
 from toolchain.health.sketch import Sketch
 
-VERDICTS = ("ok", "warn", "drift", "insufficient", "no_reference")
 _SEVERITY = {"ok": 0, "warn": 1, "drift": 2}
 _PSI_FLOOR = 1e-4  # Evidently fills empty shares with 0.0001 before taking logs.
 TESTS = 3  # Class mix, confidence, entropy: the Bonferroni divisor.
@@ -114,9 +114,15 @@ def _shares(values: tuple[float, ...] | np.ndarray) -> np.ndarray:
 
 
 def js_distance(p: np.ndarray, q: np.ndarray) -> float:
-    from scipy.spatial.distance import jensenshannon
+    """Jensen-Shannon distance, natural log (scipy's `jensenshannon`, which returns NaN for near-identical
+    distributions: rounding makes the divergence slightly negative; clamped to 0 here)."""
+    from scipy.special import rel_entr
 
-    return float(jensenshannon(p, q))
+    p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
+    p, q = p / p.sum(), q / q.sum()
+    m = (p + q) / 2
+    divergence = (rel_entr(p, m).sum() + rel_entr(q, m).sum()) / 2
+    return float(np.sqrt(max(0.0, divergence)))
 
 
 def psi(reference: np.ndarray, current: np.ndarray) -> float:

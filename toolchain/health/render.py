@@ -22,13 +22,18 @@ def _bar(share: float) -> str:
     return "█" * full + "·" * (BAR_WIDTH - full)
 
 
-def _coarse(shares: Sequence[float]) -> list[float]:
+def _coarse(shares: Sequence[float | None]) -> list[float]:
     step = max(1, len(shares) // COARSE_BINS)
-    return [sum(shares[i:i + step]) for i in range(0, len(shares), step)]
+    return [sum(v or 0.0 for v in shares[i:i + step]) for i in range(0, len(shares), step)]
 
 
 def _pct(value: Any) -> str:
     return "" if value is None else f"{value:.1%}"
+
+
+def _num(value: Any, spec: str = ".3f") -> str:
+    """A figure, or "n/a" where the report holds null (a statistic NaN outputs left undefined)."""
+    return "n/a" if value is None else format(value, spec)
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -44,11 +49,11 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [
             f"| expected accuracy | {_pct(figures['expected_accuracy'])} | "
             f"{_pct(figures['reference_expected_accuracy'])} (measured {_pct(figures['reference_accuracy'])}) |",
-            f"| class mix JS distance / PSI | {figures['js_distance']:.3f} / {figures['psi']:.3f} | "
+            f"| class mix JS distance / PSI | {_num(figures['js_distance'])} / {_num(figures['psi'])} | "
             f"threshold {report['thresholds']['js_distance']:g} / {report['thresholds']['psi']:g} |",
-            f"| confidence K-S (p) | {figures['confidence_ks']:.3f} ({figures['confidence_ks_p']:.2g}) | "
+            f"| confidence K-S (p) | {_num(figures['confidence_ks'])} ({_num(figures['confidence_ks_p'], '.2g')}) | "
             f"threshold {report['thresholds']['ks_statistic']:g} |",
-            f"| entropy K-S (p) | {figures['entropy_ks']:.3f} ({figures['entropy_ks_p']:.2g}) | |",
+            f"| entropy K-S (p) | {_num(figures['entropy_ks'])} ({_num(figures['entropy_ks_p'], '.2g')}) | |",
             f"| below confidence {report['thresholds']['low_confidence']:g} | "
             f"{_pct(figures['low_confidence_share'])} | {_pct(figures['reference_low_confidence_share'])} |",
         ]
@@ -61,11 +66,11 @@ def markdown(report: dict[str, Any]) -> str:
         width = max(len(str(c)) for c in classes)
         lines += ["", "Class mix (share of files; this run, then the reference):", "```"]
         for name, run, ref in zip(classes, shares["class_mix"], shares["reference_class_mix"]):
-            lines.append(f"{str(name):>{width}} run {_bar(run)} {run:6.1%}  ref {_bar(ref)} {ref:6.1%}")
+            lines.append(f"{str(name):>{width}} run {_bar(run or 0)} {_pct(run):>6}  ref {_bar(ref or 0)} {_pct(ref):>6}")
         lines += ["```", "", "Confidence (top-class probability; share of files per 0.1):", "```"]
         for i, (run, ref) in enumerate(zip(_coarse(shares["confidence"]), _coarse(shares["reference_confidence"]))):
-            lines.append(f"{i / COARSE_BINS:.1f}-{(i + 1) / COARSE_BINS:.1f} run {_bar(run)} {run:6.1%}  "
-                         f"ref {_bar(ref)} {ref:6.1%}")
+            lines.append(f"{i / COARSE_BINS:.1f}-{(i + 1) / COARSE_BINS:.1f} run {_bar(run)} {_pct(run):>6}  "
+                         f"ref {_bar(ref)} {_pct(ref):>6}")
         lines.append("```")
     return "\n".join(lines)
 

@@ -219,7 +219,12 @@ def health_report(job: FolderJob, shards: Sequence[ShardResult], predictions: Pa
                "model_sha256": job.model_sha256, "window_rule": job.window_rule, "classes": list(job.classes),
                "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     sketch = merge_sketches(s.sketch for s in sorted(shards, key=lambda s: s.index))
-    return assess(sketch, reference, job.options.health, context, why_not).to_dict()
+    try:
+        return assess(sketch, reference, job.options.health, context, why_not).to_dict()
+    except Exception as exc:  # A bug in a statistic must never cost the predictions: say so and go on.
+        return {"verdict": "error", "reason": f"the health report could not be computed ({one_line(exc)}); the "
+                "predictions are unaffected", "files": sketch.files, "windows": sketch.windows,
+                "failed": sketch.failed, **context, "figures": {}}
 
 
 def write_predictions(job: FolderJob, shards: Sequence[ShardResult], attempt: int = 1) -> Path:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import math
 import os
 import shutil
 from collections import Counter
@@ -163,11 +164,22 @@ def health_path(predictions: Path) -> Path:
     return predictions.with_name(f"{HEALTH_PREFIX}{_stamp(predictions)}.json")
 
 
+def _finite(value):
+    """JSON has no NaN: a statistic a model's NaN outputs made undefined is written as null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def write_health(out_folder: Path, run_id: str, report: dict) -> Path:
     """The health report as a temporary file (published with `publish_csv`), fsync'ed."""
     tmp = out_folder / f".{HEALTH_PREFIX}{run_id}.json.tmp"
     with tmp.open("w") as out:
-        json.dump(report, out, indent=1, sort_keys=False, allow_nan=False)
+        json.dump(_finite(report), out, indent=1, sort_keys=False, allow_nan=False)
         out.flush()
         os.fsync(out.fileno())
     return tmp
