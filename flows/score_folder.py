@@ -250,7 +250,7 @@ def score_folder_flow(
             state = score_folder_flow(model=model, output_dir=output_dir, folder=sub, engine=config,
                                       options=what, shard_size=shard_size, retry_delay_seconds=retry_delay_seconds,
                                       skip_scored=True, parent_run_id=parent, dask_address=dask_address,
-                                      fail_on_drift=fail_on_drift, return_state=True)
+                                      return_state=True)  # Drift is the parent's to act on (below), once.
             result = state.result()  # Raises the child's exception when it failed.
             return FolderOutcome(sub, FolderSummary(**_summary_fields(result)) if "csv_path" in result else None,
                                  result.get("skipped", ""))

@@ -61,7 +61,7 @@ def test_int8_deleted_when_agreement_below_threshold(exported_model, clip_featur
     # Agreement is a fraction: no model reaches 101 %, so the rule must reject whatever was measured.
     with pytest.raises(VariantRejectedError, match="int8 model deleted: top-1 agreement") as info:
         quantize_int8(exported_model.model_path, out, calibration, features, labels=labels,
-                      min_agreement=1.01, report_path=report_path)
+                      min_agreement=1.01, report_path=report_path, fallback=False)
     assert not out.exists()
     assert "\n" not in str(info.value) and "also rejected: u8s8 (conv1, fc in float): " in str(info.value)
     data = json.loads(report_path.read_text())

@@ -107,3 +107,11 @@ def test_markdown_survives_null_figures(rng, make_outputs, reference):
     report["shares"]["class_mix"][0] = None
     text = markdown(report)
     assert "/ n/a" in text and "(n/a)" in text
+
+
+def test_a_folder_where_nothing_decodes_warns(reference):
+    builder = SketchBuilder(10, reference.temperature)
+    for _ in range(30):
+        builder.fail()
+    report = assess(builder.build(), reference)
+    assert report.verdict == "warn" and "none of the 30 files decoded" in report.reason

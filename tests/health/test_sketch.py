@@ -31,3 +31,12 @@ def test_a_long_file_counts_once(rng, make_outputs):
     p, _ = make_outputs(rng, 1000)
     one_long = _sketch([p])
     assert one_long.files == 1 and one_long.windows == 1000 and sum(one_long.class_mass) == pytest.approx(1.0)
+
+
+def test_non_finite_outputs_are_left_out_never_raised():
+    builder = SketchBuilder(3)
+    builder.add([[np.nan] * 3])  # A model's NaN output: a failed file for the statistics.
+    builder.add([[0.2, 0.3, 0.5], [np.inf, 0.0, 0.0]])  # One good window of two.
+    sketch = builder.build()
+    assert (sketch.files, sketch.failed, sketch.windows) == (1, 1, 1)
+    assert np.isfinite(sketch.calibrated) and sum(sketch.class_mass) == pytest.approx(1.0)

@@ -50,3 +50,8 @@ def test_graph_front_end_needs_a_certified_audio_model(onnx_model, tmp_path):
     shutil.copy(variant_path(onnx_model, "audio"), variant_path(lonely, "audio"))
     with pytest.raises(ScoringError, match="parity.audio.json is missing"):
         load_model(lonely, GRAPH)
+    (tmp_path / "parity.audio.json").write_text("[]")
+    with pytest.raises(ScoringError, match="not an audio-model report"):
+        load_model(lonely, GRAPH)
+    with pytest.raises(ScoringError, match="drop --precision fp16"):
+        load_model(onnx_model, EngineConfig(frontend="graph", precision="fp16"))

@@ -16,7 +16,7 @@ Per row, exactly `toolchain.audio.features` for one clip: trim (energy of 512-sa
 2048-sample frames), cut or zero-pad to `num_samples`, peak-normalize, centred zero-padded STFT (periodic Hann,
 `n_fft`, `hop_length`), power, the librosa Slaney mel filterbank (a constant), dB with the 1e-10 floor, the 80-dB
 clip below the peak, min-max to [0, 1] (all-zero when flat: silent input), stacked to `channels`. Only standard
-ops (opset >= 17 for STFT): no custom-op library is needed to run it, in any ONNX Runtime (C++, C#, Java, Node,
+ops (opset >= 18: STFT, and Reduce* axes as inputs): no custom-op library is needed to run it, in any ONNX Runtime (C++, C#, Java, Node,
 the browser). A row must hold at least one sample.
 """
 
@@ -32,7 +32,7 @@ from toolchain.errors import ExportError
 
 WAVEFORM, LENGTHS, TRIM = "waveform", "lengths", "trim"
 LOGITS, PROBABILITIES, FEATURES = "logits", "probabilities", "features"
-MIN_OPSET = 17  # STFT.
+MIN_OPSET = 18  # STFT (17) and Reduce* ops taking their axes as an input (18).
 _PREFIX = "frontend/"
 
 
@@ -137,7 +137,7 @@ def frontend_graph(config: FeatureConfig, opset: int, ir_version: int):
 
     if opset < MIN_OPSET:
         raise ExportError(f"the classifier uses opset {opset}; the in-graph front end needs >= {MIN_OPSET} (STFT): "
-                          f"re-export with --opset {MIN_OPSET} or later")
+                          f"re-export with --opset {MIN_OPSET} or later, or pass --no-audio-model")
     g = _Graph()
     y = g.op("Where", g.op("Less", g.op("Unsqueeze", g.op("Range", g.const(0, np.int64), g.op(
         "Gather", g.op("Shape", WAVEFORM), g.const(1, np.int64), axis=0), g.const(1, np.int64)), g.const(

@@ -117,6 +117,9 @@ def _audio_model(out: Path, ckpt, selection: ClipSelection, progress) -> AudioPa
         progress.start("audio-export", "Building model.audio.onnx (front end + network)", None)
         try:
             write_audio_model(out, pending)
+        except ExportError as exc:
+            final.unlink(missing_ok=True)
+            raise VariantRejectedError(f"audio model not built: {exc}") from None
         finally:
             progress.finish("audio-export")
         try:
@@ -194,18 +197,20 @@ def export_and_certify(
     _check_clips_decode(selection, ckpt)
     report = _certify_fp32(ckpt, out, selection, options, progress)
     result = ExportResult(out, report_path(out), report)
+    failed: list[str] = []  # Every artifact is attempted; the failures are raised together at the end.
     if options.audio_model:
         try:
             result = dataclasses.replace(result, audio=_audio_model(out, ckpt, selection, progress))
         except VariantRejectedError as exc:
-            raise VariantRejectedError(str(exc), reports=exc.reports, result=result) from None
+            failed.append(str(exc))
     if options.int8 or options.fp16:
         try:
-            variants = _variants(out, ckpt, selection, options, progress)
+            result = dataclasses.replace(result, variants=tuple(_variants(out, ckpt, selection, options, progress)))
         except VariantRejectedError as exc:
-            raise VariantRejectedError(str(exc), reports=exc.reports,
-                                       result=dataclasses.replace(result, variants=exc.reports)) from None
-        result = dataclasses.replace(result, variants=tuple(variants))
+            result = dataclasses.replace(result, variants=exc.reports)
+            failed.append(str(exc))
+    if failed:
+        raise VariantRejectedError("; ".join(failed), reports=result.variants, result=result)
     return result
 
 

@@ -175,7 +175,7 @@ def layer_nodes(model_path: str | Path) -> dict[str, str]:
     return layers
 
 
-def _match_layers(layers: dict[str, str], names: tuple[str, ...], option: str) -> list[str]:
+def match_layers(layers: dict[str, str], names: tuple[str, ...], option: str) -> list[str]:
     """The layers `names` pick; a name also covers the layers under it ("layer4" -> layer4.*)."""
     picked = []
     for name in names:
@@ -215,7 +215,7 @@ def build_int8(
     progress = progress or NullProgress()
     activation, weight, reduce_range = _quant_types(recipe.mode)
     layers = layer_nodes(prepared_path)
-    excluded = [layers[layer] for layer in _match_layers(layers, recipe.keep_float, "keep_float")]
+    excluded = [layers[layer] for layer in match_layers(layers, recipe.keep_float, "keep_float")]
     extra: dict[str, Any] = {}
     if recipe.calibrate == "percentile":
         extra["CalibPercentile"] = recipe.percentile
@@ -245,6 +245,7 @@ def quantize_int8(
     min_agreement: float = INT8_MIN_AGREEMENT,
     report_path: str | Path | None = None,
     progress: ProgressReporter | None = None,
+    fallback: bool = True,
 ) -> VariantReport:
     """Static QDQ INT8 (per-channel weights, calibrated on `calibration` clips) -> `out_path`, judged.
 
@@ -253,19 +254,27 @@ def quantize_int8(
     is deleted and `VariantRejectedError` raised (its `.report` says why). The report (JSON at `report_path`) is
     written either way. `recipes` (default: `recipes_for(mode, calibrate)`; `mode=auto` is AUTO_ORDER) are tried
     in order and the first that passes is kept; the report lists the rejected attempts under
-    `settings["rejected"]`.
+    `settings["rejected"]`. When all fail, `fallback` and `mode` is auto, the first recipe is retried with its most sensitive
+    layers in float (`float_fallback`); the report's `settings["float_fallback"]` says what was measured and tried.
     """
     if len(calibration) == 0:
         raise VariantRejectedError("no calibration clips for INT8: pass real audio with --parity-data")
+    fallback = fallback and recipes is None and Int8Mode(mode) is Int8Mode.auto  # An explicit recipe is used alone.
     recipes = tuple(recipes or recipes_for(Int8Mode(mode), calibrate))
     rejected: list[str] = []
     for i, attempt in enumerate(recipes):
         try:
-            report = _quantize_one(Path(fp32_path), Path(out_path), calibration, evaluation, labels, attempt,
+            report = quantize_one(Path(fp32_path), Path(out_path), calibration, evaluation, labels, attempt,
                                    min_agreement, report_path, progress or NullProgress())
         except VariantRejectedError as exc:
             if i == len(recipes) - 1:
-                raise _with_attempts(exc, rejected, report_path) from None
+                if not fallback or exc.report is None:
+                    raise _with_attempts(exc, rejected, report_path) from None
+                from toolchain.export.int8_sensitivity import float_fallback
+
+                rejected.append(f"{attempt.describe()}: {exc.report.reason}")
+                return float_fallback(Path(fp32_path), Path(out_path), calibration, evaluation, labels, recipes[0],
+                                      min_agreement, report_path, progress or NullProgress(), rejected)
             rejected.append(f"{attempt.describe()}: {exc.report.reason if exc.report else exc}")
             continue
         if rejected:
@@ -287,7 +296,7 @@ def _with_attempts(exc: VariantRejectedError, rejected: list[str], report_path) 
     return VariantRejectedError(f"{exc} (also rejected: {'; '.join(rejected)})", report=report)
 
 
-def _quantize_one(
+def quantize_one(
     fp32_path: Path,
     out_path: Path,
     calibration: np.ndarray,

@@ -180,8 +180,10 @@ def assess(sketch: Sketch, reference: Reference | None, thresholds: HealthThresh
     shares = {"reference_class_mix": [round(float(x), 6) for x in ref_mix],
               "reference_confidence": [round(float(x), 6) for x in ref_conf]}
     if n == 0:
-        return HealthReport("insufficient", "no file was scored", **counts, thresholds=thresholds, figures=figures,
-                            shares=shares, reference=_reference_summary(reference), context=context)
+        verdict, why = ("warn", f"none of the {sketch.failed} files decoded") if sketch.failed else \
+            ("insufficient", "no file was scored")
+        return HealthReport(verdict, why, **counts, thresholds=thresholds, figures=figures, shares=shares,
+                            reference=_reference_summary(reference), context=context)
     chi_p = chi2_p(ref_mix, m, run_mix, n)
     ks_conf, ks_conf_p = ks_binned(ref_conf, m, run_conf, n)
     ks_ent, ks_ent_p = ks_binned(ref_ent, m, run_ent, n)

@@ -70,9 +70,12 @@ class SketchBuilder:
         self._calibrated = 0.0
 
     def add(self, window_probabilities: np.ndarray) -> None:
-        """One file's (windows, classes) probabilities."""
+        """One file's (windows, classes) probabilities; windows with non-finite values (a model's NaN or inf
+        outputs) are left out of the statistics, and a file with none left counts as failed."""
         block = np.asarray(window_probabilities, dtype=np.float64).reshape(-1, self.classes)
+        block = block[np.isfinite(block).all(axis=1)]
         if not len(block):
+            self._failed += 1
             return
         self._blocks.append(block)
         self._weights.append(np.full(len(block), 1.0 / len(block)))

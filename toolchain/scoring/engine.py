@@ -275,6 +275,9 @@ def _frontend_file(path: Path, config: EngineConfig) -> ModelChoice | None:
     """With the graph front end, the certified `model.audio.onnx` beside `path` (None: the python front end)."""
     if config.frontend != "graph":
         return None
+    if config.precision not in ("auto", "fp32"):
+        raise ScoringError(f"--frontend graph runs model.audio.onnx, which is fp32: drop --precision "
+                           f"{config.precision} or use --frontend python")
     problem = audio_certificate(path)
     if problem:
         raise ScoringError(f"--frontend graph needs a certified model.audio.onnx beside {path}: {problem}")

@@ -48,8 +48,9 @@ def audio_certificate(model: Path) -> str:
         verdict = json.loads(report.read_text())
     except (OSError, ValueError) as exc:
         return f"{report.name} is missing or unreadable ({type(exc).__name__}): {fix}"
-    if not isinstance(verdict, dict) or verdict.get("passed") is not True or \
-            Path(str(verdict.get("model_path", ""))).name != audio.name:
+    if not isinstance(verdict, dict):
+        return f"{report.name} is not an audio-model report: {fix}"
+    if verdict.get("passed") is not True or Path(str(verdict.get("model_path", ""))).name != audio.name:
         return f"{report.name} does not certify {audio.name} ({verdict.get('reason', 'no reason given')}): {fix}"
     try:
         ours, theirs = read_metadata(model), read_metadata(audio)

@@ -1,0 +1,51 @@
+"""The INT8 fallback: per-layer sensitivity on real clips, then the most sensitive layers in float, fewest first.
+FSDD: CC BY-SA 4.0."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from toolchain.errors import VariantRejectedError
+from toolchain.export.int8_sensitivity import layer_sensitivity
+from toolchain.export.quantize import (
+    FLOAT_ENDS,
+    MODE_RECIPES,
+    Int8Mode,
+    build_int8,
+    layer_nodes,
+    prepare_for_int8,
+    quantize_int8,
+)
+
+
+def test_sensitivity_ranks_every_layer_by_the_noise_it_adds(exported_model, clip_features, tmp_path):
+    _, _, calibration = clip_features
+    prepared = prepare_for_int8(exported_model.model_path, tmp_path / "pre.onnx")
+    everything = MODE_RECIPES[Int8Mode.u8s8].__class__(Int8Mode.u8s8, keep_float=("fc",))
+    int8 = build_int8(prepared, tmp_path / "q.onnx", calibration, everything)
+    layers = layer_nodes(prepared)
+    ranking = layer_sensitivity(prepared, int8, calibration, layers, tmp_path)
+    assert {name for name, _ in ranking} <= set(layers) and len(ranking) > 15  # The convs of a resnet18, and fc.
+    losses = dict(ranking)
+    assert [loss for _, loss in ranking] == sorted(losses.values(), reverse=True)
+    assert "conv1" in losses and all(abs(v) < 200 for v in losses.values())  # Finite dB, the first conv measured.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pre.onnx", "q.onnx"]  # Probes removed.
+
+
+def test_fallback_keeps_sensitive_layers_float_then_gives_up_loudly(exported_model, clip_features, tmp_path):
+    features, labels, calibration = clip_features
+    out, report_path = tmp_path / "model.int8.onnx", tmp_path / "parity.int8.json"
+    with pytest.raises(VariantRejectedError, match="sensitive layers in float: 1 in float") as info:
+        quantize_int8(exported_model.model_path, out, calibration, features, labels=labels, min_agreement=1.01,
+                      report_path=report_path)  # auto, and 101 %: no recipe passes, then the fallback runs.
+    assert not out.exists() and "\n" not in str(info.value)
+    record = json.loads(report_path.read_text())["settings"]["float_fallback"]
+    assert record["recipe"] == "u8s8 (conv1, fc in float)" and record["sqnr_loss_db"]
+    tried = [t["float"] for t in record["tried"]]
+    assert tried and len(tried[0]) == 1 and all(len(a) < len(b) for a, b in zip(tried, tried[1:]))
+    assert not set(FLOAT_ENDS) & {layer for t in tried for layer in t}  # Only layers not already float.
+    assert tried[0][0] == next(name for name, _ in record["sqnr_loss_db"] if name not in FLOAT_ENDS)
+    assert record["stopped"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["parity.int8.json"]
