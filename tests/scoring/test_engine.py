@@ -259,7 +259,7 @@ def test_engine_io_binding_switch_changes_nothing_but_the_call(onnx_model, fsdd_
         np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6)
 
 
-@pytest.mark.parametrize("field, value", [("precision", "int8"), ("io_binding", "yes"),
+@pytest.mark.parametrize("field, value", [("precision", "int4"), ("io_binding", "yes"), ("frontend", "gpu"),
                                           ("conv_algo_search", "fast"), ("device_id", -1)])
 def test_engine_config_refuses_unknown_settings(field, value):
     with pytest.raises(ScoringError, match=field):
