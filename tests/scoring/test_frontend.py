@@ -51,7 +51,7 @@ def test_graph_front_end_needs_a_certified_audio_model(onnx_model, tmp_path):
     with pytest.raises(ScoringError, match="parity.audio.json is missing"):
         load_model(lonely, GRAPH)
     (tmp_path / "parity.audio.json").write_text("[]")
-    with pytest.raises(ScoringError, match="not an audio-model report"):
+    with pytest.raises(ScoringError, match="is not the audio report of model.audio.onnx"):
         load_model(lonely, GRAPH)
     with pytest.raises(ScoringError, match="drop --precision fp16"):
         load_model(onnx_model, EngineConfig(frontend="graph", precision="fp16"))

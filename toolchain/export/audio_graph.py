@@ -29,9 +29,17 @@ import numpy as np
 from toolchain.audio.config import FeatureConfig
 from toolchain.audio.features import AMIN, TOP_DB, TRIM_FRAME, TRIM_HOP, window_and_filterbank
 from toolchain.errors import ExportError
+from toolchain.inference.contract import (
+    INPUT_NAME,
+    LENGTHS_NAME,
+    OUTPUT_NAME,
+    PROBABILITIES_NAME,
+    TRIM_NAME,
+    WAVEFORM_NAME,
+)
 
-WAVEFORM, LENGTHS, TRIM = "waveform", "lengths", "trim"
-LOGITS, PROBABILITIES, FEATURES = "logits", "probabilities", "features"
+WAVEFORM, LENGTHS, TRIM = WAVEFORM_NAME, LENGTHS_NAME, TRIM_NAME
+LOGITS, PROBABILITIES, FEATURES = OUTPUT_NAME, PROBABILITIES_NAME, INPUT_NAME  # The classifier's input, exposed.
 MIN_OPSET = 18  # STFT (17) and Reduce* ops taking their axes as an input (18).
 _PREFIX = "frontend/"
 
@@ -62,6 +70,23 @@ class _Graph:
         return outs[0] if outputs == 1 else outs
 
 
+def _width(g: _Graph, x: str) -> str:
+    """int64 scalar: the size of axis 1 of `x` (samples, or chunks)."""
+    return g.op("Gather", g.op("Shape", x), g.const(1, np.int64), axis=0)
+
+
+def _arange(g: _Graph, stop: str | int) -> str:
+    """int64 [stop]: 0, 1, ..., stop - 1."""
+    stop = g.const(stop, np.int64) if isinstance(stop, int) else stop
+    return g.op("Range", g.const(0, np.int64), stop, g.const(1, np.int64))
+
+
+def _before(g: _Graph, index: str, bound: str) -> str:
+    """bool [batch, n]: index[j] < bound[row], for a 1-d `index` (n,) and a per-row `bound` (batch,)."""
+    i64 = np.int64
+    return g.op("Less", g.op("Unsqueeze", index, g.const([0], i64)), g.op("Unsqueeze", bound, g.const([1], i64)))
+
+
 def _db(g: _Graph, x: str) -> str:
     """10 * log10(max(AMIN, x))."""
     return g.op("Mul", g.op("Log", g.op("Max", x, g.const(AMIN))), g.const(10.0 / np.log(10.0)))
@@ -70,7 +95,7 @@ def _db(g: _Graph, x: str) -> str:
 def _trim_bounds(g: _Graph, y: str, lengths: str, top_db: float) -> tuple[str, str]:
     """(start, end) int64 [batch] of `toolchain.audio.features.trim_from_energy` for each row."""
     i64 = np.int64
-    width = g.op("Gather", g.op("Shape", y), g.const(1, i64), axis=0)  # L
+    width = _width(g, y)  # L
     chunks_n = g.op("Div", g.op("Add", width, g.const(TRIM_HOP - 1, i64)), g.const(TRIM_HOP, i64))  # ceil(L/512)
     pad = g.op("Sub", g.op("Mul", chunks_n, g.const(TRIM_HOP, i64)), width)
     pads = g.op("Concat", g.const([0, 0, 0], i64), g.op("Unsqueeze", pad, g.const([0], i64)), axis=0)
@@ -83,9 +108,9 @@ def _trim_bounds(g: _Graph, y: str, lengths: str, top_db: float) -> tuple[str, s
     energy = g.op("Squeeze", g.op("Conv", g.op("Unsqueeze", box, g.const([1], i64)),
                                   g.const(np.ones((1, 1, TRIM_FRAME // TRIM_HOP)))), g.const([1], i64))  # [B, K+1]
     db = _db(g, g.op("Div", energy, g.const(float(TRIM_FRAME))))
-    frames = g.op("Range", g.const(0, i64), g.op("Add", chunks_n, g.const(1, i64)), g.const(1, i64))
+    frames = _arange(g, g.op("Add", chunks_n, g.const(1, i64)))
     n_frames = g.op("Add", g.op("Div", lengths, g.const(TRIM_HOP, i64)), g.const(1, i64))  # 1 + n // 512
-    valid = g.op("Less", g.op("Unsqueeze", frames, g.const([0], i64)), g.op("Unsqueeze", n_frames, g.const([1], i64)))
+    valid = _before(g, frames, n_frames)
     peak = g.op("ReduceMax", g.op("Where", valid, db, g.const(-1e30)), g.const([1], i64), keepdims=1)
     loud = g.op("And", valid, g.op("Greater", db, g.op("Sub", peak, g.const(float(top_db)))))
     loud_i = g.op("Cast", loud, to=6)  # int32: ArgMax over booleans is not in every runtime.
@@ -99,11 +124,10 @@ def _trim_bounds(g: _Graph, y: str, lengths: str, top_db: float) -> tuple[str, s
 def _clip(g: _Graph, y: str, start: str, end: str, num_samples: int) -> str:
     """Each row's [start, end) cut or zero-padded to `num_samples`, peak-normalized: [B, num_samples]."""
     i64 = np.int64
-    j = g.op("Unsqueeze", g.op("Range", g.const(0, i64), g.const(num_samples, i64), g.const(1, i64)),
-             g.const([0], i64))
-    src = g.op("Add", g.op("Unsqueeze", start, g.const([1], i64)), j)
-    inside = g.op("Less", j, g.op("Unsqueeze", g.op("Sub", end, start), g.const([1], i64)))
-    last_index = g.op("Sub", g.op("Gather", g.op("Shape", y), g.const(1, i64), axis=0), g.const(1, i64))
+    j = _arange(g, num_samples)
+    src = g.op("Add", g.op("Unsqueeze", start, g.const([1], i64)), g.op("Unsqueeze", j, g.const([0], i64)))
+    inside = _before(g, j, g.op("Sub", end, start))
+    last_index = g.op("Sub", _width(g, y), g.const(1, i64))
     src = g.op("Min", g.op("Max", src, g.const(0, i64)), last_index)
     clip = g.op("Where", inside, g.op("GatherElements", y, src, axis=1), g.const(0.0))
     peak = g.op("ReduceMax", g.op("Abs", clip), g.const([1], i64), keepdims=1)
@@ -139,9 +163,7 @@ def frontend_graph(config: FeatureConfig, opset: int, ir_version: int):
         raise ExportError(f"the classifier uses opset {opset}; the in-graph front end needs >= {MIN_OPSET} (STFT): "
                           f"re-export with --opset {MIN_OPSET} or later, or pass --no-audio-model")
     g = _Graph()
-    y = g.op("Where", g.op("Less", g.op("Unsqueeze", g.op("Range", g.const(0, np.int64), g.op(
-        "Gather", g.op("Shape", WAVEFORM), g.const(1, np.int64), axis=0), g.const(1, np.int64)), g.const(
-        [0], np.int64)), g.op("Unsqueeze", LENGTHS, g.const([1], np.int64))), WAVEFORM, g.const(0.0))
+    y = g.op("Where", _before(g, _arange(g, _width(g, WAVEFORM)), LENGTHS), WAVEFORM, g.const(0.0))  # Padding: 0.
     start, end = _trim_bounds(g, y, LENGTHS, config.trim_top_db)
     start = g.op("Where", TRIM, start, g.op("Mul", LENGTHS, g.const(0, np.int64)))
     end = g.op("Where", TRIM, end, LENGTHS)

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from toolchain.audio.decode import load_audio
 from toolchain.audio.features import fix_length_fast, log_mel_fast, stack_channels
 from toolchain.errors import AudioDecodeError, VariantRejectedError
 from toolchain.export.audio_graph import FEATURES, LENGTHS, LOGITS, WAVEFORM
 from toolchain.export.clips import Clip
+from toolchain.export.parity import run_torch
 from toolchain.export.versions import library_versions
 from toolchain.inference.providers import CPU_EP
 from toolchain.inference.session import open_session, softmax
@@ -78,12 +78,8 @@ def _reference(ckpt, waves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(library features (n, n_mels, frames), checkpoint probabilities (n, classes))."""
     config = ckpt.feature_config
     features = np.stack([log_mel_fast(fix_length_fast(y, config), config) for y in waves])
-    model = ckpt.build_model()
-    with torch.no_grad():
-        logits = np.concatenate([
-            model(torch.from_numpy(np.stack([stack_channels(f, config) for f in features[i:i + 16]]))).numpy()
-            for i in range(0, len(features), 16)])
-    return features, softmax(logits)
+    images = np.stack([stack_channels(f, config) for f in features])
+    return features, softmax(run_torch(ckpt.build_model(), images))
 
 
 def _batches(waves: list[np.ndarray], size: int):

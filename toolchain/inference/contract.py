@@ -23,6 +23,11 @@ PREFIX = "toolchain."
 INPUT_NAME = "features"  # (batch, channels, n_mels, frames) float32
 OUTPUT_NAME = "logits"  # (batch, n_classes) float32
 MODEL_NAME = "model.onnx"
+# model.audio.onnx (`toolchain.export.audio_graph`): waveform in, the same logits out.
+WAVEFORM_NAME = "waveform"  # (batch, samples) float32, mono at the model's sample rate
+LENGTHS_NAME = "lengths"  # (batch,) int64 valid samples per row
+TRIM_NAME = "trim"  # () bool, optional (default true): trim leading/trailing silence
+PROBABILITIES_NAME = "probabilities"  # (batch, n_classes) float32
 
 
 def variant_path(model: str | Path, precision: str) -> Path:

@@ -36,7 +36,10 @@ from toolchain.audio.workers import ordered_windows, shared_pool
 from toolchain.errors import ModelMetadataError, ScoringError, one_line
 from toolchain.inference.contract import (
     INPUT_NAME,
+    LENGTHS_NAME,
     OUTPUT_NAME,
+    TRIM_NAME,
+    WAVEFORM_NAME,
     ModelMetadata,
     metadata_from_session,
     variant_path,
@@ -85,7 +88,6 @@ class Frontend(str, Enum):
 
 
 FRONTENDS = tuple(f.value for f in Frontend)
-AUDIO_INPUTS = ("waveform", "lengths")  # `toolchain.export.audio_graph`'s inputs (scoring may not import export).
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,7 @@ def _check_signature(session: Any, meta: ModelMetadata, source: str) -> None:
     """Refuse a graph whose input/output does not match what its metadata promises."""
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
-    if set(AUDIO_INPUTS) <= set(inputs) and OUTPUT_NAME in outputs:
+    if {WAVEFORM_NAME, LENGTHS_NAME} <= set(inputs) and OUTPUT_NAME in outputs:
         return  # model.audio.onnx: its own gate (parity.audio.json) checked the rest.
     if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
         raise ModelMetadataError(
@@ -318,7 +320,8 @@ def infer_logits(model: ScoringModel, batch: np.ndarray, batch_size: int | None 
     """
     if model.graph_frontend:
         lengths = np.full(len(batch), batch.shape[1], dtype=np.int64)
-        return model.session.run([OUTPUT_NAME], {"waveform": batch, "lengths": lengths, "trim": np.array(False)})[0]
+        feeds = {WAVEFORM_NAME: batch, LENGTHS_NAME: lengths, TRIM_NAME: np.array(False)}
+        return model.session.run([OUTPUT_NAME], feeds)[0]
     return run_logits(model.session, batch, io_binding=model.io_binding, device="cuda" if model.on_cuda else "cpu",
                       device_id=model.device_id, pad_to=batch_size if model.on_cuda else None)
 

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+from toolchain.audio.config import FeatureConfig
 from toolchain.errors import FolderBusyError, ScoringError, one_line
 from toolchain.health.assess import assess
 from toolchain.health.reference import stored_reference
@@ -101,9 +102,12 @@ class FolderJob:
     flow_run_id: str | None = None
     options: ScoringOptions = ScoringOptions()
     window_rule: str = ""  # `options.tag(...)` for the model's feature config.
-    sample_rate: int = 22_050  # The model's: the Raven table's frequency range is half of it.
-    classes: tuple[str, ...] = ()  # The model's, for the health report.
-    health_reference: dict[str, Any] | None = None  # The model's (`ModelMetadata.health_reference`).
+    metadata: ModelMetadata | None = None  # The model's: its classes, sample rate, health reference.
+
+    @property
+    def sample_rate(self) -> int:
+        """The model's (the Raven table's frequency range is half of it); the default contract's without one."""
+        return self.metadata.feature_config.sample_rate if self.metadata else FeatureConfig().sample_rate
 
     @property
     def ledger(self) -> Ledger:
@@ -147,11 +151,8 @@ def folder_job(ledger: Ledger, folder: str | Path, out_dir: str | Path, run_id: 
             yield None
             return
         folder_run_id = ledger.start_folder(run_id, str(folder), str(out_folder), model_sha256, flow_run_id)
-        described = {} if metadata is None else {
-            "sample_rate": metadata.feature_config.sample_rate, "classes": metadata.classes,
-            "health_reference": metadata.health_reference}
         job = FolderJob(str(folder), str(out_folder), str(out_dir), run_id, folder_run_id, model_sha256, flow_run_id,
-                        options, window_rule, **described)
+                        options, window_rule, metadata)
         try:
             yield job
         except BaseException as exc:
@@ -214,9 +215,10 @@ def _sketched(rows: Iterable[ScoredRow], sketch: SketchBuilder) -> Iterator[Scor
 
 def health_report(job: FolderJob, shards: Sequence[ShardResult], predictions: Path) -> dict[str, Any]:
     """The folder run's health (`toolchain.health.assess`) as the JSON written beside `predictions`."""
-    reference, why_not = stored_reference(job.health_reference, len(job.classes))
+    classes = job.metadata.classes if job.metadata else ()
+    reference, why_not = stored_reference(job.metadata.health_reference if job.metadata else None, len(classes))
     context = {"folder": job.folder, "predictions_csv": str(predictions), "run_id": job.run_id,
-               "model_sha256": job.model_sha256, "window_rule": job.window_rule, "classes": list(job.classes),
+               "model_sha256": job.model_sha256, "window_rule": job.window_rule, "classes": list(classes),
                "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     sketch = merge_sketches(s.sketch for s in sorted(shards, key=lambda s: s.index))
     try:

@@ -295,6 +295,17 @@ class Ledger:
         with self._connect() as db:
             return [FolderRecord(**dict(r)) for r in db.execute(query + " ORDER BY id", args)]
 
+    def health_rows(self, model_sha256: str | None = None, last: int = 20) -> list[dict]:
+        """The latest `last` completed folder runs (of one model, if given), oldest first, with their health."""
+        query = ("SELECT finished_at, folder, files_ok + files_error AS files, health_verdict AS verdict,"
+                 " js_distance, expected_accuracy, health_path FROM folder_runs WHERE state='completed'")
+        args: tuple = ()
+        if model_sha256 is not None:
+            query, args = query + " AND model_sha256=?", (model_sha256,)
+        with self._connect() as db:
+            rows = db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, last)).fetchall()
+        return [dict(r) for r in reversed(rows)]
+
     def scored_csv(self, folder: str, model_sha256: str) -> str | None:
         """The newest completed CSV of `folder` by this model, or None when it is not scored yet."""
         with self._connect() as db:
@@ -347,16 +358,9 @@ def health_history(out_dir: str | Path, model: str | Path | None = None, last: i
     path = Path(out_dir) / LEDGER_NAME
     if not path.is_file():
         raise ScoringError(f"{out_dir} holds no {LEDGER_NAME}: pass the --out/--output-dir of a scoring run")
-    query = ("SELECT finished_at, folder, files_ok + files_error AS files, health_verdict AS verdict, js_distance,"
-             " expected_accuracy, health_path FROM folder_runs WHERE state='completed'")
-    args: tuple = ()
-    if model is not None:
-        if not Path(model).is_file():
-            raise ScoringError(f"model {model} does not exist: pass the .onnx file the runs used")
-        query, args = query + " AND model_sha256=?", (file_sha256(model),)
-    with Ledger(path)._connect() as db:
-        rows = db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, last)).fetchall()
-    return [dict(r) for r in reversed(rows)]
+    if model is not None and not Path(model).is_file():
+        raise ScoringError(f"model {model} does not exist: pass the .onnx file the runs used")
+    return Ledger(path).health_rows(file_sha256(model) if model is not None else None, last)
 
 
 def _settle(db: sqlite3.Connection, rows: Iterable[sqlite3.Row]) -> None:

@@ -37,54 +37,24 @@ class ModelChoice:
     reason: str
 
 
-def audio_certificate(model: Path) -> str:
-    """"" when `model.audio.onnx` beside `model` passed its gate (parity.audio.json) for this very model, else why
-    not, in one line."""
-    audio, report = variant_path(model, "audio"), report_path(model, "audio")
-    fix = "run `toolchain export-onnx` (it writes model.audio.onnx unless --no-audio-model)"
-    if not audio.is_file():
-        return f"no {audio.name} beside {model.name} ({fix})"
-    try:
-        verdict = json.loads(report.read_text())
-    except (OSError, ValueError) as exc:
-        return f"{report.name} is missing or unreadable ({type(exc).__name__}): {fix}"
-    if not isinstance(verdict, dict):
-        return f"{report.name} is not an audio-model report: {fix}"
-    if verdict.get("passed") is not True or Path(str(verdict.get("model_path", ""))).name != audio.name:
-        return f"{report.name} does not certify {audio.name} ({verdict.get('reason', 'no reason given')}): {fix}"
-    try:
-        ours, theirs = read_metadata(model), read_metadata(audio)
-    except ModelMetadataError as exc:
-        return str(exc)
-    if dataclasses.replace(theirs, precision=ours.precision) != ours:
-        return f"{audio.name} was exported from another model than {model.name} (metadata differ): {fix}"
-    return ""
+def _certificate(model: Path, kind: str, fix: str, judge) -> str:
+    """"" when `model.<kind>.onnx` beside `model` is certified by `parity.<kind>.json`, else why not, in one line.
 
-
-def variant_certificate(model: Path, precision: str, judged_on_cuda: bool = False) -> str:
-    """"" when `model`'s `precision` variant (fp16 or int8) may stand in for it, else the one-line reason it may not.
-
-    Certified means: `model.<precision>.onnx` and `parity.<precision>.json` sit beside `model`; the report is that
-    file's report and says "kept"; with `judged_on_cuda`, it was judged on the CUDA EP (a CPU judgement of fp16
-    covers weight rounding only: ORT's CPU EP computes in float32, so it cannot see float16 overflow, which
-    untrained or badly scaled ResNets reach); and the variant's metadata is `model`'s apart from precision (an fp32
-    re-export without the variant leaves a stale one behind, with another export time).
-    """
-    variant, report = variant_path(model, precision), report_path(model, precision)
-    fix = f"run `toolchain export-onnx --{precision}`" + (" on a GPU machine" if judged_on_cuda else "")
+    Every certificate needs: the file; its report, readable, a JSON object that `judge(report, file)` accepts
+    (`judge` returns "" or the reason); and the file's metadata equal to `model`'s apart from precision (a re-export
+    without the variant leaves a stale one behind, with another export time)."""
+    variant, report = variant_path(model, kind), report_path(model, kind)
     if not variant.is_file():
-        return f"no {variant.name} beside {model.name} ({fix} to make one)"
+        return f"no {variant.name} beside {model.name} ({fix})"
     try:
         verdict = json.loads(report.read_text())
     except (OSError, ValueError) as exc:
         return f"{report.name} is missing or unreadable ({type(exc).__name__}): {fix}"
-    if not isinstance(verdict, dict) or verdict.get("precision") != precision or \
-            Path(str(verdict.get("model_path", ""))).name != variant.name:
-        return f"{report.name} is not the {precision} report of {variant.name}: {fix}"
-    if verdict.get("status") != "kept" or verdict.get("kept") is not True:
-        return f"{report.name} says {variant.name} failed ({verdict.get('reason', 'no reason given')}): {fix}"
-    if judged_on_cuda and verdict.get("provider") != CUDA_EP:
-        return f"{variant.name} was judged on {verdict.get('provider')}, not CUDA: {fix}"
+    if not isinstance(verdict, dict) or Path(str(verdict.get("model_path", ""))).name != variant.name:
+        return f"{report.name} is not the {kind} report of {variant.name}: {fix}"
+    problem = judge(verdict, variant)
+    if problem:
+        return f"{report.name} {problem}: {fix}"
     try:
         base, candidate = read_metadata(model), read_metadata(variant)
     except ModelMetadataError as exc:
@@ -94,9 +64,34 @@ def variant_certificate(model: Path, precision: str, judged_on_cuda: bool = Fals
     return ""
 
 
-def fp16_certificate(model: Path, judged_on_cuda: bool) -> str:
-    """`variant_certificate` of the fp16 variant."""
-    return variant_certificate(model, "fp16", judged_on_cuda)
+def audio_certificate(model: Path) -> str:
+    """"" when `model.audio.onnx` beside `model` passed its gate (parity.audio.json), else why not."""
+    def judge(verdict: dict, audio: Path) -> str:
+        passed = verdict.get("passed") is True
+        return "" if passed else f"does not certify {audio.name} ({verdict.get('reason', 'no reason given')})"
+
+    return _certificate(model, "audio", "run `toolchain export-onnx` (it writes model.audio.onnx unless "
+                        "--no-audio-model)", judge)
+
+
+def variant_certificate(model: Path, precision: str, judged_on_cuda: bool = False) -> str:
+    """"" when `model`'s `precision` variant (fp16 or int8) may stand in for it, else the one-line reason.
+
+    Its report must be a `precision` report that says "kept"; with `judged_on_cuda`, judged on the CUDA EP (a CPU
+    judgement of fp16 covers weight rounding only: ORT's CPU EP computes in float32, so it cannot see float16
+    overflow, which untrained or badly scaled ResNets reach).
+    """
+    def judge(verdict: dict, variant: Path) -> str:
+        if verdict.get("precision") != precision:
+            return f"is not the {precision} report of {variant.name}"
+        if verdict.get("status") != "kept" or verdict.get("kept") is not True:
+            return f"says {variant.name} failed ({verdict.get('reason', 'no reason given')})"
+        if judged_on_cuda and verdict.get("provider") != CUDA_EP:
+            return f"says {variant.name} was judged on {verdict.get('provider')}, not CUDA"
+        return ""
+
+    fix = f"run `toolchain export-onnx --{precision}`" + (" on a GPU machine" if judged_on_cuda else "")
+    return _certificate(model, precision, fix, judge)
 
 
 def choose_model_file(model: Path, on_cuda: bool, precision: str = "auto") -> ModelChoice:
