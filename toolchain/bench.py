@@ -4,12 +4,15 @@
 (b) eager PyTorch, model only (features precomputed)
 (c) ONNX Runtime fp32, model only
 (d) ONNX Runtime INT8, model only (when an INT8 model is given)
-(e) our end-to-end engine: decode -> fast features (worker processes) -> ORT, overlapped
+(e) our end-to-end engine: decode -> fast features (worker processes) -> ORT, overlapped, on the fp32 model
+(h) the same engine on the variant `--precision auto` picks, when it picks one (the certified model.int8.onnx on a
+    CPU, model.fp16.onnx on CUDA): what a user's scoring run gets
 (g) the same engine with the graph front end (model.audio.onnx beside the model, when it is certified): the
     workers decode and cut windows, the log-mel is computed inside the graph
 plus feature milliseconds per clip, librosa reference vs the fast path, on one core, and a batch-size sweep:
 the engine's model-only path (its provider, CUDA when it runs, the fp16 choice, IO binding, padding) at each
-size in `batch_sizes`, with the fastest recorded as `best_batch_size`.
+size in `batch_sizes`, with the fastest recorded as `best_batch_size`; and the compute ceiling: a `torch` fp32
+matmul's GFLOP/s on the same cores against the model's effective GFLOP/s in (c).
 Figures are printed and written as JSON; nothing here asserts a speed.
 """
 
@@ -58,6 +61,8 @@ class BenchResult:
     batch_sweep: dict[str, float] = field(default_factory=dict)  # Batch size -> clips/s, engine model only.
     best_batch_size: int = 0  # The fastest size in batch_sweep.
     long_file: dict[str, Any] = field(default_factory=dict)  # Seconds, windows, windows/s of the long-file case.
+    # gflop_per_clip (the model's forward), matmul_gflops (torch fp32 matmul, same threads), ort_fp32_gflops (c).
+    compute: dict[str, float] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
 
 
@@ -138,6 +143,31 @@ def sweep_batch_sizes(model, features: np.ndarray, sizes: tuple[int, ...]) -> di
     return rates
 
 
+MATMUL_SIZE = 2048  # Large enough for the BLAS's peak on a few cores, small enough for a second's timing.
+
+
+def matmul_gflops(threads: int, repeats: int = 5) -> float:
+    """The best of `repeats` fp32 MATMUL_SIZE^3 products in torch on `threads` threads: the cores' practical peak."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b))[1] for _ in range(repeats))
+    return 2 * MATMUL_SIZE**3 / best / 1e9
+
+
+def gflop_per_clip(model, features: np.ndarray) -> float:
+    """The model's forward on one clip in GFLOP (2 per multiply-add), counted by torch's FLOP counter."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(torch.from_numpy(features[:1]))
+    return counter.get_total_flops() / 1e9
+
+
 def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress()) -> BenchResult:
     import torch
 
@@ -160,7 +190,7 @@ def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress
     model = ckpt.build_model()
     clips, bs, n = config.clips, config.batch_size, len(config.clips)
     result = BenchResult(clips=n, batch_size=bs, machine=_machine())
-    steps = ["features", "seed", "eager", "ort_fp32", "ort_int8", "batch sweep", "engine", "graph front end",
+    steps = ["features", "seed", "eager", "ort_fp32 + compute", "ort_int8", "batch sweep", "engines", "graph front end",
              "long file"]
     progress.start("bench", "benchmark", len(steps))
 
@@ -189,7 +219,9 @@ def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress
     fp32_logits, seconds = _timed(lambda: _ort_logits(session, features, bs))
     result.throughput["c_ort_fp32_model"] = _rate(n, seconds)
     session = None  # Free the fp32 session before the next one loads.
-    step("ort_fp32")
+    result.compute = {"gflop_per_clip": gflop_per_clip(model, features), "matmul_gflops": matmul_gflops(threads)}
+    result.compute["ort_fp32_gflops"] = result.compute["gflop_per_clip"] * result.throughput["c_ort_fp32_model"]
+    step("ort_fp32 + compute")
     if config.int8_model is not None:
         int8 = open_session(config.int8_model, CPU_EP, threads=threads)
         _ort_logits(int8, features[:bs], bs)
@@ -199,17 +231,26 @@ def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress
         del int8
     step("ort_int8")
 
-    engine_model = load_model(config.model, EngineConfig(batch_size=bs))
+    engine_model = load_model(config.model, EngineConfig(batch_size=bs))  # What `--precision auto` runs.
     result.engine_provider, result.engine_model = engine_model.provider, str(engine_model.path)
     result.engine_model_reason = engine_model.choice
     sweep = sweep_batch_sizes(engine_model, features, config.batch_sizes or (bs,))
     result.batch_sweep = {str(size): rate for size, rate in sweep.items()}
     result.best_batch_size = max(sweep, key=sweep.__getitem__)
     step("batch sweep")
-    list(score_files(engine_model, "/", list(clips[:bs]), EngineConfig(batch_size=bs)))  # Warm-up + worker start.
-    rows, seconds = _timed(lambda: list(score_files(engine_model, "/", list(clips), EngineConfig(batch_size=bs))))
-    result.throughput["e_engine_end_to_end"] = _rate(len(rows), seconds)
-    step("engine")
+
+    def end_to_end(scoring_model, engine: EngineConfig) -> float:
+        list(score_files(scoring_model, "/", list(clips[:bs]), engine))  # Warm-up + worker start.
+        rows, seconds = _timed(lambda: list(score_files(scoring_model, "/", list(clips), engine)))
+        return _rate(len(rows), seconds)
+
+    fp32 = EngineConfig(batch_size=bs, precision="fp32")
+    fp32_model = engine_model if engine_model.path == Path(config.model) else load_model(config.model, fp32)
+    result.throughput["e_engine_end_to_end"] = end_to_end(fp32_model, fp32)
+    if fp32_model is not engine_model:
+        del fp32_model
+        result.throughput["h_engine_variant_end_to_end"] = end_to_end(engine_model, EngineConfig(batch_size=bs))
+    step("engines")
     if audio_certificate(Path(config.model)) == "":
         # The same clips with the log-mel computed inside model.audio.onnx (the workers only decode and cut).
         graph = EngineConfig(batch_size=bs, frontend="graph")
@@ -235,6 +276,8 @@ def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress
     result.ratios["e_over_c"] = t["e_engine_end_to_end"] / t["c_ort_fp32_model"]
     if "d_ort_int8_model" in t:
         result.ratios["d_over_c"] = t["d_ort_int8_model"] / t["c_ort_fp32_model"]
+    if "h_engine_variant_end_to_end" in t:
+        result.ratios["h_over_a"] = t["h_engine_variant_end_to_end"] / t["a_seed_baseline"]
     if "g_engine_graph_frontend" in t:
         result.ratios["g_over_e"] = t["g_engine_graph_frontend"] / t["e_engine_end_to_end"]
     if "f_engine_long_file_windows" in t:

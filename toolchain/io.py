@@ -139,11 +139,11 @@ def available_cores() -> int:
 
 # Instruction-set extensions that decide which INT8 kernels ONNX Runtime's CPU provider runs fast.
 ISA_FLAGS = {"avx2": ("avx2",), "avx512": ("avx512f",), "vnni": ("avx512_vnni", "avx_vnni"),
-             "amx": ("amx_int8",)}
+             "amx": ("amx_int8",), "bf16": ("avx512_bf16", "amx_bf16")}
 
 
 def cpu_isa(cpuinfo: str | None = None) -> dict[str, Any]:
-    """{"model": CPU model name, "avx2"/"avx512"/"vnni"/"amx": bool} from /proc/cpuinfo (all False elsewhere)."""
+    """{"model": CPU model name, "avx2"/"avx512"/"vnni"/"amx"/"bf16": bool} from /proc/cpuinfo (all False elsewhere)."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()

@@ -202,6 +202,7 @@ def test_config_defaults_are_the_seed_recipe_plus_what_small_data_needs():
 
 
 @pytest.mark.parametrize("field,value", [("balance", "oversample"), ("select_on", "loss"), ("schedule", "step"),
+                                         ("mixed_precision", "fp16"),
                                          ("mixup_alpha", -0.1), ("time_shift", 1.0), ("spec_masks", -1)])
 def test_config_names_the_bad_recipe_setting(field, value):
     with pytest.raises(TrainingError, match=field):
@@ -239,6 +240,16 @@ def test_a_balanced_augmented_run_records_macro_f1_and_selects_on_it(tiny, tmp_p
     assert (args["augment"], args["balance"], args["mixup_alpha"], args["lr"], args["schedule"]) == (
         True, "sampler", 0.2, 1e-3, "plateau")  # The recipe as it ran, Nones resolved.
     assert "balanced accuracy" in (result.run_dir / "classification_report.txt").read_text()
+
+
+def test_bf16_run_on_cpu_records_it_and_saves_fp32_weights(tiny, tmp_path, monkeypatch):
+    import toolchain.training.runtime as runtime
+
+    monkeypatch.setattr(runtime, "cpu_isa", lambda: {"bf16": True})  # The hardware probe: bf16 runs anywhere.
+    result = train(TrainConfig(**tiny, epochs=1, out=str(tmp_path / "run"), mixed_precision="bf16"))
+    checkpoint = load_checkpoint(result.best_checkpoint)
+    assert checkpoint.train_args["mixed_precision"] == "bf16"
+    assert {t.dtype for t in checkpoint.state_dict.values() if t.is_floating_point()} == {torch.float32}
 
 
 def test_default_run_dir_is_a_fresh_utc_stamp(tmp_path):

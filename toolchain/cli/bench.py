@@ -59,7 +59,10 @@ def bench(
     ] = None,
     out: Annotated[Path, typer.Option(help="Where to write the JSON figures.")] = Path("artifacts/bench.json"),
 ) -> None:
-    """Measure clips/s of (a) the seed-style loop, (b) eager PyTorch, (c) ORT fp32, (d) ORT INT8, (e) our engine.
+    """Measure clips/s of (a) the seed-style loop, (b) eager PyTorch, (c) ORT fp32, (d) ORT INT8, (e) our engine
+    on the fp32 model and (h) on the variant `--precision auto` picks (certified INT8 on CPU, fp16 on CUDA).
+
+    Also the compute ceiling: torch fp32 matmul GFLOP/s on the same cores against the model's GFLOP/s in (c).
 
     With --batch-sizes it also sweeps the engine's model-only throughput over those batch sizes on the provider
     scoring would use (CUDA when it runs) and reports the fastest: pass that to `toolchain score --batch-size`.
@@ -85,6 +88,11 @@ def bench(
         table.add_row(f"ratio {name}", f"{value:.2f}x")
     for name, value in result.feature_ms_per_clip.items():
         table.add_row(f"{name} ms/clip (1 core)", f"{value:.2f}")
+    compute = result.compute
+    table.add_row("model GFLOP per clip", f"{compute['gflop_per_clip']:.2f}")
+    table.add_row("torch fp32 matmul GFLOP/s", f"{compute['matmul_gflops']:.0f}")
+    table.add_row("ORT fp32 model GFLOP/s (share of matmul)",
+                  f"{compute['ort_fp32_gflops']:.0f} ({compute['ort_fp32_gflops'] / compute['matmul_gflops']:.0%})")
     if result.int8_top1_agreement is not None:
         table.add_row("INT8 top-1 agreement with fp32", f"{100 * result.int8_top1_agreement:.1f} %")
     table.add_row("engine provider", result.engine_provider)
@@ -96,5 +104,6 @@ def bench(
         table.add_row("long file: seconds of audio / windows", f"{result.long_file['duration_s']:.0f} / "
                       f"{result.long_file['windows']}")
     console.print(table)
-    console.print(f"engine ran {result.engine_model}: {result.engine_model_reason}", soft_wrap=True)
+    console.print(f"scoring (--precision auto) runs {result.engine_model}: {result.engine_model_reason}",
+                  soft_wrap=True)
     console.print(f"figures written to {out}")

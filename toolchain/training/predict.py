@@ -45,7 +45,7 @@ def predict(
     checkpoint = load_checkpoint(checkpoint_path)
     files = list_inputs(input)
     out_csv = check_output_file(out_csv, "--out")
-    runtime = resolve_runtime(device, amp=False)
+    runtime = resolve_runtime(device, mixed_precision="off")
     model = checkpoint.build_model().to(runtime.device)
 
     cache = FeatureCache(Path(cache_dir), checkpoint.feature_config)

@@ -185,7 +185,7 @@ def train(
     progress = progress or NullProgress()
     note = on_note or (lambda message: None)
     config = config.resolved()  # lr, schedule, warm-up, zero-init: decided by the starting weights, recorded.
-    runtime = resolve_runtime(config.device)
+    runtime = resolve_runtime(config.device, mixed_precision=config.mixed_precision)
     run_dir = check_output_dir(run_dir_for(config), "--out")
     if not config.resume and not config.overwrite:
         _refuse_existing_run(run_dir)
