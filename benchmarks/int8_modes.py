@@ -15,9 +15,10 @@ the kernels) and every variant is timed against fp32 in one process, round-robin
 load; the speed-up is the median over `--repeats` rounds. `--layer-sweep` adds the first recipe plus each ResNet
 block in float (accuracy and speed cost of every exclusion).
 
-Recipe syntax: MODE[:float=LAYER+LAYER][:ops=Conv+Gemm][:calib=minmax|percentile|entropy][:pct=P][:clips=N]
+Recipe syntax: MODE[:float=LAYER+LAYER][:ops=Conv+Gemm][:calib=minmax|percentile|entropy][:pct=P][:clips=N][:sym]
 (no layer stays float unless float= names it; LAYER: PyTorch module name such as conv1, fc, layer4.1.conv2, or a
-block prefix such as layer4.1; clips: calibration clip count, default --calibration-clips). Without --recipes, the
+block prefix such as layer4.1; clips: calibration clip count, default --calibration-clips; sym: symmetric
+activation ranges). Without --recipes, the
 sweep behind toolchain.export.quantize.AUTO_ORDER runs. Prints one JSON line per recipe and appends them to results.jsonl.
 """
 
@@ -74,8 +75,10 @@ def parse_recipe(spec: str, default_clips: int) -> tuple[Int8Recipe, int]:
             fields["op_types"] = tuple(value.split("+"))
         elif key == "clips":
             clips = int(value)
+        elif key == "sym":
+            fields["symmetric_activations"] = True
         else:
-            raise SystemExit(f"recipe {spec!r}: unknown key {key!r} (calib, pct, float, ops, clips)")
+            raise SystemExit(f"recipe {spec!r}: unknown key {key!r} (calib, pct, float, ops, clips, sym)")
     return Int8Recipe(**fields), clips
 
 

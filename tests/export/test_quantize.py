@@ -189,3 +189,23 @@ def test_recipe_rejects_bad_values():
         Int8Recipe(calibrate="percentile", percentile=101)
     with pytest.raises(VariantRejectedError, match="auto"):
         Int8Recipe(Int8Mode.auto)
+
+
+def test_symmetric_activations_centre_every_activation_range_on_zero(exported_model, clip_features, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from toolchain.export.quantize import build_int8, prepare_for_int8
+
+    _, _, calibration = clip_features
+    prepared = prepare_for_int8(exported_model.model_path, tmp_path / "prepared.onnx")
+
+    def activation_zero_points(recipe: Int8Recipe) -> set[int]:
+        graph = onnx.load(build_int8(prepared, tmp_path / "q.onnx", calibration[:4], recipe)).graph
+        inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        return {int(inits[n.input[2]]) for n in graph.node  # Activations: QuantizeLinear of a non-initializer.
+                if n.op_type == "QuantizeLinear" and n.input[0] not in inits}
+
+    assert activation_zero_points(Int8Recipe(Int8Mode.s8s8, symmetric_activations=True)) == {0}
+    assert len(activation_zero_points(Int8Recipe(Int8Mode.s8s8))) > 1  # Asymmetric: fitted to each range.
+    assert Int8Recipe(symmetric_activations=True).settings()["symmetric_activations"] is True
