@@ -8,7 +8,7 @@ import json
 import pytest
 
 from toolchain.errors import VariantRejectedError
-from toolchain.export.int8_sensitivity import layer_sensitivity
+from toolchain.export.int8_sensitivity import STREAM_OP_TYPES, layer_sensitivity, stream_layers
 from toolchain.export.quantize import (
     FLOAT_ENDS,
     MODE_RECIPES,
@@ -37,7 +37,7 @@ def test_sensitivity_ranks_every_layer_by_the_noise_it_adds(exported_model, clip
 def test_fallback_keeps_sensitive_layers_float_then_gives_up_loudly(exported_model, clip_features, tmp_path):
     features, labels, calibration = clip_features
     out, report_path = tmp_path / "model.int8.onnx", tmp_path / "parity.int8.json"
-    with pytest.raises(VariantRejectedError, match="sensitive layers in float: 1 in float") as info:
+    with pytest.raises(VariantRejectedError, match="fallback: 1 most sensitive layer.s. in float") as info:
         quantize_int8(exported_model.model_path, out, calibration, features, labels=labels, min_agreement=1.01,
                       report_path=report_path)  # auto, and 101 %: no recipe passes, then the fallback runs.
     assert not out.exists() and "\n" not in str(info.value)
@@ -49,3 +49,17 @@ def test_fallback_keeps_sensitive_layers_float_then_gives_up_loudly(exported_mod
     assert tried[0][0] == next(name for name, _ in record["sqnr_loss_db"] if name not in FLOAT_ENDS)
     assert record["stopped"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["parity.int8.json"]
+    stream = [t for t in record["tried"] if t["op_types"] != "all"]  # Reached unless the speed floor stopped it.
+    assert all(t["op_types"] == list(STREAM_OP_TYPES) and set(t["float"]) <= set(record["stream_layers"])
+               for t in stream)
+    if "below" not in record["stopped"]:
+        assert [len(t["float"]) for t in stream] == [6, 11]  # The deeper half of the stream, then all of it.
+
+
+def test_the_residual_stream_is_what_each_block_reads_and_its_skip_carries(exported_model, tmp_path):
+    prepared = prepare_for_int8(exported_model.model_path, tmp_path / "pre.onnx")
+    stream = stream_layers(prepared, layer_nodes(prepared))
+    blocks = [f"layer{stage}.{block}" for stage in range(1, 5) for block in range(2)]  # resnet18: 4 x 2 blocks.
+    assert stream == [name for block in blocks for name in (f"{block}.conv1", f"{block}.downsample.0")
+                      if name in stream]  # Graph order.
+    assert set(stream) == {f"{b}.conv1" for b in blocks} | {f"layer{s}.0.downsample.0" for s in (2, 3, 4)}
