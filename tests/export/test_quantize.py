@@ -209,3 +209,10 @@ def test_symmetric_activations_centre_every_activation_range_on_zero(exported_mo
     assert activation_zero_points(Int8Recipe(Int8Mode.s8s8, symmetric_activations=True)) == {0}
     assert len(activation_zero_points(Int8Recipe(Int8Mode.s8s8))) > 1  # Asymmetric: fitted to each range.
     assert Int8Recipe(symmetric_activations=True).settings()["symmetric_activations"] is True
+
+
+def test_a_recipe_describes_itself_in_one_short_line():
+    assert Int8Recipe().describe() == "u8s8 (conv1, fc in float)"
+    many = Int8Recipe(keep_float=tuple(f"layer3.{i}.conv1" for i in range(36)), op_types=("Conv", "Gemm"))
+    assert many.describe() == ("u8s8 (layer3.0.conv1, layer3.1.conv1, layer3.2.conv1, layer3.3.conv1, layer3.4.conv1, "
+                               "layer3.5.conv1, ... +30 in float), only Conv+Gemm quantized")

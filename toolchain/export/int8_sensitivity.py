@@ -193,7 +193,8 @@ def float_fallback(
                               "tried": []}
     attempts = [(f"{k} most sensitive layer(s) in float", candidates[:k], recipe.op_types)
                 for k in sorted({min(step, len(candidates)) for step in FALLBACK_STEPS} - {0})]
-    attempts += [(f"the residual stream of the last {len(part)} block(s) in float", part, STREAM_OP_TYPES)
+    attempts += [(f"the residual stream in float (the Adds and {len(part)} of its {len(stream)} reader convs)", part,
+                  STREAM_OP_TYPES)
                  for part in dict.fromkeys((tuple(stream[len(stream) // 2:]), tuple(stream))) if part]
     last: VariantRejectedError | None = None
     for what, floats, op_types in attempts:

@@ -76,6 +76,9 @@ class _FeatureReader:
         self._next = 0
 
 
+DESCRIBED_LAYERS = 6  # Float layers a recipe's one-line description names; the rest are counted.
+
+
 @dataclass(frozen=True)
 class Int8Recipe:
     """How one INT8 model is built; `settings()` spells it out for the report.
@@ -105,9 +108,13 @@ class Int8Recipe:
             raise VariantRejectedError(f"percentile {self.percentile}: use a value in (50, 100], e.g. 99.999")
 
     def describe(self) -> str:
-        """One line for messages: `u8s8 (conv1, fc in float)`."""
-        floats = f" ({', '.join(self.keep_float)} in float)" if self.keep_float else ""
-        return f"{self.mode.value}{floats}"
+        """One line for messages: `u8s8 (conv1, fc in float)`; long lists are cut: `(conv1, fc, ... +52 in float)`."""
+        shown = ", ".join(self.keep_float[:DESCRIBED_LAYERS])
+        if len(self.keep_float) > DESCRIBED_LAYERS:
+            shown += f", ... +{len(self.keep_float) - DESCRIBED_LAYERS}"
+        floats = f" ({shown} in float)" if self.keep_float else ""
+        ops = f", only {'+'.join(self.op_types)} quantized" if self.op_types else ""
+        return f"{self.mode.value}{floats}{ops}"
 
     def settings(self) -> dict[str, Any]:
         activation, weight, reduce_range = _quant_types(self.mode)
