@@ -137,7 +137,8 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-# Instruction-set extensions that decide which INT8 kernels ONNX Runtime's CPU provider runs fast.
+# Instruction-set extensions that decide which INT8 kernels ONNX Runtime's CPU provider runs fast (avx2, vnni,
+# amx) and whether training can autocast to bf16 on the CPU (bf16).
 ISA_FLAGS = {"avx2": ("avx2",), "avx512": ("avx512f",), "vnni": ("avx512_vnni", "avx_vnni"),
              "amx": ("amx_int8",), "bf16": ("avx512_bf16", "amx_bf16")}
 

@@ -93,7 +93,8 @@ def train(
 
     config = TrainConfig(
         data=str(data), test=str(test) if test else None, out=str(out) if out else None, arch=arch.value,
-        weights=weights, device=device.value, mixed_precision=mixed_precision.value, epochs=epochs, batch_size=batch_size, lr=lr,
+        weights=weights, device=device.value, mixed_precision=mixed_precision.value, epochs=epochs,
+        batch_size=batch_size, lr=lr,
         val_fraction=val_fraction, seed=seed, patience=patience, resume=str(resume) if resume else None,
         cache_dir=str(cache_dir), num_workers=num_workers, bn_recalibration_batches=bn_recalibration_batches,
         overwrite=overwrite, resume_with_new_data=resume_with_new_data, augment=augment, time_shift=time_shift,
