@@ -49,29 +49,29 @@ if [ "$PROVIDER" = cuda ]; then
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$WORK/gpu.txt" \
         || die "nvidia-smi sees no GPU"
 fi
-"$BIN/python" - "$PROVIDER" >"$WORK/preflight.json" <<'EOF' || die "preflight: $(tail -1 "$WORK/preflight.json")"
+"$BIN/python" - "$PROVIDER" "$WORK/probe.onnx" >"$WORK/preflight.json" <<'EOF' \
+    || die "preflight: $(tail -1 "$WORK/preflight.json")"
 import json, sys
 import onnx, onnxruntime, torch
 from onnx import TensorProto, helper
 from toolchain.inference import providers as p
-provider = sys.argv[1]
+from toolchain.inference.session import open_session
+provider, probe = sys.argv[1], sys.argv[2]
 info = {"torch": torch.__version__, "torch_cuda": torch.version.cuda, "onnxruntime": onnxruntime.__version__,
         "ort_providers": onnxruntime.get_available_providers(), "cuda_visible_to_torch": torch.cuda.is_available()}
 if provider == "cuda":
     if not torch.cuda.is_available():
         sys.exit(print("torch sees no CUDA device (a CPU-only torch build, or no driver)"))
     info["torch_gpu"] = torch.cuda.get_device_name(0)
-    report = p.preload_cuda_libraries()
-    tiny = helper.make_model(helper.make_graph(  # One Relu: does the CUDA EP really take a session?
+    onnx.save(helper.make_model(helper.make_graph(  # One Relu: does the CUDA EP really take a session?
         [helper.make_node("Relu", ["x"], ["y"])], "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])]), opset_imports=[helper.make_opsetid("", 17)])
-    ran = "none"
-    if p.CUDA_EP in onnxruntime.get_available_providers():
-        session = onnxruntime.InferenceSession(tiny.SerializeToString(), providers=p.execution_providers(True))
-        ran = session.get_providers()[0]
-    if ran != p.CUDA_EP:
-        sys.exit(print(p.cuda_unavailable_message(onnxruntime.get_available_providers(), p.cuda_driver_present(),
-                                                  ran if ran != "none" else None, report)))
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])]), opset_imports=[helper.make_opsetid("", 17)]),
+        probe)
+    available = onnxruntime.get_available_providers()
+    ran = open_session(probe, p.CUDA_EP).get_providers()[0] if p.CUDA_EP in available else None
+    if ran != p.CUDA_EP:  # The engine's own one-line diagnosis (driver, CUDA/cuDNN libraries, the fix).
+        sys.exit(print(p.cuda_unavailable_message(available, p.cuda_driver_present(), ran,
+                                                  p.preload_cuda_libraries())))
 print(json.dumps(info))
 EOF
 

@@ -113,10 +113,11 @@ else
 import csv, os
 from pathlib import Path
 import torch
-from toolchain.certify import ExportOptions, export_and_certify
-from toolchain.checkpoint import best_checkpoint_name, make_payload, save_checkpoint
-from toolchain.features import FeatureConfig
-from toolchain.model import build_model
+from toolchain.audio.config import FeatureConfig
+from toolchain.export.certify import ExportOptions, export_and_certify
+from toolchain.training.checkpoint import make_payload, save_checkpoint
+from toolchain.training.config import best_checkpoint_name
+from toolchain.training.model import build_model
 
 torch.manual_seed(0)
 fsdd, out = Path(os.environ["FSDD"]), Path(os.environ["OUT"])

@@ -31,7 +31,7 @@ from toolchain.audio.decode import check_audio_file, find_audio_files
 from toolchain.errors import AudioDecodeError, DatasetError, ScoringError
 from toolchain.inference.providers import CPU_EP
 from toolchain.inference.session import open_session
-from toolchain.io import available_cores, write_json
+from toolchain.io import available_cores, cpu_isa, write_json
 from toolchain.progress import NullProgress, ProgressReporter
 
 
@@ -85,13 +85,10 @@ def _machine() -> dict[str, Any]:
     import onnxruntime
     import torch
 
-    cpu = ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    isa = cpu_isa()
     return {
-        "cpu": cpu or platform.processor(),
+        "cpu": isa.pop("model") or platform.processor(),
+        "isa": isa,  # The instruction-set features that pick ORT's INT8 kernels (and CPU bf16).
         "cores": available_cores(),
         "python": platform.python_version(),
         "torch": torch.__version__,
