@@ -8,6 +8,7 @@ import json
 import pytest
 
 from toolchain.errors import VariantRejectedError
+from toolchain.export import int8_sensitivity
 from toolchain.export.int8_sensitivity import STREAM_OP_TYPES, layer_sensitivity, stream_layers
 from toolchain.export.quantize import (
     FLOAT_ENDS,
@@ -34,7 +35,10 @@ def test_sensitivity_ranks_every_layer_by_the_noise_it_adds(exported_model, clip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pre.onnx", "q.onnx"]  # Probes removed.
 
 
-def test_fallback_keeps_sensitive_layers_float_then_gives_up_loudly(exported_model, clip_features, tmp_path):
+@pytest.mark.parametrize("speed_floor", [0.0, 1000.0])  # Every step is tried; the first step is too slow.
+def test_fallback_keeps_sensitive_layers_float_then_gives_up_loudly(exported_model, clip_features, tmp_path,
+                                                                   monkeypatch, speed_floor):
+    monkeypatch.setattr(int8_sensitivity, "MIN_FALLBACK_SPEEDUP", speed_floor)  # Else the path hangs on timing.
     features, labels, calibration = clip_features
     out, report_path = tmp_path / "model.int8.onnx", tmp_path / "parity.int8.json"
     with pytest.raises(VariantRejectedError, match="fallback: 1 most sensitive layer.s. in float") as info:
@@ -44,16 +48,20 @@ def test_fallback_keeps_sensitive_layers_float_then_gives_up_loudly(exported_mod
     record = json.loads(report_path.read_text())["settings"]["float_fallback"]
     assert record["recipe"] == "u8s8 (conv1, fc in float)" and record["sqnr_loss_db"]
     tried = [t["float"] for t in record["tried"]]
-    assert tried and len(tried[0]) == 1 and all(len(a) < len(b) for a, b in zip(tried, tried[1:]))
+    sqnr = [t["float"] for t in record["tried"] if t["op_types"] == "all"]  # The first stage: 1, 2, 4, ... layers.
+    assert sqnr and len(sqnr[0]) == 1 and all(len(a) < len(b) for a, b in zip(sqnr, sqnr[1:]))
+    assert tried[:len(sqnr)] == sqnr  # The stream stage comes after it.
     assert not set(FLOAT_ENDS) & {layer for t in tried for layer in t}  # Only layers not already float.
-    assert tried[0][0] == next(name for name, _ in record["sqnr_loss_db"] if name not in FLOAT_ENDS)
-    assert record["stopped"]
+    assert sqnr[0][0] == next(name for name, _ in record["sqnr_loss_db"] if name not in FLOAT_ENDS)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["parity.int8.json"]
-    stream = [t for t in record["tried"] if t["op_types"] != "all"]  # Reached unless the speed floor stopped it.
+    if speed_floor:
+        assert len(tried) == 1 and "below 1000.0x: not worth shipping" in record["stopped"]
+        return
+    assert record["stopped"] == "every fallback step missed the gate"
+    stream = [t for t in record["tried"] if t["op_types"] != "all"]
     assert all(t["op_types"] == list(STREAM_OP_TYPES) and set(t["float"]) <= set(record["stream_layers"])
                for t in stream)
-    if "below" not in record["stopped"]:
-        assert [len(t["float"]) for t in stream] == [6, 11]  # The deeper half of the stream, then all of it.
+    assert [len(t["float"]) for t in stream] == [6, 11]  # The deeper half of the stream, then all of it.
 
 
 def test_the_residual_stream_is_what_each_block_reads_and_its_skip_carries(exported_model, tmp_path):
