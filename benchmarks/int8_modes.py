@@ -15,10 +15,10 @@ the kernels) and every variant is timed against fp32 in one process, round-robin
 load; the speed-up is the median over `--repeats` rounds. `--layer-sweep` adds the first recipe plus each ResNet
 block in float (accuracy and speed cost of every exclusion).
 
-Recipe syntax: MODE[:float=LAYER+LAYER][:ops=Conv+Gemm][:calib=minmax|percentile|entropy][:pct=P][:clips=N][:sym]
+Recipe syntax: MODE[:float=LAYER+LAYER][:ops=Conv+Gemm][:calib=minmax|percentile|entropy][:pct=P][:clips=N][:sym][:skips]
 (no layer stays float unless float= names it; LAYER: PyTorch module name such as conv1, fc, layer4.1.conv2, or a
 block prefix such as layer4.1; clips: calibration clip count, default --calibration-clips; sym: symmetric
-activation ranges). Without --recipes, the
+activation ranges; skips: the residual skip paths in float, with ops=Conv+Gemm). Without --recipes, the
 sweep behind toolchain.export.quantize.AUTO_ORDER runs. Prints one JSON line per recipe and appends them to results.jsonl.
 """
 
@@ -77,8 +77,10 @@ def parse_recipe(spec: str, default_clips: int) -> tuple[Int8Recipe, int]:
             clips = int(value)
         elif key == "sym":
             fields["symmetric_activations"] = True
+        elif key == "skips":
+            fields["float_skips"] = True
         else:
-            raise SystemExit(f"recipe {spec!r}: unknown key {key!r} (calib, pct, float, ops, clips, sym)")
+            raise SystemExit(f"recipe {spec!r}: unknown key {key!r} (calib, pct, float, ops, clips, sym, skips)")
     return Int8Recipe(**fields), clips
 
 
@@ -94,7 +96,8 @@ def blocks(layers: list[str]) -> list[str]:
 
 def structure_key(recipe: Int8Recipe) -> Int8Recipe:
     """The recipe without its calibration choices: what decides which kernels run."""
-    return Int8Recipe(mode=recipe.mode, keep_float=recipe.keep_float, op_types=recipe.op_types)
+    return Int8Recipe(mode=recipe.mode, keep_float=recipe.keep_float, op_types=recipe.op_types,
+                      float_skips=recipe.float_skips)
 
 
 def accuracy(logits: np.ndarray, labels: list[str | None], classes: tuple[str, ...]) -> float | None:
@@ -144,6 +147,8 @@ def recipe_name(recipe: Int8Recipe) -> str:
         parts.append("float=" + "+".join(recipe.keep_float))
     if recipe.op_types:
         parts.append("ops=" + "+".join(recipe.op_types))
+    if recipe.float_skips:
+        parts.append("skips")
     return ":".join(parts)
 
 

@@ -61,7 +61,8 @@ def test_fallback_keeps_sensitive_layers_float_then_gives_up_loudly(exported_mod
     stream = [t for t in record["tried"] if t["op_types"] != "all"]
     assert all(t["op_types"] == list(STREAM_OP_TYPES) and set(t["float"]) <= set(record["stream_layers"])
                for t in stream)
-    assert [len(t["float"]) for t in stream] == [6, 11]  # The deeper half of the stream, then all of it.
+    # The skip paths in float (every conv INT8), then the deeper half of the stream, then all of it.
+    assert [(len(t["float"]), t["float_skips"]) for t in stream] == [(0, True), (6, False), (11, False)]
 
 
 def test_the_residual_stream_is_what_each_block_reads_and_its_skip_carries(exported_model, tmp_path):

@@ -19,6 +19,7 @@ from toolchain.export.quantize import (
     auto_order,
     build_int8,
     convert_fp16,
+    layer_nodes,
     prepare_for_int8,
     quantize_int8,
 )
@@ -156,6 +157,34 @@ def test_conv_gemm_only_leaves_residual_adds_in_float(exported_model, clip_featu
         return sum(1 for node in graph.node if node.op_type == "QuantizeLinear" and node.input[0] in adds)
 
     assert quantized_add_outputs(everything) > 0 and quantized_add_outputs(convs_only) == 0
+
+
+def test_float_skip_paths_give_the_residual_adds_the_float_stream(exported_model, clip_features, tmp_path):
+    features, _, calibration = clip_features
+    prepared = prepare_for_int8(exported_model.model_path, tmp_path / "pre.onnx")
+    plain = build_int8(prepared, tmp_path / "cg.onnx", calibration, Int8Recipe(op_types=("Conv", "Gemm")))
+    skips = build_int8(prepared, tmp_path / "skips.onnx", calibration,
+                       Int8Recipe(op_types=("Conv", "Gemm"), float_skips=True))
+    before = onnx.load(str(prepared)).graph  # Each residual Add reads one tensor that a Conv reads too.
+    conv_inputs = {n.input[0] for n in before.node if n.op_type == "Conv"}
+    stream_reads = {(n.name, name) for n in before.node if n.op_type == "Add" for name in n.input
+                    if name in conv_inputs}
+    graph = onnx.load(str(skips)).graph
+    made_by = {out: n.op_type for n in graph.node for out in n.output}
+    assert stream_reads and {(n.name, name) for n in graph.node if n.op_type == "Add" for name in n.input
+                             if made_by.get(name) != "DequantizeLinear"} == stream_reads
+    first = layer_nodes(prepared)["conv1"]  # Float in the recipe; every other conv still reads 8 bits.
+    assert all(made_by[n.input[0]] == "DequantizeLinear" for n in graph.node if n.op_type == "Conv" and n.name != first)
+    reference = open_session(exported_model.model_path).run([OUTPUT_NAME], {INPUT_NAME: features})[0]
+
+    def error(path) -> float:
+        logits = open_session(path).run([OUTPUT_NAME], {INPUT_NAME: features})[0]
+        return float(np.linalg.norm(logits - reference) / np.linalg.norm(reference))
+
+    assert error(skips) < error(plain)  # The stream is no longer rounded at every block.
+    assert Int8Recipe(op_types=("Conv", "Gemm"), float_skips=True).describe().endswith(", float skip paths")
+    with pytest.raises(VariantRejectedError, match="float_skips needs the residual Adds in float"):
+        Int8Recipe(float_skips=True)
 
 
 def test_unknown_keep_float_layer_is_refused_without_leaving_a_file(exported_model, clip_features, tmp_path):

@@ -1,13 +1,13 @@
 """Which layers INT8 hurts: the signal-to-quantization-noise ratio each Conv/Gemm loses, measured on the
 calibration clips, so the gate's fallback can keep the most sensitive layers in float, fewest first; and, when that
-is not enough, the residual stream in float.
+is not enough, the residual stream's skip paths in float, then the stream itself.
 
-Why the second stage: in a deep ResNet the error is not in a few layers. Each block reads the residual stream
-(the tensor its skip connection carries), and QDQ rounds that stream to 8 bits at every block's Add and at every
-Conv that reads it; a float Conv does not help while its input was rounded where it was produced. A ResNet152
-trained on FSDD (5-s clips) agreed 80.8 % with fp32 under the default recipe and did not move with its 16 most
-sensitive convs in float (all of them stream readers), but reached 99.5 % with the Adds and the stream-reading
-convs in float (docs/performance.md).
+Why the later stages: in a deep ResNet the error is not in a few layers. QDQ gives the residual stream (the tensor
+a block's skip connection carries) one 8-bit copy shared by all its readers, so the stream is rounded again at every
+block's Add and the rounding accumulates over the blocks. A ResNet152 trained on FSDD (5-s clips) agreed 86.0 %
+with fp32 on its validation clips under the default recipe and did not move with its 16 most sensitive convs in
+float; with the skip paths in float (`quantize.float_skip_paths`; every conv still INT8) it agreed 99.3 %, and
+with the Adds and every stream-reading conv in float 99.5 % at a lower speed (docs/performance.md).
 
 Both models (the prepared fp32 graph and its QDQ INT8 build) get every layer's input and output tensor as extra
 graph outputs (QDQ keeps the float tensor names) and run on the same clips. A layer's SQNR is
@@ -170,9 +170,9 @@ def float_fallback(
     progress: ProgressReporter, rejected: list[str],
 ) -> VariantReport:
     """`recipe` again with its most sensitive layers (`int8_sensitivity.layer_sensitivity`) in float, 1, 2, 4, ...
-    of them, then with the residual stream in float (the Adds and the stream-reading convs of the deeper half,
-    then of all blocks: `stream_layers`), until the gate passes or the speed-up over fp32 falls below
-    MIN_FALLBACK_SPEEDUP."""
+    of them, then with the skip paths in float (`quantize.float_skip_paths`: every conv stays INT8), then with the
+    residual stream in float (the Adds and the stream-reading convs of the deeper half, then of all blocks:
+    `stream_layers`), until the gate passes or the speed-up over fp32 falls below MIN_FALLBACK_SPEEDUP."""
     scratch = out_path.parent
     prepared, probe = scratch / f".{out_path.name}.sens.pre.onnx", scratch / f".{out_path.name}.sens.onnx"
     progress.start("sensitivity", f"INT8 {recipe.describe()}: per-layer error on {SENSITIVITY_CLIPS} clips", None)
@@ -191,14 +191,18 @@ def float_fallback(
     stream = [layer for layer in stream if layer not in already]
     record: dict[str, Any] = {"recipe": recipe.describe(), "sqnr_loss_db": ranking[:16], "stream_layers": stream,
                               "tried": []}
-    attempts = [(f"{k} most sensitive layer(s) in float", candidates[:k], recipe.op_types)
+    attempts = [(f"{k} most sensitive layer(s) in float", candidates[:k], recipe.op_types, False)
                 for k in sorted({min(step, len(candidates)) for step in FALLBACK_STEPS} - {0})]
+    if stream:
+        attempts.append(("the skip paths in float (the Adds read the float stream, every conv stays INT8)", [],
+                         STREAM_OP_TYPES, True))
     attempts += [(f"the residual stream in float (the Adds and {len(part)} of its {len(stream)} reader convs)", part,
-                  STREAM_OP_TYPES)
+                  STREAM_OP_TYPES, False)
                  for part in dict.fromkeys((tuple(stream[len(stream) // 2:]), tuple(stream))) if part]
     last: VariantRejectedError | None = None
-    for what, floats, op_types in attempts:
-        attempt = dataclasses.replace(recipe, keep_float=(*recipe.keep_float, *floats), op_types=op_types)
+    for what, floats, op_types, skips in attempts:
+        attempt = dataclasses.replace(recipe, keep_float=(*recipe.keep_float, *floats), op_types=op_types,
+                                      float_skips=skips)
         try:
             report = quantize_one(fp32_path, out_path, calibration, evaluation, labels, attempt, min_agreement,
                                   report_path, progress)
@@ -206,6 +210,7 @@ def float_fallback(
             last = exc
             speedup = _speedup(exc.report)
             record["tried"].append({"what": what, "float": list(floats), "op_types": list(op_types) or "all",
+                                    "float_skips": skips,
                                     "agreement": exc.report.top1_agreement if exc.report else None,
                                     "speedup": speedup})
             if speedup is not None and speedup < MIN_FALLBACK_SPEEDUP:
@@ -213,7 +218,7 @@ def float_fallback(
                     "not worth shipping"
                 break
             continue
-        record["kept"] = f"{what}: {', '.join(floats)}"
+        record["kept"] = f"{what}: {', '.join(floats)}" if floats else what
         report = dataclasses.replace(report, settings={**report.settings, "rejected": rejected,
                                                        "float_fallback": record})
         if report_path:

@@ -97,10 +97,16 @@ class Int8Recipe:
     # Activation ranges centred on 0 (ORT's ActivationSymmetric; Intel Neural Compressor's choice for s8
     # activations). With u8 activations after a ReLU it halves the resolution, so it is off unless asked.
     symmetric_activations: bool = False
+    # The residual skip path in float (`float_skip_paths`): where a tensor is read by a quantized Conv and by a float
+    # node (a residual Add), the float node reads the tensor itself instead of its 8-bit copy, so the stream is not
+    # rounded again at every block; the convs still read 8 bits. Needs the Adds in float (op_types without "Add").
+    float_skips: bool = False
 
     def __post_init__(self) -> None:
         if self.mode is Int8Mode.auto:
             raise VariantRejectedError("an Int8Recipe needs a concrete mode: auto is a list of recipes (AUTO_ORDER)")
+        if self.float_skips and (not self.op_types or "Add" in self.op_types):
+            raise VariantRejectedError("float_skips needs the residual Adds in float: set op_types=('Conv', 'Gemm')")
         if self.calibrate not in CALIBRATION_METHODS:
             raise VariantRejectedError(
                 f"calibration method {self.calibrate!r}: use one of {', '.join(CALIBRATION_METHODS)}")
@@ -114,7 +120,8 @@ class Int8Recipe:
             shown += f", ... +{len(self.keep_float) - DESCRIBED_LAYERS}"
         floats = f" ({shown} in float)" if self.keep_float else ""
         ops = f", only {'+'.join(self.op_types)} quantized" if self.op_types else ""
-        return f"{self.mode.value}{floats}{ops}"
+        skips = ", float skip paths" if self.float_skips else ""
+        return f"{self.mode.value}{floats}{ops}{skips}"
 
     def settings(self) -> dict[str, Any]:
         activation, weight, reduce_range = _quant_types(self.mode)
@@ -127,6 +134,8 @@ class Int8Recipe:
             settings["percentile"] = self.percentile
         if self.symmetric_activations:
             settings["symmetric_activations"] = True
+        if self.float_skips:
+            settings["float_skips"] = True
         return settings
 
 
@@ -243,7 +252,52 @@ def build_int8(
         nodes_to_exclude=excluded, op_types_to_quantize=list(recipe.op_types) or None, extra_options=extra,
     )
     progress.finish("calibrate")
+    if recipe.float_skips:
+        float_skip_paths(prepared_path, out_path)
     return Path(out_path)
+
+
+def float_skip_paths(prepared_path: str | Path, int8_path: str | Path) -> int:
+    """Rewire the QDQ model at `int8_path` (in place) so that float nodes read a tensor, not its 8-bit copy, where
+    a quantized Conv/Gemm reads that copy too: in a ResNet, the residual Add reads the stream in float while the
+    block's convs read it in 8 bits. Returns the number of edges rewired.
+
+    Why: QDQ gives a tensor one Q/DQ pair shared by all its readers, so with the Adds in float the skip path still
+    carried the 8-bit stream, rounded again at every block; ORT's optimizer even fuses DQ -> Add -> Q back into an
+    8-bit QLinearAdd. Over the 50 blocks of a ResNet152 that rounding, not the convs, was the error (a torch
+    simulation of the convs' 8-bit inputs and weights alone agreed 99.3 %; docs/performance.md). A rewired edge
+    computes exactly what the fp32 model computes there. Skipped where the quantizer folded an activation into its
+    Q (the tensor's producer differs from the prepared graph's, e.g. a removed Relu): the raw tensor would be wrong.
+    """
+    import onnx
+
+    model = onnx.load(str(int8_path))
+    graph = model.graph
+    before = {o: n.op_type for n in onnx.load(str(prepared_path), load_external_data=False).graph.node for o in n.output}
+    producer = {o: n for n in graph.node for o in n.output}
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    quantized_readers = ("Conv", "Gemm", "MatMul")
+    rewired = 0
+    for node in graph.node:
+        if node.op_type in (*quantized_readers, "QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i, name in enumerate(node.input):
+            dq = producer.get(name)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is None or q.op_type != "QuantizeLinear":
+                continue
+            source = q.input[0]
+            made_by = producer.get(source)
+            if made_by is None or before.get(source) != made_by.op_type:
+                continue
+            if any(r.op_type in quantized_readers for r in readers.get(name, ())):
+                node.input[i] = source
+                rewired += 1
+    onnx.save_model(model, str(int8_path), save_as_external_data=False)
+    return rewired
 
 
 def quantize_int8(
