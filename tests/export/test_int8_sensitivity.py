@@ -38,7 +38,7 @@ def test_sensitivity_ranks_every_layer_by_the_noise_it_adds(exported_model, clip
 @pytest.mark.parametrize("speed_floor", [0.0, 1000.0])  # Every step is tried; the first step is too slow.
 def test_fallback_keeps_sensitive_layers_float_then_gives_up_loudly(exported_model, clip_features, tmp_path,
                                                                    monkeypatch, speed_floor):
-    monkeypatch.setattr(int8_sensitivity, "MIN_FALLBACK_SPEEDUP", speed_floor)  # Else the path hangs on timing.
+    monkeypatch.setattr(int8_sensitivity, "MIN_FALLBACK_SPEEDUP", speed_floor)  # Else the path depends on timing.
     features, labels, calibration = clip_features
     out, report_path = tmp_path / "model.int8.onnx", tmp_path / "parity.int8.json"
     with pytest.raises(VariantRejectedError, match="fallback: 1 most sensitive layer.s. in float") as info:

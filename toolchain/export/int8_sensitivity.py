@@ -28,6 +28,7 @@ from toolchain.errors import VariantRejectedError
 from toolchain.export.quantize import (
     Int8Recipe,
     build_int8,
+    graph_links,
     layer_nodes,
     match_layers,
     prepare_for_int8,
@@ -78,10 +79,7 @@ def _layer_tensors(prepared_path: Path, int8_path: Path, layers: dict[str, str])
 
     graph = onnx.load(str(prepared_path), load_external_data=False).graph
     nodes = {n.name: n for n in graph.node}
-    consumers: dict[str, list] = {}
-    for n in graph.node:
-        for name in n.input:
-            consumers.setdefault(name, []).append(n)
+    _, consumers = graph_links(graph)
     shared = _tensor_names(prepared_path) & _tensor_names(int8_path)
 
     def measured(tensor: str) -> str | None:
@@ -146,13 +144,10 @@ def stream_layers(model_path: str | Path, layers: dict[str, str]) -> list[str]:
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
-    readers: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
+    _, readers = graph_links(graph)
     by_node = {node: layer for layer, node in layers.items()}
     return [by_node[n.name] for n in graph.node
-            if n.name in by_node and n.op_type == "Conv" and readers.get(n.input[0], 0) > 1]
+            if n.name in by_node and n.op_type == "Conv" and len(readers.get(n.input[0], ())) > 1]
 
 
 STREAM_OP_TYPES = ("Conv", "Gemm")  # Quantized when the stream stays float: the residual Adds are not.

@@ -257,32 +257,36 @@ def build_int8(
     return Path(out_path)
 
 
-def float_skip_paths(prepared_path: str | Path, int8_path: str | Path) -> int:
+def graph_links(graph) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """(the node that produces each tensor, the nodes that read each tensor) of an ONNX graph."""
+    producer = {out: node for node in graph.node for out in node.output}
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return producer, readers
+
+
+def float_skip_paths(prepared_path: str | Path, int8_path: str | Path) -> None:
     """Rewire the QDQ model at `int8_path` (in place) so that float nodes read a tensor, not its 8-bit copy, where
     a quantized Conv/Gemm reads that copy too: in a ResNet, the residual Add reads the stream in float while the
-    block's convs read it in 8 bits. Returns the number of edges rewired.
+    block's convs read it in 8 bits.
 
     Why: QDQ gives a tensor one Q/DQ pair shared by all its readers, so with the Adds in float the skip path still
     carried the 8-bit stream, rounded again at every block; ORT's optimizer even fuses DQ -> Add -> Q back into an
     8-bit QLinearAdd. Over the 50 blocks of a ResNet152 that rounding, not the convs, was the error (a torch
     simulation of the same quantization with a float skip path agreed 99.3 %, ORT's QDQ model 86.0 %;
-    docs/performance.md). A rewired edge
-    computes exactly what the fp32 model computes there. Skipped where the quantizer folded an activation into its
-    Q (the tensor's producer differs from the prepared graph's, e.g. a removed Relu): the raw tensor would be wrong.
+    docs/performance.md). A rewired edge computes exactly what the fp32 model computes there. Skipped where the
+    quantizer folded an activation into its Q (the tensor's producer differs from the prepared graph's, e.g. a
+    removed Relu): the raw tensor would be wrong.
     """
     import onnx
 
     model = onnx.load(str(int8_path))
-    graph = model.graph
-    before = {o: n.op_type for n in onnx.load(str(prepared_path), load_external_data=False).graph.node for o in n.output}
-    producer = {o: n for n in graph.node for o in n.output}
-    readers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    before, _ = graph_links(onnx.load(str(prepared_path), load_external_data=False).graph)
+    producer, readers = graph_links(model.graph)
     quantized_readers = ("Conv", "Gemm", "MatMul")
-    rewired = 0
-    for node in graph.node:
+    for node in model.graph.node:
         if node.op_type in (*quantized_readers, "QuantizeLinear", "DequantizeLinear"):
             continue
         for i, name in enumerate(node.input):
@@ -290,15 +294,12 @@ def float_skip_paths(prepared_path: str | Path, int8_path: str | Path) -> int:
             q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
             if q is None or q.op_type != "QuantizeLinear":
                 continue
-            source = q.input[0]
-            made_by = producer.get(source)
-            if made_by is None or before.get(source) != made_by.op_type:
+            source, made_by = q.input[0], producer.get(q.input[0])
+            if made_by is None or source not in before or before[source].op_type != made_by.op_type:
                 continue
             if any(r.op_type in quantized_readers for r in readers.get(name, ())):
                 node.input[i] = source
-                rewired += 1
     onnx.save_model(model, str(int8_path), save_as_external_data=False)
-    return rewired
 
 
 def quantize_int8(
