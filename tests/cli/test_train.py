@@ -6,6 +6,7 @@ Audio: Free Spoken Digit Dataset (Jakobovski/free-spoken-digit-dataset), CC BY-S
 from __future__ import annotations
 
 import csv
+import importlib
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from support import assert_user_error, fsdd_rows
 from typer.testing import CliRunner
 
 from toolchain.cli import app
+from toolchain.training.checkpoint import load_checkpoint
 from toolchain.training.config import Arch, TrainConfig
 from toolchain.training.model import imagenet_weights_path
 
@@ -164,3 +166,43 @@ def test_ctrl_c_names_the_checkpoint_to_resume_from(manifest, tmp_path):
             proc.kill()
     assert proc.returncode == 130, seen + err
     assert f"--resume {run / 'resnet_18_last.pth'}" in err and "Traceback" not in err
+
+
+def test_an_interrupted_resume_says_how_to_continue(manifest, tmp_path, monkeypatch):
+    """Each command is interrupted where Ctrl-C during its next epoch would surface (a KeyboardInterrupt after its
+    first epoch): a fresh run names the --resume to add; a resumed one says to run the same command again, or which
+    --resume to pass instead when its last checkpoint went to another --out."""
+    training = importlib.import_module("toolchain.training.train")
+    real_train, before_training = training.train, {"interrupt": False}
+
+    def interrupted_train(config, progress=None, on_epoch=None, on_note=None):
+        def epoch_done(row):
+            on_epoch(row)
+            raise KeyboardInterrupt
+
+        def noted(message):
+            on_note(message)
+            if before_training["interrupt"] and message.startswith("resuming "):
+                raise KeyboardInterrupt
+
+        return real_train(config, progress, on_epoch=epoch_done, on_note=noted)
+
+    monkeypatch.setattr(training, "train", interrupted_train)
+    command = ["train", "--data", str(manifest), "--arch", "resnet18", "--weights", "none", "--epochs", "3",
+               "--batch-size", "8", "--cache-dir", str(tmp_path / "cache"), "--num-workers", "0", "--device", "cpu"]
+    run, other = tmp_path / "run", tmp_path / "other"
+    last = run / "resnet_18_last.pth"
+
+    def hint(*options: str) -> str:
+        result = runner.invoke(app, [*command, *options])
+        assert result.exit_code == 130 and isinstance(result.exception, SystemExit), result.output
+        return next(line for line in result.output.splitlines() if line.startswith("interrupted: "))
+
+    assert hint("--out", str(run)).endswith(f"plus --resume {last}")
+    again = hint("--out", str(run), "--resume", str(last))
+    assert "run the same command again" in again and f"--resume {last} " in again
+    assert load_checkpoint(last).epoch == 2  # The same command continues from the epoch it finished.
+    moved = hint("--out", str(other), "--resume", str(last))
+    assert f"with --resume {other / 'resnet_18_last.pth'} in place of --resume {last} " in moved
+    before_training["interrupt"] = True  # Interrupted before an epoch of its own: its --resume is still the latest.
+    assert "run the same command again" in hint("--out", str(tmp_path / "third"), "--resume", str(last))

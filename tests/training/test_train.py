@@ -284,6 +284,29 @@ def test_resume_on_other_data_is_refused_unless_asked_and_then_keeps_old_val_out
     assert old_val <= set(load_checkpoint(resumed.last_checkpoint).val_files)  # Never trained on.
 
 
+def test_resume_on_new_data_measures_the_best_on_the_new_validation_split(tiny, tiny_run, tmp_path, fsdd_dir):
+    """The carried best score was measured on the checkpoint's validation split: on new data the best checkpoint is
+    measured again on the new split before training, and that is the figure to beat and the one reported."""
+    _, snapshot = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(snapshot, run)
+    last = run / "resnet_18_last.pth"
+    raw = torch.load(last, map_location="cpu", weights_only=True)
+    raw["best_val_acc"] = raw["best_score"] = 1.0  # As if the old split had been easy: a score no new epoch reaches.
+    save_checkpoint(raw, last)
+    bigger = write_fsdd_manifest(fsdd_dir, tmp_path / "bigger.csv", speakers={"george", "jackson", "lucas", "theo"},
+                                 takes=range(1))
+    notes: list[str] = []
+    resumed = train(TrainConfig(**{**tiny, "data": str(bigger)}, epochs=3, resume=str(last),
+                                resume_with_new_data=True), on_note=notes.append)
+    summary = json.loads((run / "summary.json").read_text())
+    assert resumed.epochs_run == 1 and resumed.best_val_acc < 1.0
+    # The best checkpoint's accuracy on this run's validation split, whichever epoch it is.
+    assert summary["best_val_acc"] == pytest.approx(summary["final_val_acc"]) == resumed.best_val_acc
+    remeasured = [n for n in summary["notes"] if n.startswith("new data: the best checkpoint")]
+    assert len(remeasured) == 1 and "(was 1.000 on the checkpoint's)" in remeasured[0] and remeasured[0] in notes
+
+
 def test_an_existing_run_folder_is_refused_unless_overwrite(tiny, tiny_run, tmp_path):
     straight, _ = tiny_run
     run = tmp_path / "run"

@@ -104,7 +104,10 @@ def train(
     )
     config = dataclasses.replace(config, out=str(run_dir_for(config)))  # Known now, for the Ctrl-C hint.
 
+    finished: list[int] = []  # Epochs this command completed (their checkpoints are written).
+
     def report_epoch(row: dict[str, float]) -> None:
+        finished.append(int(row["epoch"]))
         console.print(f"epoch {int(row['epoch'])}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
                       f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} macro-F1 {row['val_macro_f1']:.3f}"
                       f" | lr {row['lr']:.2e} | "
@@ -117,10 +120,7 @@ def train(
         with rich_progress() as progress:
             result = run_training(config, progress, on_epoch=report_epoch, on_note=report_note)
     except KeyboardInterrupt:
-        last = Path(config.out) / last_checkpoint_name(config.arch)
-        hint = (f"continue with the same command plus --resume {last}" if last.is_file()
-                else "no epoch had finished, so there is nothing to resume")
-        typer.echo(f"interrupted: {hint}", err=True)
+        typer.echo(f"interrupted: {_resume_hint(config, bool(finished))}", err=True)
         raise typer.Exit(130) from None
 
     shown = sorted(result.failures.items())
@@ -136,6 +136,19 @@ def train(
     width = max(map(len, lines)) + 2
     for name, path in lines.items():
         typer.echo(f"{name + ':':<{width}}{path}")
+
+
+def _resume_hint(config: TrainConfig, epoch_finished: bool) -> str:
+    """How to continue an interrupted run: the run folder's last checkpoint after a finished epoch, else the
+    --resume the command already had (a resumed run writes its last checkpoint into its run folder, which is
+    the --resume file's own folder unless --out says otherwise)."""
+    last = Path(config.out) / last_checkpoint_name(config.arch)
+    if not config.resume:
+        return (f"continue with the same command plus --resume {last}" if epoch_finished
+                else "no epoch had finished, so there is nothing to resume")
+    if not epoch_finished or Path(config.resume).resolve() == last.resolve():
+        return f"run the same command again to continue: its --resume {config.resume} holds the latest epoch"
+    return f"run the same command with --resume {last} in place of --resume {config.resume} to continue"
 
 
 @app.command()

@@ -5,13 +5,13 @@
 best and last checkpoints every epoch -> reports of the best model (toolchain.training.reports).
 `--resume PATH` (a `*_last.pth`) restores weights, optimizer, scheduler and early-stopping state and starts at the
 next epoch; each epoch's shuffle is seeded by (seed, epoch), so a resumed run sees the batches an unbroken one would.
+On new data the best checkpoint is first re-measured on the new validation split (toolchain.training.resume).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -31,12 +31,7 @@ from toolchain.training import reports
 from toolchain.training.augment import NONE as NO_AUGMENTATION
 from toolchain.training.augment import Augmentation
 from toolchain.training.cache import FeatureCache
-from toolchain.training.checkpoint import (
-    Checkpoint,
-    load_checkpoint,
-    make_payload,
-    save_checkpoint,
-)
+from toolchain.training.checkpoint import make_payload, save_checkpoint
 from toolchain.training.config import TrainConfig, best_checkpoint_name, last_checkpoint_name
 from toolchain.training.data import content_hashes, data_fingerprint
 from toolchain.training.epochs import (
@@ -52,6 +47,7 @@ from toolchain.training.prepared import (
     loader_for,
     prepare_data,
 )
+from toolchain.training.resume import StopState, carried_state, carry_best, check_resume, remeasure_best
 from toolchain.training.runtime import (
     Runtime,
     resolve_runtime,
@@ -78,17 +74,6 @@ class TrainResult:
     notes: tuple[str, ...] = ()  # Warnings and notices about the data, given before training.
 
 
-@dataclass
-class _StopState:
-    """Best-so-far and early-stopping state; travels in the last checkpoint (these key names) for --resume."""
-
-    best_val_acc: float = -1.0  # Val accuracy of the best epoch.
-    best_epoch: int = 0
-    best_score: float = -1.0  # The best epoch's `select_on` value (checkpoints before it: its accuracy).
-    epochs_without_improvement: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-
-
 def default_run_dir(root: Path = Path("artifacts") / "runs") -> Path:
     """`<root>/<UTC YYYYmmddTHHMMSSZ>`, with a `-2`, `-3`... suffix when two runs start in the same second."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -110,34 +95,6 @@ def _refuse_existing_run(run_dir: Path) -> None:
         last = next((name for name in earlier if name.endswith("_last.pth")), earlier[0])
         raise TrainingError(f"--out {run_dir} already holds a training run ({', '.join(earlier)}): pass another "
                             f"--out, --resume {run_dir / last} to continue it, or --overwrite to replace it")
-
-
-def _resume_state(path: Path, config: TrainConfig, classes: list[str], fingerprint: str) -> Checkpoint:
-    """The last checkpoint, checked to fit this run (same arch, classes, features, split settings and data)."""
-    ckpt = load_checkpoint(path)
-    if "optimizer" not in ckpt.raw:
-        raise TrainingError(f"{path} has no optimizer state: resume from {last_checkpoint_name(ckpt.arch)}")
-    if ckpt.arch.value != config.arch:
-        raise TrainingError(f"{path} is a {ckpt.arch.value} checkpoint but --arch is {config.arch}: pass "
-                            f"--arch {ckpt.arch.value}")
-    if list(ckpt.classes) != classes:
-        raise TrainingError(f"{path} was trained on classes {list(ckpt.classes)}, the data has {classes}: resume "
-                            "with the same --data")
-    if ckpt.feature_config != config.feature_config:
-        raise TrainingError(f"{path} used another feature config: resume with the toolchain that made it")
-    for name in ("seed", "val_fraction"):
-        earlier = ckpt.train_args.get(name)
-        if earlier is not None and earlier != getattr(config, name) and not config.resume_with_new_data:
-            raise TrainingError(f"{path} was trained with --{name.replace('_', '-')} {earlier}, this run has "
-                                f"{getattr(config, name)}: another split would validate on trained clips; pass "
-                                f"--{name.replace('_', '-')} {earlier}")
-    recorded = ckpt.raw.get("data_fingerprint")
-    if recorded is not None and recorded != fingerprint and not config.resume_with_new_data:
-        raise TrainingError(
-            f"{path} was trained on other data than --data {config.data} (content fingerprint {recorded[:12]} != "
-            f"{fingerprint[:12]}): resume with the same data, or pass --resume-with-new-data to continue on this "
-            "data (the checkpoint's validation files are then kept out of training)")
-    return ckpt
 
 
 def scheduled_lr(config: TrainConfig, epoch: int) -> float | None:
@@ -195,14 +152,15 @@ def train(
         note(message)
     hashes = content_hashes(samples + test_samples)
     fingerprint = data_fingerprint(samples, hashes)
-    resumed = _resume_state(Path(config.resume), config, classes, fingerprint) if config.resume else None
+    resumed = check_resume(Path(config.resume), config, classes, fingerprint) if config.resume else None
     raw = resumed.raw if resumed else None
 
     seed_everything(config.seed)  # The fresh fc (and the whole net with --weights none) starts identically.
     model = build_model(config.arch, len(classes), weights="none" if raw else config.weights,
                         zero_init_residual=bool(config.zero_init_residual))
     model = model.to(runtime.device, memory_format=runtime.memory_format)
-    held_out = resumed.val_files if resumed and raw.get("data_fingerprint") != fingerprint else ()
+    new_data = raw is not None and raw.get("data_fingerprint") != fingerprint
+    held_out = resumed.val_files if new_data else ()
     data = prepare_data(samples, test_samples, classes, FeatureCache(config.cache_dir, config.feature_config),
                         val_fraction=config.val_fraction, seed=config.seed, num_workers=config.num_workers,
                         progress=progress, hashes=hashes, keep_out_of_training=held_out)
@@ -217,26 +175,26 @@ def train(
                                     label_smoothing=config.label_smoothing)
     eval_criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     augmentation = _augmentation(config)
-    state, start_epoch = _StopState(), 1
-    if raw is not None:
-        for part, saved in ((model, raw["state_dict"]), (optimizer, raw["optimizer"]),
-                            (scheduler, raw["scheduler"]), (scaler, raw.get("scaler"))):
-            if saved:
-                part.load_state_dict(saved)
-        state = _StopState(best_val_acc=float(raw["best_val_acc"]), best_epoch=int(raw["best_epoch"]),
-                           epochs_without_improvement=int(raw["epochs_without_improvement"]),
-                           history=list(raw["history"]), best_score=float(raw.get("best_score", raw["best_val_acc"])))
-        start_epoch = int(raw["epoch"]) + 1
-        note(f"resuming {config.resume} at epoch {start_epoch} of {config.epochs} (best so far: epoch "
-             f"{state.best_epoch}, val accuracy {state.best_val_acc:.3f})")
-        if not _carry_best(Path(config.resume), run_dir, best_checkpoint_name(config.arch)):
-            state.best_val_acc = state.best_score = -1.0  # No earlier best to carry: the first resumed one is.
-
     generator = torch.Generator()
     train_loader = loader_for(data, data.train, config.batch_size, runtime, generator,
                               balanced=config.balance == "sampler")
     val_loader = loader_for(data, data.val, config.batch_size, runtime)
     best_path, last_path = run_dir / best_checkpoint_name(config.arch), run_dir / last_checkpoint_name(config.arch)
+    state, start_epoch = StopState(), 1
+    if raw is not None:
+        for part, saved in ((model, raw["state_dict"]), (optimizer, raw["optimizer"]),
+                            (scheduler, raw["scheduler"]), (scaler, raw.get("scaler"))):
+            if saved:
+                part.load_state_dict(saved)
+        state, start_epoch = carried_state(raw), int(raw["epoch"]) + 1
+        note(f"resuming {config.resume} at epoch {start_epoch} of {config.epochs} (best so far: epoch "
+             f"{state.best_epoch}, val accuracy {state.best_val_acc:.3f} on the checkpoint's validation split)")
+        if not carry_best(Path(config.resume), run_dir, best_path.name):
+            state.best_val_acc = state.best_score = -1.0  # No earlier best to carry: the first resumed one is.
+        elif new_data:  # The carried score is from another validation split: measure the best on this one.
+            notes.append(remeasure_best(state, best_path, model, val_loader, eval_criterion, runtime, progress,
+                                        config.select_on, scheduler))
+            note(notes[-1])
     epochs_run, stopped_early = 0, state.epochs_without_improvement >= config.patience
     for epoch in range(start_epoch, config.epochs + 1):
         if stopped_early:
@@ -256,7 +214,7 @@ def train(
                               f"{tag} batchnorm statistics")
         val = evaluate(model, val_loader, eval_criterion, runtime, progress, f"{tag} val")
         quality = reports.class_metrics(val.targets, val.predictions, len(classes))
-        score = val.accuracy if config.select_on == "accuracy" else quality["macro_f1"]
+        score = quality[config.select_on]
         if config.schedule == "plateau" and epoch > (config.warmup_epochs or 0):
             scheduler.step(score)
         row = {"epoch": epoch, "train_loss": stats.loss, "train_acc": stats.accuracy, "val_loss": val.loss,
@@ -302,15 +260,6 @@ def _health_reference(val: Evaluation, epoch: int) -> dict[str, Any] | None:
         return None
     return build_reference(val.window_probabilities, val.window_files, val.window_targets,
                            source=f"validation windows, epoch {epoch}").to_dict()
-
-
-def _carry_best(resume_path: Path, run_dir: Path, name: str) -> bool:
-    """Resuming into another folder brings the earlier best checkpoint along. False when there is none."""
-    source, target = resume_path.parent / name, run_dir / name
-    if source.resolve() != target.resolve() and source.is_file():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-    return target.is_file()
 
 
 def _final_reports(
