@@ -1,17 +1,21 @@
 """`python -m flows`: run the `score-folder` flow once, in this process.
 
-Without PREFECT_API_URL, Prefect starts a temporary in-process server (no `prefect server start` needed); with it,
-the run is recorded on that server and shows in its UI. `make demo` scores its inbox this way.
+Without PREFECT_API_URL, Prefect starts a temporary server (no `prefect server start` needed) and this command
+gives it EPHEMERAL_STARTUP_SECONDS to answer (a busy 2-core machine needs far more than Prefect's 20 s), with
+telemetry off; with PREFECT_API_URL, the run is recorded on that server and shows in its UI. `make demo` scores
+its inbox this way.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from toolchain.errors import DriftError, ToolchainError
+from toolchain.errors import EXIT_DRIFT, EXIT_USER_ERROR, DriftError, ToolchainError
 from toolchain.health.assess import HealthThresholds
 from toolchain.inference.predictions import Aggregation
 from toolchain.io import check_output_dir
@@ -20,6 +24,18 @@ from toolchain.scoring.folder import DEFAULT_SHARD_SIZE, describe_model
 from toolchain.scoring.options import OutputFormat, ScoringOptions
 
 cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+STARTUP_SETTING = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+EPHEMERAL_STARTUP_SECONDS = 600  # Seen: 12 s idle, over 60 s beside two CPU-heavy processes on 2 cores.
+
+
+def prefect_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """Settings to add before Prefect is imported: with no PREFECT_API_URL (a temporary server), a startup budget
+    for a loaded machine and no telemetry from an offline one; whatever the caller set explicitly is kept."""
+    if environ.get("PREFECT_API_URL"):
+        return {}
+    wanted = {STARTUP_SETTING: str(EPHEMERAL_STARTUP_SECONDS), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+              "DO_NOT_TRACK": "1"}
+    return {k: v for k, v in wanted.items() if k not in environ}
 
 
 @cli.command()
@@ -54,9 +70,9 @@ def run(
     """Run the Prefect flow `score-folder` once over --folder or --inbox."""
     if (folder is None) == (inbox is None):
         typer.echo("error: pass exactly one of --folder or --inbox", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_USER_ERROR)
     try:  # What can be checked before Prefect starts is: one line and exit 2, not a flow-run traceback.
-        check_folder(folder or inbox)
+        check_folder(folder or inbox, "--folder" if folder else "--inbox")
         check_output_dir(output_dir, "--output-dir")
         options = ScoringOptions(hop_seconds=hop_seconds, aggregation=aggregation, min_confidence=min_confidence,
                                  format=format, max_duration_s=max_duration,
@@ -64,26 +80,36 @@ def run(
         options.tag(describe_model(model).metadata.feature_config)
     except ToolchainError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_USER_ERROR) from None
+    os.environ.update(prefect_environment(os.environ))
     from prefect.states import State
 
     from flows.score_folder import score_folder_flow
 
-    state: State = score_folder_flow(
-        model=str(model.resolve()),
-        output_dir=str(output_dir.resolve()),
-        folder=str(folder.resolve()) if folder else None,
-        inbox=str(inbox.resolve()) if inbox else None,
-        dask_address=dask_address,
-        shard_size=shard_size,
-        options=options,
-        fail_on_drift=fail_on_drift,
-        return_state=True,
-    )
+    try:
+        state: State = score_folder_flow(
+            model=str(model.resolve()),
+            output_dir=str(output_dir.resolve()),
+            folder=str(folder.resolve()) if folder else None,
+            inbox=str(inbox.resolve()) if inbox else None,
+            dask_address=dask_address,
+            shard_size=shard_size,
+            options=options,
+            fail_on_drift=fail_on_drift,
+            return_state=True,
+        )
+    except RuntimeError as exc:
+        if "ephemeral" not in str(exc):
+            raise
+        typer.echo(f"error: the temporary Prefect server did not answer within {os.environ.get(STARTUP_SETTING)} s "
+                   f"({STARTUP_SETTING}): raise it, or start `prefect server start` and set PREFECT_API_URL",
+                   err=True)
+        raise typer.Exit(EXIT_USER_ERROR) from None
     if not state.is_completed():
         failure = state.result(raise_on_failure=False)
         # Drift (asked to fail on it) is 3; a user error found inside the flow is still one (2); anything else 1.
-        code = 3 if isinstance(failure, DriftError) else 2 if isinstance(failure, ToolchainError) else 1
+        code = EXIT_DRIFT if isinstance(failure, DriftError) else (
+            EXIT_USER_ERROR if isinstance(failure, ToolchainError) else 1)
         typer.echo(f"error: flow run ended {state.name}: {state.message}", err=True)
         raise typer.Exit(code)
     result = state.result()

@@ -5,8 +5,8 @@
   score-folder/on-arrival   started by `toolchain watch` events: scans the inbox until no folder is ready
 
 Both carry the model and output directory as default parameters, so a run needs only what differs. Schedules live
-here, never in the flow. `serve()` registers the deployments with the server named by PREFECT_API_URL and then
-polls it for runs, executing each in a child process. Stopping it leaves the schedules active (another serve
+here, never in the flow. `serve()` registers the deployments with the server named by PREFECT_API_URL, starts one
+inbox scan at once, and then polls it for runs, executing each in a child process. Stopping it leaves the schedules active (another serve
 process may be serving them); the inbox scan allows one run at a time and cancels the ones that collide, so a
 restart after downtime runs one scan, not the backlog. Runs are confined to the folders given to serve.
 """
@@ -94,7 +94,7 @@ def build_deployments(options: ServeOptions) -> list[RunnerDeployment]:
         )
     ]
     if options.inbox is not None:
-        check_folder(options.inbox)
+        check_folder(options.inbox, "--inbox")
         deployments.append(
             score_folder_flow.to_deployment(
                 name=ON_ARRIVAL_DEPLOYMENT,
@@ -150,6 +150,8 @@ def serve_deployments(options: ServeOptions) -> None:
     deployments = build_deployments(options)
     os.environ[ALLOWED_ROOTS_ENV] = os.pathsep.join(allowed_roots_of(options))
     ensure_crash_automations()
+    if options.inbox is not None:
+        scan_now(next(d for d in deployments if d.name == INBOX_DEPLOYMENT))
     stop = threading.Event()
     threading.Thread(target=_reap_dead_runs, args=(options.output_dir, stop), daemon=True,
                      name="ledger-reaper").start()
@@ -157,6 +159,18 @@ def serve_deployments(options: ServeOptions) -> None:
         serve(*deployments, limit=options.limit, pause_on_shutdown=False, heartbeat_seconds=HEARTBEAT_SECONDS)
     finally:
         stop.set()
+
+
+def scan_now(deployment: RunnerDeployment) -> None:
+    """Register the inbox scan and start one run of it now: its schedule's first run is a whole interval away (or
+    at the cron's next time), and what arrived while no server ran should not wait for it. A scan already running
+    (another serve process) makes this one a cancelled collision, as for any scheduled scan."""
+    from prefect.deployments import run_deployment
+    from prefect.logging import get_logger
+
+    deployment.apply()
+    run = run_deployment(f"{FLOW_NAME}/{deployment.name}", timeout=0, tags=["scheduled", "at-start"])
+    get_logger("toolchain.serve").info("inbox scan at start: flow run %s", run.name)
 
 
 def _reap_dead_runs(output_dir: str, stop: threading.Event) -> None:

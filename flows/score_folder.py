@@ -29,10 +29,11 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run, task_run
+from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.dask_runner import shard_runner
-from toolchain.errors import DriftError, ScoringError
+from toolchain.errors import DriftError, ScoringError, ToolchainError
 from toolchain.health.render import markdown as health_markdown
 from toolchain.inference.predictions import Aggregation
 from toolchain.inference.providers import Provider
@@ -210,7 +211,7 @@ def score_folder_flow(
     parent_run_id: str | None = None,
     dask_address: str | None = None,
     fail_on_drift: bool = False,
-) -> dict[str, Any]:
+) -> dict[str, Any] | State:
     """Score `folder` (or each new subfolder of `inbox`) with the ONNX `model` into
     `<output_dir>/<folder name>/predictions_<UTC>.csv`, recorded in `<output_dir>/ledger.sqlite`.
 
@@ -230,18 +231,37 @@ def score_folder_flow(
     verdict ok | warn | drift | insufficient | no_reference against the model's own reference; `options.health`
     sets its thresholds. `fail_on_drift` makes a drift verdict fail the run (after every output is written and
     recorded), so Prefect's notifications can alert on it; by default drift is reported, never acted on.
+
+    A user error (a folder outside the allowed roots, a missing folder, a model that cannot run, drift when asked
+    to fail on it) ends the run Failed with its one line as the state message and one error log line, no
+    traceback (`prefect flow-run inspect ID` and the UI show it); the `ToolchainError` is the state's data.
     """
+    try:
+        return _score(model, output_dir, folder, inbox, engine_settings(
+            engine, batch_size=batch_size, provider=provider, decode_workers=decode_workers,
+            intra_op_threads=intra_op_threads), scoring_options(
+            options, hop_seconds=hop_seconds, aggregation=aggregation, min_confidence=min_confidence,
+            format=output_format), shard_size=shard_size, retry_delay_seconds=retry_delay_seconds,
+            settle_seconds=settle_seconds, drain=drain, skip_scored=skip_scored, parent_run_id=parent_run_id,
+            dask_address=dask_address, fail_on_drift=fail_on_drift)
+    except ToolchainError as exc:  # The operator's one line: the state message in the UI, one log line, no traceback.
+        get_run_logger().error("%s", exc)
+        return Failed(message=str(exc), data=exc)
+
+
+def _score(model: str, output_dir: str, folder: str | None, inbox: str | None, config: EngineConfig,
+           what: ScoringOptions, *, shard_size: int, retry_delay_seconds: float, settle_seconds: float, drain: bool,
+           skip_scored: bool, parent_run_id: str | None, dask_address: str | None,
+           fail_on_drift: bool) -> dict[str, Any]:
+    """The flow's work, once its parameters are resolved; user errors raise `ToolchainError`."""
     if (folder is None) == (inbox is None):
         raise ScoringError("pass exactly one of `folder` (score it) or `inbox` (score its new subfolders)")
-    config = engine_settings(engine, batch_size=batch_size, provider=provider, decode_workers=decode_workers,
-                             intra_op_threads=intra_op_threads)
-    what = scoring_options(options, hop_seconds=hop_seconds, aggregation=aggregation,
-                           min_confidence=min_confidence, format=output_format)
     steps = PrefectSteps(model, config, retry_delay_seconds, dask_address)
     if inbox is not None:
         def score_in_this_run(sub: str, parent: str) -> FolderOutcome:
             outcome = run_folder(model, sub, output_dir, steps, shard_size=shard_size, skip_scored=True,
-                                 flow_run_id=flow_run.id, parent_run_id=parent, options=what)
+                                 flow_run_id=flow_run.id, parent_run_id=parent, options=what,
+                                 settle_seconds=settle_seconds)
             if outcome.summary is not None:
                 publish_artifacts(outcome.summary)
             return outcome
@@ -249,7 +269,8 @@ def score_folder_flow(
         def score_as_child_run(sub: str, parent: str) -> FolderOutcome:
             state = score_folder_flow(model=model, output_dir=output_dir, folder=sub, engine=config,
                                       options=what, shard_size=shard_size, retry_delay_seconds=retry_delay_seconds,
-                                      skip_scored=True, parent_run_id=parent, dask_address=dask_address,
+                                      settle_seconds=settle_seconds, skip_scored=True, parent_run_id=parent,
+                                      dask_address=dask_address,
                                       return_state=True)  # Drift is the parent's to act on (below), once.
             result = state.result()  # Raises the child's exception when it failed.
             return FolderOutcome(sub, FolderSummary(**_summary_fields(result)) if "csv_path" in result else None,
@@ -260,13 +281,16 @@ def score_folder_flow(
             scans.append(scan_inbox(model, inbox, output_dir, steps,
                                     score_in_this_run if drain else score_as_child_run, flow_run_id=flow_run.id,
                                     report=publish_inbox_artifact, settle_seconds=settle_seconds))
-            if not drain or not scans[-1].todo or len(scans) >= MAX_DRAIN_SCANS:
+            # Another scan only when this one scored something: a folder that keeps looking new without yielding
+            # a CSV (a bug, or files nobody may read) must never turn draining into a loop of empty runs.
+            if not drain or not any(o.summary for o in scans[-1].outcomes) or len(scans) >= MAX_DRAIN_SCANS:
                 break
         result = scans[0].to_dict()
         result["folders"] = [f for scan in scans for f in scan.to_dict()["folders"]]
         return _checked(result["folders"], result, fail_on_drift)
     outcome = run_folder(model, folder, output_dir, steps, shard_size=shard_size, skip_scored=skip_scored,
-                         flow_run_id=flow_run.id, parent_run_id=parent_run_id, options=what)
+                         flow_run_id=flow_run.id, parent_run_id=parent_run_id, options=what,
+                         settle_seconds=settle_seconds)
     if outcome.summary is not None:
         publish_artifacts(outcome.summary)
         steps.log(f"health: {outcome.summary.health.get('verdict')}: {outcome.summary.health.get('reason')}")

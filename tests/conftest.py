@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import csv
 import os
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,30 @@ def chromium() -> str:
     if Path(CHROMIUM).is_file():
         return CHROMIUM
     pytest.fail(f"{CHROMIUM} is missing: apt-get install -y --no-install-recommends chromium (.ci/run does)")
+
+
+@pytest.fixture
+def unwritable() -> Iterator[Callable[[Path], None]]:
+    """`unwritable(path)` makes a file or folder refuse writes even to root (`chattr +i`, as an operator's
+    immutable flag or a read-only mount would), or to this user (`chmod a-w`) when not root; undone afterwards."""
+    made: list[tuple[Path, int]] = []
+
+    def make(path: Path) -> None:
+        if os.geteuid() == 0:
+            done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+            if done.returncode != 0:
+                pytest.fail(f"chattr +i {path} failed ({done.stderr.strip()}): this test needs an ext4-like "
+                            "file system and CAP_LINUX_IMMUTABLE when run as root")
+        made.append((path, path.stat().st_mode))
+        if os.geteuid() != 0:
+            path.chmod(path.stat().st_mode & ~0o222)
+
+    yield make
+    for path, mode in reversed(made):
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(path)], check=False)
+        else:
+            path.chmod(mode)
 
 
 @pytest.fixture(scope="session")

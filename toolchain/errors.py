@@ -10,9 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+# Exit codes of every command (CLI and `python -m flows`).
+EXIT_USER_ERROR = 2  # A `ToolchainError`: its one line says what to fix.
+EXIT_DRIFT = 3  # Asked to fail on drift (`--fail-on-drift`), and a folder drifted; every output is written.
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it).
+
 
 def one_line(exc: BaseException, limit: int = 500) -> str:
-    """`TypeName: first line of the message` (or just `TypeName`), at most `limit` characters."""
+    """`TypeName: first line of the message` (or just `TypeName`), at most `limit` characters; an interruption
+    says so in words."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C or SIGINT)"
     text = str(exc).strip()
     first = text.splitlines()[0] if text else ""
     return (f"{type(exc).__name__}: {first}" if first else type(exc).__name__)[:limit]
@@ -103,6 +111,10 @@ class ModelMetadataError(ToolchainError):
 
 class ScoringError(ToolchainError):
     """Scoring cannot run: missing input folder, unreadable or incompatible model, busy output folder."""
+
+
+class LedgerError(ScoringError):
+    """The run ledger (`ledger.sqlite`) cannot be read or written: read-only, locked too long, damaged."""
 
 
 class FolderBusyError(ScoringError):

@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import os
 import secrets
+import signal
 import sys
 import tempfile
 import threading
@@ -170,8 +171,9 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def init_worker(parent: int) -> None:
-    """Process-pool initializer: one BLAS/OpenMP thread per worker (N workers use N cores, not N squared), and the
-    worker exits within a second of its parent's death, however the parent died.
+    """Process-pool initializer: one BLAS/OpenMP thread per worker (N workers use N cores, not N squared), Ctrl-C
+    left to the parent (which stops the pool; a worker would print its own traceback), and the worker exits within
+    a second of its parent's death, however the parent died.
 
     A watcher thread rather than PR_SET_PDEATHSIG: that signal fires when the *thread* that started the worker
     exits, and pools here outlive the task threads (Prefect's) that first used them.
@@ -179,6 +181,7 @@ def init_worker(parent: int) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if os.getppid() != parent:  # The parent died while this worker was still starting.
         os._exit(1)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="exit-with-parent").start()

@@ -5,8 +5,11 @@ Audio: Free Spoken Digit Dataset (Jakobovski/free-spoken-digit-dataset), CC BY-S
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -17,10 +20,28 @@ from support import assert_user_error
 from typer.testing import CliRunner
 
 from toolchain.cli import app
+from toolchain.inference.contract import report_path, variant_path
 from toolchain.training.checkpoint import save_checkpoint
 
 runner = CliRunner()
 
+
+def refuse_rename_onto(monkeypatch, target: Path) -> None:
+    """The OS refuses to rename anything onto `target`, as when its folder is made read-only after the checks
+    (the OS is simulated, not our code: every other rename goes through)."""
+    real = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst) == target:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dst))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file in `folder` (hidden ones too) and its content."""
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
 
 
 def test_help_documents_every_option():
@@ -67,6 +88,9 @@ def test_verify_passes_on_the_exported_pair(exported_model):
     assert result.exit_code == 0, result.output
     assert "parity passed" in result.output
     assert "audio model: features within" in result.output  # model.audio.onnx is beside it: gated too.
+    # Verifying writes no model: only export may say "wrote".
+    assert f"audio model verified: {variant_path(exported_model.model_path, 'audio')}" in result.stdout
+    assert "wrote" not in result.output
 
 
 def test_verify_fails_on_a_tampered_copy(exported_model, tmp_path):
@@ -125,6 +149,44 @@ def test_sabotaged_export_fails_and_keeps_the_last_good_model(exported_model, tm
     assert failed["status"] == "failed" and failed["model_path"] == str(second)
     assert sorted(p.name for p in second.parent.iterdir()) == ["model.onnx", "parity.failed.json", "parity.json"]
 
+
+
+@pytest.mark.parametrize("earlier", [True, False], ids=["earlier-model", "first-export"])
+def test_a_model_the_os_will_not_rename_into_place_is_one_line_and_no_report_says_passed(
+        exported_model, parity_csv, tmp_path, monkeypatch, earlier):
+    out = tmp_path / "deploy" / "model.onnx"
+    out.parent.mkdir()
+    if earlier:
+        shutil.copy(exported_model.model_path, out)
+        shutil.copy(exported_model.parity_path, out.parent / "parity.json")
+    before = folder_bytes(out.parent)
+    refuse_rename_onto(monkeypatch, out)
+    result = runner.invoke(app, ["export-onnx", "--checkpoint", exported_model.parity.checkpoint_path, "--out",
+                                 str(out), "--parity-data", str(parity_csv), "--parity-samples", "3",
+                                 "--no-audio-model"])
+    left = f"the earlier {out} and its parity.json are kept" if earlier else "nothing was published"
+    assert_user_error(result, f"cannot replace {out} (Permission denied): make {out.parent} writable", left)
+    assert "Traceback" not in result.output
+    # The earlier model and its parity.json untouched; no parity.failed.json, no temporary file, no "passed".
+    assert folder_bytes(out.parent) == before
+
+
+def test_an_audio_model_the_os_will_not_rename_is_one_line_and_the_stale_one_goes(exported_model, parity_csv,
+                                                                                  tmp_path, monkeypatch):
+    out = tmp_path / "deploy" / "model.onnx"
+    audio = variant_path(out, "audio")
+    out.parent.mkdir()
+    shutil.copy(variant_path(exported_model.model_path, "audio"), audio)  # From an earlier export.
+    shutil.copy(report_path(exported_model.model_path, "audio"), out.parent / "parity.audio.json")
+    refuse_rename_onto(monkeypatch, audio)
+    result = runner.invoke(app, ["export-onnx", "--checkpoint", exported_model.parity.checkpoint_path, "--out",
+                                 str(out), "--parity-data", str(parity_csv), "--parity-samples", "3",
+                                 "--variant-samples", "4"])
+    assert_user_error(result, f"cannot replace {audio} (Permission denied): make {out.parent} writable")
+    assert "Traceback" not in result.output
+    # model.onnx landed with its report; the audio model did not, and nothing says it passed.
+    assert sorted(folder_bytes(out.parent)) == ["model.onnx", "parity.json"]
+    assert json.loads((out.parent / "parity.json").read_text())["status"] == "passed"
 
 
 def test_missing_validation_files_ask_for_parity_data(exported_model, tmp_path):

@@ -9,15 +9,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from support import copy_clips, published_csvs, read_rows
+from support import assert_user_error, copy_clips, published_csvs, read_rows, wait_until
 from typer.testing import CliRunner
 
 from toolchain.cli import app
 from toolchain.scoring.ledger import Ledger
+from toolchain.scoring.outputs import HOLD_ENV
 
 runner = CliRunner()
 TOOLCHAIN = [str(Path(sys.executable).with_name("toolchain"))]  # The console script of this venv.
@@ -64,7 +64,7 @@ def test_serve_rejects_conflicting_schedules(onnx_model, tmp_path):
 @pytest.mark.parametrize("case, message", [
     ("output-is-a-file", "--output-dir {tmp}/a-file is a file"),
     ("hop-too-long", "hop_seconds=3 is longer than the model's 1-s window"),
-    ("missing-inbox", "input folder {tmp}/nowhere does not exist"),
+    ("missing-inbox", "--inbox {tmp}/nowhere does not exist"),
     ("not-onnx", "is not a readable ONNX model"),
 ])
 def test_serve_user_errors_are_one_line_before_serving(tiny_onnx, tmp_path, case, message):
@@ -86,29 +86,34 @@ def test_help_for_every_scoring_command():
         assert result.exit_code == 0 and "--model" in result.stdout
 
 
+def _held_score(command: list[str], hold: Path, rows: int, log: Path) -> subprocess.Popen:
+    """`toolchain score` started in its own session, parked (by the library's test hook) once `rows` rows of its
+    first part file are on disk."""
+    env = {**os.environ, HOLD_ENV: f"{rows}:{hold}"}
+    with log.open("w") as sink:
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=sink, text=True,
+                                start_new_session=True)
+    wait_until(hold.exists, 240, f"the run to hold after {rows} rows", proc, log)
+    return proc
+
+
 def test_killed_mid_folder_then_rerun_leaves_one_complete_csv(onnx_model, fsdd_dir, tmp_path):
     folder, out = tmp_path / "in" / "day1", tmp_path / "out"
     names = copy_clips(fsdd_dir, folder, 0, 40)
     command = [*TOOLCHAIN, "score", "--model", str(onnx_model), "--input", str(folder), "--out", str(out),
                "--batch-size", "4", "--workers", "1", "--threads", "1"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = _held_score(command, tmp_path / "held", 10, tmp_path / "score.log")
     try:
-        # Mid-folder: scored rows have reached the part file on disk (more than its header line), no CSV yet.
-        deadline, rows_on_disk = time.monotonic() + 240, 0
-        while time.monotonic() < deadline and proc.poll() is None:
-            parts = list((out / "day1").glob(".parts_*/.part_?????.csv.*.tmp"))  # The predictions part being written.
-            rows_on_disk = len(parts[0].read_text().splitlines()) - 1 if parts else 0
-            if rows_on_disk > 0:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, f"scoring ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+        # Mid-folder: 10 scored rows are in the part file on disk (after its header line), no CSV yet.
+        parts = list((out / "day1").glob(".parts_*/.part_?????.csv.*.tmp"))  # The predictions part being written.
+        rows_on_disk = len(parts[0].read_text().splitlines()) - 1 if parts else 0
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(30)
-    assert 0 < rows_on_disk < len(names)
+    assert rows_on_disk == 10
     assert published_csvs(out / "day1") == []  # Killed: no predictions_*.csv, partial or otherwise.
     assert list((out / "day1").glob(".parts_*"))  # ...only dot-file leftovers.
 
@@ -159,3 +164,44 @@ def test_a_folder_without_audio_is_a_warning_and_a_recorded_run(tiny_onnx, tmp_p
     assert "holds no audio files" in result.stderr
     [run] = Ledger.in_dir(tmp_path / "out").folder_runs()
     assert (run.state, run.files_ok, run.files_error) == ("completed", 0, 0)
+
+
+def test_ctrl_c_mid_folder_says_so_in_one_line_and_the_ledger_says_interrupted(onnx_model, fsdd_dir, tmp_path):
+    folder, out = tmp_path / "in" / "day1", tmp_path / "out"
+    copy_clips(fsdd_dir, folder, 0, 12)
+    command = [*TOOLCHAIN, "score", "--model", str(onnx_model), "--input", str(folder), "--out", str(out),
+               "--batch-size", "4", "--workers", "1", "--threads", "1"]
+    proc = _held_score(command, tmp_path / "held", 3, tmp_path / "score.log")
+    os.killpg(proc.pid, signal.SIGINT)  # What Ctrl-C sends: the whole foreground group, decode workers included.
+    proc.wait(60)
+    stderr = (tmp_path / "score.log").read_text()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    said = [line for line in stderr.splitlines() if line.startswith("interrupted: ")]
+    assert len(said) == 1 and said[0].startswith(f"interrupted: no CSV was published for {folder}"), stderr
+    [run] = Ledger.in_dir(out).runs()
+    [folder_run] = Ledger.in_dir(out).folder_runs()
+    assert (run.state, run.error) == ("failed", "interrupted (Ctrl-C or SIGINT)")
+    assert (folder_run.state, folder_run.error) == ("failed", "interrupted (Ctrl-C or SIGINT)")
+    assert sorted(p.name for p in (out / "day1").iterdir()) == [".lock"]  # The run's own files are removed.
+
+
+def test_a_read_only_ledger_is_one_line_naming_it(tiny_onnx, fsdd_dir, tmp_path, unwritable):
+    folder, out = tmp_path / "day1", tmp_path / "out"
+    copy_clips(fsdd_dir, folder, 0, 2)
+    args = ["score", "--model", str(tiny_onnx), "--input", str(folder), "--out", str(out), "--workers", "0"]
+    assert runner.invoke(app, args).exit_code == 0
+    for path in out.glob("ledger.sqlite*"):
+        unwritable(path)
+    assert_user_error(runner.invoke(app, args), f"ledger {out / 'ledger.sqlite'}", "writable")
+
+
+def test_an_output_folder_that_cannot_take_its_lock_is_one_line(tiny_onnx, fsdd_dir, tmp_path, unwritable):
+    folder, out = tmp_path / "day1", tmp_path / "out"
+    copy_clips(fsdd_dir, folder, 0, 2)
+    (out / "day1").mkdir(parents=True)
+    unwritable(out / "day1")
+    result = runner.invoke(app, ["score", "--model", str(tiny_onnx), "--input", str(folder), "--out", str(out)])
+    assert_user_error(result, f"cannot create the lock file {out / 'day1' / '.lock'}", "writable")
+    [run] = Ledger.in_dir(out).runs()
+    assert run.state == "failed" and "lock file" in run.error

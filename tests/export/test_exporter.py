@@ -6,6 +6,8 @@ Real clips: FSDD (Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0).
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import os
 import shutil
 
 import numpy as np
@@ -13,8 +15,8 @@ import onnx
 import pytest
 
 from toolchain.audio.features import features_from_path, stack_channels
-from toolchain.errors import CheckpointError, ExportError
-from toolchain.export.exporter import export_onnx, used_opset
+from toolchain.errors import CheckpointError, ExportError, OutputPathError
+from toolchain.export.exporter import export_onnx, publishing, used_opset
 from toolchain.inference.contract import INPUT_NAME, OUTPUT_NAME, metadata_from_session, read_metadata
 from toolchain.inference.session import open_session
 from toolchain.io import file_sha256
@@ -104,3 +106,26 @@ def test_exported_weights_are_the_checkpoints(exported_model):
     arrays = [onnx.numpy_helper.to_array(t) for t in model.graph.initializer]
     assert any(a.shape == bias.shape and np.array_equal(a, bias) for a in arrays)
 
+
+def test_a_refused_rename_is_one_line_and_removes_the_reports_of_the_model(tmp_path, monkeypatch):
+    final, report = tmp_path / "model.onnx", tmp_path / "parity.json"
+    final.write_bytes(b"earlier model")
+
+    def refuse(src, dst):  # What the OS says when the folder was made read-only after the checks.
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dst))
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OutputPathError) as caught, publishing(final, unpublished=[report], note="; kept") as pending:
+        pending.write_bytes(b"new model")
+        report.write_text('{"status": "passed"}')
+    assert str(caught.value) == (f"cannot replace {final} (Permission denied): make {tmp_path} writable and export "
+                                 "again; kept")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"] and final.read_bytes() == b"earlier model"
+
+
+def test_an_error_in_the_block_is_not_a_rename_failure(tmp_path):
+    report = tmp_path / "parity.json"
+    report.write_text("{}")
+    with pytest.raises(FileNotFoundError), publishing(tmp_path / "model.onnx", unpublished=[report]):
+        (tmp_path / "missing").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["parity.json"]  # Not the gate's: it stays.

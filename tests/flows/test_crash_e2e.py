@@ -17,6 +17,7 @@ from support import copy_clips, stop, wait_until
 
 from flows.deploy import ZOMBIE_AFTER_SECONDS
 from toolchain.scoring.ledger import Ledger
+from toolchain.scoring.outputs import HOLD_ENV
 
 BIN = Path(sys.executable).parent
 STARTUP_TIMEOUT_S = 240
@@ -35,10 +36,11 @@ def _running_run(out: Path):
 
 
 def test_killed_runs_are_crashed_in_prefect_and_the_ledger(prefect_env, onnx_model, fsdd_dir, tmp_path):
-    env, out, prefect = prefect_env, tmp_path / "out", str(BIN / "prefect")
+    out, prefect, held = tmp_path / "out", str(BIN / "prefect"), tmp_path / "held"
+    env = {**prefect_env, HOLD_ENV: f"3:{held}"}  # Each run parks mid-folder, after 3 rows, until it is killed.
     folders = [tmp_path / "requests" / name for name in ("day1", "day2")]
     for folder in folders:
-        copy_clips(fsdd_dir, folder, 0, 3000)  # About a minute of scoring here: long enough to be killed mid-run.
+        copy_clips(fsdd_dir, folder, 0, 10)
     log = tmp_path / "serve.log"
     with log.open("w") as sink:
         serve = subprocess.Popen([str(BIN / "toolchain"), "serve", "--model", str(onnx_model), "--output-dir",
@@ -53,9 +55,9 @@ def test_killed_runs_are_crashed_in_prefect_and_the_ledger(prefect_env, onnx_mod
 
         # 1. The flow run's own process dies (OOM killer): serve sees it, the ledger follows within seconds.
         watches.append(_start_run(prefect, env, folders[0]))
-        wait_until(lambda: _running_run(out) is not None, STARTUP_TIMEOUT_S, "the first run to start", serve, log)
+        wait_until(held.exists, STARTUP_TIMEOUT_S, "the first run to be mid-folder", serve, log)
         run = _running_run(out)
-        time.sleep(5)
+        held.unlink()  # Not waited on any more: the process is killed at once.
         os.kill(run.pid, signal.SIGKILL)
         killed = time.monotonic()
         wait_until(lambda: Ledger.in_dir(out).run(run.run_id).state == "crashed", 60, "the ledger's crashed row",
@@ -70,8 +72,7 @@ def test_killed_runs_are_crashed_in_prefect_and_the_ledger(prefect_env, onnx_mod
         # 2. The whole machine's processes die (serve and its run): nobody is left to report; heartbeats stop and
         #    the zombie automation marks the run Crashed within its bound.
         watches.append(_start_run(prefect, env, folders[1]))
-        wait_until(lambda: _running_run(out) is not None, STARTUP_TIMEOUT_S, "the second run to start", serve, log)
-        time.sleep(5)
+        wait_until(held.exists, STARTUP_TIMEOUT_S, "the second run to be mid-folder", serve, log)
         os.killpg(serve.pid, signal.SIGKILL)
         killed = time.monotonic()
         output, _ = watches[1].communicate(timeout=ZOMBIE_AFTER_SECONDS + 240)

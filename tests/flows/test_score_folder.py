@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from toolchain.scoring.ledger import Ledger
 from toolchain.scoring.options import ScoringOptions
 from toolchain.scoring.outputs import FAULT_ENV
 from toolchain.scoring.precision import Precision
+from toolchain.scoring.roots import ALLOWED_ROOTS_ENV
 
 ENGINE = {"decode_workers": 1, "intra_op_threads": 1, "batch_size": 8, "settle_seconds": 0}
 
@@ -166,12 +169,60 @@ def test_bad_input_folder_completes_with_error_rows(prefect_api, onnx_model, fsd
     assert all(r["error"] for r in rows if r["status"] == "error")
 
 
-def test_missing_folder_fails_the_run_with_a_clear_message(prefect_api, onnx_model, tmp_path):
+def test_missing_folder_fails_the_run_with_one_line_and_no_traceback(prefect_api, onnx_model, tmp_path, caplog):
     state = score_folder_flow(model=str(onnx_model), output_dir=str(tmp_path / "out"),
                               folder=str(tmp_path / "nowhere"), return_state=True, **ENGINE)
-    assert state.is_failed() and "nowhere does not exist" in state.message
+    message = f"input folder {tmp_path / 'nowhere'} does not exist: pass a directory of audio files"
+    assert state.is_failed() and state.message == message  # The UI's state message is the operator's line.
+    assert isinstance(state.result(raise_on_failure=False), ScoringError)
+    assert caplog.text.count(message) == 1 and "Traceback" not in caplog.text
     [run] = Ledger.in_dir(tmp_path / "out").runs()
     assert run.state == "failed" and "does not exist" in run.error
+
+
+def test_a_file_linking_outside_the_roots_is_decided_once_and_never_rescanned(prefect_api, onnx_model, fsdd_dir,
+                                                                              tmp_path, monkeypatch, caplog):
+    inbox, out, elsewhere = tmp_path / "inbox", tmp_path / "out", tmp_path / "elsewhere"
+    names = copy_clips(fsdd_dir, inbox / "day1", 0, 2)
+    secret = copy_clips(fsdd_dir, elsewhere / "secret", 2, 1)[0]
+    (inbox / "day1" / "linked.wav").symlink_to(elsewhere / "secret" / secret)
+    (inbox / "linked-day").symlink_to(elsewhere / "secret", target_is_directory=True)
+    monkeypatch.setenv(ALLOWED_ROOTS_ENV, os.pathsep.join(map(str, (inbox, out, onnx_model.parent))))
+
+    first = score_folder_flow(model=str(onnx_model), output_dir=str(out), inbox=str(inbox), drain=True, **ENGINE)
+    assert [Path(f["folder"]).name for f in first["folders"]] == ["day1"]
+    [csv_path] = published_csvs(out / "day1")
+    assert [r["file"] for r in read_rows(csv_path)] == names  # No row for the file it may not read...
+    decided = Ledger.in_dir(out).scored_files(str(inbox / "day1"), first["folders"][0]["model_sha256"])
+    assert set(decided) == {*names, "linked.wav"}  # ...but its decision is recorded.
+    assert f"skipped {inbox / 'linked-day'}: it links to" in caplog.text  # The linked subfolder: one line.
+
+    again = score_folder_flow(model=str(onnx_model), output_dir=str(out), inbox=str(inbox), drain=True, **ENGINE)
+    assert again["folders"] == []  # Nothing new: no run, no empty CSV, ever again.
+    assert len(published_csvs(out / "day1")) == 1 and len(Ledger.in_dir(out).folder_runs()) == 1
+    assert not (out / "linked-day").exists() and not (out / "secret").exists()
+
+
+def test_a_file_written_after_the_ready_marker_waits_and_gets_exactly_one_row(prefect_api, onnx_model, fsdd_dir,
+                                                                             tmp_path):
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    first = copy_clips(fsdd_dir, inbox / "day1", 0, 2)
+    (inbox / "day1" / "_READY").touch()
+    while time.time() <= (inbox / "day1" / "_READY").stat().st_ctime + 0.01:  # File times tick in milliseconds.
+        time.sleep(0.005)
+    whole = (fsdd_dir / "recordings" / "5_jackson_5.wav").read_bytes()
+    (inbox / "day1" / "slow.wav").write_bytes(whole[:len(whole) // 3])  # A second batch, still being written.
+    engine = {**ENGINE, "settle_seconds": 600}
+    scan = score_folder_flow(model=str(onnx_model), output_dir=str(out), inbox=str(inbox), **engine)
+    assert [Path(f["folder"]).name for f in scan["folders"]] == ["day1"]
+    assert [r["file"] for r in read_rows(published_csvs(out / "day1")[0])] == first  # Not the half-written file.
+    assert score_folder_flow(model=str(onnx_model), output_dir=str(out), inbox=str(inbox), **engine)["folders"] == []
+
+    (inbox / "day1" / "slow.wav").write_bytes(whole)  # Complete; then the producer touches the marker again.
+    (inbox / "day1" / "_READY").touch()
+    score_folder_flow(model=str(onnx_model), output_dir=str(out), inbox=str(inbox), **engine)
+    rows = [r for csv_path in published_csvs(out / "day1") for r in read_rows(csv_path)]
+    assert [(r["file"], r["status"]) for r in rows if r["file"] == "slow.wav"] == [("slow.wav", "ok")]
 
 
 def test_needs_exactly_one_of_folder_or_inbox(prefect_api, onnx_model, tmp_path):

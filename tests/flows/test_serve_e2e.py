@@ -1,8 +1,9 @@
 """Real end to end: `prefect server start` -> `toolchain serve` -> `prefect deployment run ... --watch`.
 
 Everything is a real process on loopback with its own PREFECT_HOME; all of it is torn down (process groups
-killed) even when an assertion fails. The scheduled inbox deployment must also produce a run by itself, and keep
-producing them from a second serve process after the first one stops.
+killed) even when an assertion fails. A refused run reads as one line (its state message, one log line). The inbox
+is scanned as soon as serve starts, and the scheduled deployment keeps producing runs from a second serve process
+after the first one stops.
 
 FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
 """
@@ -10,6 +11,7 @@ FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +33,7 @@ def test_server_serve_and_deployment_run(prefect_env, onnx_model, fsdd_dir, tmp_
     with log.open("w") as sink:
         serve = subprocess.Popen(
             [str(BIN / "toolchain"), "serve", "--model", str(onnx_model), "--output-dir", str(out), "--inbox",
-             str(tmp_path / "inbox"), "--interval", "10", "--limit", "2", "--workers", "1", "--threads", "1",
+             str(tmp_path / "inbox"), "--interval", "3600", "--limit", "2", "--workers", "1", "--threads", "1",
              "--allow-root", str(tmp_path / "requests")],
             env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -65,10 +67,20 @@ def test_server_serve_and_deployment_run(prefect_env, onnx_model, fsdd_dir, tmp_
         )
         assert refused.returncode != 0 and "Failed" in refused.stdout, refused.stdout[-2000:]
         assert not (out / "secret").exists()
+        # The operator's one line is the run's state message; its logs hold it once, and no traceback.
+        [flow_run_id] = re.findall(r"UUID: ([0-9a-f-]{36})", refused.stdout)
+        inspect = subprocess.run([prefect, "flow-run", "inspect", flow_run_id], env=env, capture_output=True,
+                                 text=True, timeout=120)
+        assert "is outside the folders this server may touch" in inspect.stdout, inspect.stdout[-3000:]
+        logs = subprocess.run([prefect, "flow-run", "logs", flow_run_id], env=env, capture_output=True, text=True,
+                              timeout=120).stdout
+        assert logs.count("is outside the folders this server may touch") == 1, logs
+        assert "Traceback" not in logs and "Traceback" not in log.read_text(), logs + log.read_text()[-3000:]
 
-        # Nobody triggers the inbox scan: its interval schedule must produce a run that scores the new folder.
+        # Nobody triggers the inbox scan, and its schedule's first run is an hour away: the scan serve starts at
+        # once scores the folder that was there before it started.
         wait_until(lambda: bool(published_csvs(out / "scheduled-day")), STARTUP_TIMEOUT_S,
-                   "the scheduled inbox scan", serve, log)
+                   "the inbox scan at start", serve, log)
         wait_until(lambda: any(r.mode == "inbox" and r.state == "completed" for r in Ledger.in_dir(out).runs()),
                    120, "the inbox run's ledger record", serve, log)
         ledger = Ledger.in_dir(out)
@@ -77,8 +89,9 @@ def test_server_serve_and_deployment_run(prefect_env, onnx_model, fsdd_dir, tmp_
         assert folders["scheduled-day"].state == "completed" and folders["scheduled-day"].flow_run_id
         assert len([r for r in ledger.folder_runs() if Path(r.folder).name == "scheduled-day"]) == 1
         # A second serve process of the same deployments (the README's way to scale out); then the first stops.
+        every_10_s = [("10" if arg == "3600" else arg) for arg in serve.args]
         with second_log.open("w") as sink:
-            second = subprocess.Popen(serve.args, env=env, stdout=sink, stderr=subprocess.STDOUT,
+            second = subprocess.Popen(every_10_s, env=env, stdout=sink, stderr=subprocess.STDOUT,
                                       start_new_session=True)
         wait_until(lambda: "being served" in second_log.read_text(), STARTUP_TIMEOUT_S,
                    "the second serve process", second, second_log)

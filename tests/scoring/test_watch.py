@@ -18,13 +18,6 @@ def _watcher(tiny_onnx, tmp_path, reported, **kw) -> InboxWatcher:
     return InboxWatcher(tmp_path / "inbox", tmp_path / "out", tiny_onnx, reported.append, **kw)
 
 
-def _age(folder, seconds: float) -> None:
-    """Make a folder and its files look `seconds` old."""
-    old = time.time() - seconds
-    for path in [folder, *folder.rglob("*")]:
-        os.utime(path, (old, old))
-
-
 def test_reported_once_ready_and_again_only_when_its_unscored_files_change(tiny_onnx, fsdd_dir, tmp_path):
     reported = []
     watcher = _watcher(tiny_onnx, tmp_path, reported, settle_seconds=30)
@@ -32,10 +25,10 @@ def test_reported_once_ready_and_again_only_when_its_unscored_files_change(tiny_
     copy_clips(fsdd_dir, day, 0, 2)
     watcher.sweep()  # Files that were there before the watcher started.
     assert watcher.check() == []  # Just written: not quiet for 30 s yet.
-    _age(day, 60)
-    assert watcher.check() == [day] and reported == [day]
+    later = time.time() + 60  # Change times cannot be set back: the watcher is asked "a minute from now".
+    assert watcher.check(now=later) == [day] and reported == [day]
     watcher.touched(day / "0_george_0.wav")
-    assert watcher.check() == []  # Same unscored files, already reported.
+    assert watcher.check(now=later) == []  # Same unscored files, already reported.
 
     copy_clips(fsdd_dir, tmp_path / "more", 2, 1)
     for name in os.listdir(tmp_path / "more"):
@@ -59,10 +52,11 @@ def test_real_filesystem_events_report_a_new_folder(tiny_onnx, fsdd_dir, tmp_pat
     reported = []
     watcher = _watcher(tiny_onnx, tmp_path, reported, settle_seconds=1, reconcile_seconds=3600)
     stop = threading.Event()
-    thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
+    started = threading.Event()
+    thread = threading.Thread(target=watcher.run, args=(stop, started), daemon=True)
     thread.start()
     try:
-        time.sleep(1)  # The observer is up; no sweep will come for an hour: only events can tell.
+        assert started.wait(60)  # The observer is up; no sweep will come for an hour: only events can tell.
         copy_clips(fsdd_dir, tmp_path / "inbox" / "arrived", 0, 2)
         deadline = time.monotonic() + 30
         while not reported and time.monotonic() < deadline:

@@ -20,13 +20,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from toolchain.errors import ToolchainError
+from toolchain.errors import EXIT_USER_ERROR, ToolchainError
 
 # soft_wrap: a line longer than the terminal (or than 80 columns in a log file) is never broken into two.
 console = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_USER_ERROR = 2
 
 
 def config_defaults(cls: type) -> dict[str, Any]:

@@ -126,15 +126,16 @@ def export_onnx_command(
         console.print(variant_table(result.variants))
     typer.echo(f"wrote {result.model_path} (parity report {result.parity_path})")
     if result.audio is not None:
-        print_audio(result.audio)
+        print_audio(result.audio, "wrote")
     for variant in result.variants:
         typer.echo(f"wrote {variant.model_path}")
 
 
-def print_audio(report) -> None:
-    """One line for the audio model's gate (the figures are in parity.audio.json)."""
+def print_audio(report, done: str) -> None:
+    """The audio model's gate in one line (the figures are in parity.audio.json), then `<done> <its path>` on
+    stdout: "wrote" only after an export wrote it."""
     console.print(f"audio model: {report.reason}", soft_wrap=True, highlight=False)
-    typer.echo(f"wrote {report.model_path}")
+    typer.echo(f"{done} {report.model_path}")
 
 
 @app.command("verify-onnx")
@@ -168,5 +169,5 @@ def verify_onnx_command(
     with rich_progress() as progress:
         audio = verify_audio_model(model, checkpoint, parity_data=parity_data, progress=progress)
     if audio is not None:
-        print_audio(audio)
+        print_audio(audio, "audio model verified:")
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from toolchain.cli.common import config_defaults, console, rich_progress, user_errors
-from toolchain.errors import ScoringError
+from toolchain.errors import EXIT_DRIFT, EXIT_INTERRUPTED, ScoringError
 from toolchain.health.assess import HealthThresholds
 from toolchain.inference.predictions import Aggregation
 from toolchain.inference.providers import Provider
@@ -77,7 +77,6 @@ FailOnDriftOption = Annotated[
     bool, typer.Option("--fail-on-drift", help="Exit 3 (a flow run: fail) when a folder's health verdict is drift, "
                        "after every output is written; by default drift is reported only.")
 ]
-EXIT_DRIFT = 3
 
 
 def scoring_options(hop_seconds: float | None, aggregation: Aggregation, min_confidence: float,
@@ -126,8 +125,13 @@ def score_command(
     config = EngineConfig(batch_size=batch_size, provider=provider, decode_workers=workers,
                           intra_op_threads=threads, precision=precision, device_id=device_id, frontend=frontend)
     options = scoring_options(hop_seconds, aggregation, min_confidence, format, max_duration, health_thresholds)
-    with rich_progress() as progress:
-        summary = score_folder(model, input, out, config, progress, options=options)
+    try:
+        with rich_progress() as progress:
+            summary = score_folder(model, input, out, config, progress, options=options)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: no CSV was published for {input} and this run's temporary files are removed; "
+                   "run the same command again to score it", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     console.print(
         f"scored {summary.files_total} files ({summary.files_ok} ok, {summary.files_error} error) in "
         f"{summary.seconds:.1f} s = {summary.files_per_second:.1f} files/s; {summary.windows} windows, "

@@ -4,16 +4,19 @@ The fp32 model is exported under a temporary name next to its destination, certi
 saved file, and only then renamed to `model.onnx`. On failure the temporary file is deleted and a `model.onnx`
 from an earlier export stays as it was, with its parity.json (the last good model is never lost); the failed
 report is written to parity.json when there was no earlier model, else to parity.failed.json, and the error is
-raised. Output folder and parity clips are checked before the export starts.
+raised. When the gate passes but the OS refuses the rename, its report goes too (no report may say "passed" about
+a model that is not there) and `OutputPathError` names the file; model.audio.onnx and the variants follow the same
+rule. Output folder and parity clips are checked before the export starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolchain.errors import ExportError, ParityDataError, ParityError, VariantRejectedError
+from toolchain.errors import ExportError, OutputPathError, ParityDataError, ParityError, VariantRejectedError
 from toolchain.export.audio_graph import write_audio_model
 from toolchain.export.audio_parity import AudioParityReport, check_audio_model
 from toolchain.export.clips import (
@@ -24,7 +27,7 @@ from toolchain.export.clips import (
     featurize_clips,
     select_clips,
 )
-from toolchain.export.exporter import export_onnx
+from toolchain.export.exporter import export_onnx, publishing
 from toolchain.export.parity import (
     DEFAULT_BATCH_SIZES,
     ParityReport,
@@ -40,7 +43,7 @@ from toolchain.export.quantize import (
 )
 from toolchain.export.variants import VariantReport
 from toolchain.inference.contract import MODEL_NAME, report_path, variant_path
-from toolchain.io import atomic_write, check_output_file, write_json
+from toolchain.io import check_output_file, write_json
 from toolchain.progress import NullProgress, ProgressReporter
 from toolchain.training.checkpoint import load_checkpoint
 
@@ -86,10 +89,14 @@ def destination(checkpoint_path: Path, out: Path | None) -> Path:
 def _certify_fp32(ckpt, out: Path, selection: ClipSelection, options: ExportOptions, progress) -> ParityReport:
     """Export under a temporary name, gate it, and only then replace `out`. A failure leaves an earlier `out` (and
     its parity.json) untouched; the failed report goes to parity.json when there was no earlier model, else to
-    parity.failed.json beside it."""
+    parity.failed.json beside it. A gate that passes but whose rename the OS refuses leaves no report behind and
+    raises `OutputPathError`."""
     parity_path = report_path(out)
-    failed_path = parity_path if not out.is_file() else parity_path.with_name("parity.failed.json")
-    with atomic_write(out, suffix=".pending") as pending:
+    earlier = out.is_file()
+    failed_path = parity_path.with_name("parity.failed.json") if earlier else parity_path
+    # The gate writes its report before the rename; if the rename fails, that report (which says "passed") goes.
+    left = f"; the earlier {out} and its {parity_path.name} are kept" if earlier else "; nothing was published"
+    with publishing(out, unpublished=[failed_path], note=left) as pending:
         progress.start("export", f"Exporting {ckpt.arch.value} to ONNX", None)
         try:
             export_onnx(ckpt.path, pending, opset=options.opset)
@@ -102,33 +109,33 @@ def _certify_fp32(ckpt, out: Path, selection: ClipSelection, options: ExportOpti
                 progress=progress, published_as=out,
             )
         except ParityError as exc:
-            kept = f"; the earlier {out} is kept" if failed_path != parity_path else ""
+            kept = f"; the earlier {out} is kept" if earlier else ""
             raise type(exc)(f"{exc}{kept}", report=exc.report) from None
-    if failed_path != parity_path:
+    if earlier:
         failed_path.unlink(missing_ok=True)  # The new model passed: no failed report of it may linger.
     write_json(report.to_dict(), parity_path)
     return report
 
 
 def _audio_model(out: Path, ckpt, selection: ClipSelection, progress) -> AudioParityReport:
-    """Build model.audio.onnx beside `out` and gate it; kept only if it passes (a stale one is deleted)."""
+    """Build model.audio.onnx beside `out` and gate it; kept only if it passes and lands (a stale one is deleted)."""
     final, report_file = variant_path(out, "audio"), report_path(out, "audio")
-    with atomic_write(final, suffix=".pending") as pending:
-        progress.start("audio-export", "Building model.audio.onnx (front end + network)", None)
-        try:
-            write_audio_model(out, pending)
-        except ExportError as exc:
-            final.unlink(missing_ok=True)
-            raise VariantRejectedError(f"audio model not built: {exc}") from None
-        finally:
-            progress.finish("audio-export")
-        try:
+    try:
+        with publishing(final, unpublished=[report_file]) as pending:
+            progress.start("audio-export", "Building model.audio.onnx (front end + network)", None)
+            try:
+                write_audio_model(out, pending)
+            except ExportError as exc:
+                raise VariantRejectedError(f"audio model not built: {exc}") from None
+            finally:
+                progress.finish("audio-export")
             report = check_audio_model(pending, ckpt, selection.evaluation or selection.parity,
                                        clip_source=selection.source, report_path=report_file, progress=progress,
                                        published_as=final)
-        except VariantRejectedError:
-            final.unlink(missing_ok=True)  # An audio model of an earlier export must not look current.
-            raise
+    except (VariantRejectedError, OutputPathError):
+        with suppress(OSError):  # An audio model of an earlier export must not look current.
+            final.unlink(missing_ok=True)
+        raise
     return report
 
 
@@ -179,7 +186,8 @@ def export_and_certify(
     """Export, gate, publish `model.onnx` (+ parity.json), then the asked-for INT8/FP16 variants.
 
     Raises `CheckpointError`, `DatasetError`/`ParityError` (clips), `ExportError` (exporter), a `ParityError`
-    subclass when the gate fails (an earlier model.onnx is kept), or `VariantRejectedError` when a variant fails its
+    subclass when the gate fails (an earlier model.onnx is kept), `OutputPathError` when a model that passed cannot
+    be renamed into place (nothing claims it passed), or `VariantRejectedError` when a variant fails its
     threshold (model.onnx is kept; the variant is deleted; `exc.reports` holds the variant reports and
     `exc.result` the export's result).
     """

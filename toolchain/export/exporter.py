@@ -10,13 +10,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from toolchain import __version__
-from toolchain.errors import ExportError, one_line
+from toolchain.errors import ExportError, OutputPathError, one_line
 from toolchain.inference.contract import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -120,6 +122,31 @@ def save_model_atomic(model_proto, out_path: Path) -> Path:
     with atomic_write(out_path) as tmp:
         onnx.save_model(model_proto, str(tmp), save_as_external_data=False)
     return out_path
+
+
+@contextmanager
+def publishing(final: Path, unpublished: Iterable[Path] = (), note: str = "") -> Iterator[Path]:
+    """A temporary path beside `final` for a model published only when the block (its gate) succeeds.
+
+    `atomic_write(final, ".pending")`, with its closing rename made a user error: when the OS refuses it (folder
+    made read-only, a folder in the way) the `unpublished` files -- reports the gate wrote about this model,
+    which would describe a file that is not there -- are removed and `OutputPathError` names `final`, the OS's
+    reason, the fix and `note`. An error raised in the block propagates as it is.
+    """
+    gated = False
+    try:
+        with atomic_write(final, suffix=".pending") as pending:
+            yield pending
+            gated = True
+    except OSError as exc:
+        if not gated:
+            raise
+        for report in unpublished:
+            with suppress(OSError):  # Best effort: a folder that refused the rename may refuse this too.
+                report.unlink(missing_ok=True)
+        reason = exc.strerror or one_line(exc)
+        raise OutputPathError(f"cannot replace {final} ({reason}): make {final.parent} writable and export "
+                              f"again{note}") from None
 
 
 def export_onnx(checkpoint_path: str | Path, out_path: str | Path, *, opset: int | None = None) -> Path:

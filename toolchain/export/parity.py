@@ -39,6 +39,7 @@ from toolchain.inference.contract import (
     OUTPUT_NAME,
     ModelMetadata,
     metadata_from_session,
+    model_file_problem,
 )
 from toolchain.inference.providers import CPU_EP
 from toolchain.inference.session import (
@@ -252,8 +253,9 @@ def check_parity(
     every failure; the report is `exc.report`.
     """
     onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise ParityError(f"ONNX model {onnx_path} does not exist: pass the file written by `toolchain export-onnx`")
+    problem = model_file_problem(onnx_path)
+    if problem:
+        raise ParityError(f"ONNX model {onnx_path} {problem}")
     if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
         raise ParityError(f"batch sizes {list(batch_sizes)} must be positive integers, e.g. 1 2 3")
     ckpt = checkpoint_path if isinstance(checkpoint_path, Checkpoint) else load_checkpoint(checkpoint_path)

@@ -8,20 +8,21 @@ import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from toolchain.errors import VariantRejectedError, one_line
-from toolchain.export.exporter import save_model_atomic
+from toolchain.errors import OutputPathError, VariantRejectedError, one_line
+from toolchain.export.exporter import publishing, save_model_atomic
 from toolchain.export.parity import compare_logits
 from toolchain.export.versions import library_versions
 from toolchain.inference.contract import read_metadata, write_metadata
 from toolchain.inference.providers import CPU_EP
 from toolchain.inference.session import open_session, run_batches
-from toolchain.io import atomic_write, write_json
+from toolchain.io import write_json
 
 EVAL_BATCH = 16  # Throughput figures use the scorer's default batch.
 
@@ -121,7 +122,8 @@ def build_and_judge(
 ) -> VariantReport:
     """Build the variant under a temporary name (`build(path)`), judge it against the fp32 model, write the
     report, and publish it as `out_path` only when the report passes; otherwise delete it (and any stale variant at
-    `out_path`) and raise `VariantRejectedError` carrying the report."""
+    `out_path`) and raise `VariantRejectedError` carrying the report. `OutputPathError` when the OS refuses the
+    rename of a variant that passed (its report is removed, a stale variant too)."""
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     if len(evaluation) == 0:
         raise VariantRejectedError(f"no evaluation clips for the {precision} model: pass real audio with --parity-data")
@@ -130,20 +132,25 @@ def build_and_judge(
         "n_clips": len(evaluation), "settings": settings, "versions": library_versions(),
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    with atomic_write(out_path, suffix=".pending") as pending:
-        try:
-            build(pending)
-            _save_variant_metadata(fp32_path, pending, precision)
-            figures = _evaluate(fp32_path, pending, evaluation, labels, provider)
-        except Exception as exc:  # ORT's quantizer and EPs raise many types; the variant is rejected in one line.
-            report = VariantReport(**base, kept=False, reason=f"could not build or run it ({one_line(exc)})")
-        else:
-            kept, reason = _judge_variant(figures["top1_agreement"], len(evaluation), threshold)
-            report = VariantReport(**{**base, **figures}, kept=kept, reason=reason)
-        if report_path is not None:
-            write_json(report.to_dict(), report_path)
-        if not report.kept:
-            out_path.unlink(missing_ok=True)  # A stale variant from an earlier export must not look current.
-            where = f" (report: {report_path})" if report_path else ""
-            raise VariantRejectedError(f"{precision} model deleted: {report.reason}{where}", report=report)
+    try:
+        with publishing(out_path, unpublished=[report_path] if report_path else []) as pending:
+            try:
+                build(pending)
+                _save_variant_metadata(fp32_path, pending, precision)
+                figures = _evaluate(fp32_path, pending, evaluation, labels, provider)
+            except Exception as exc:  # ORT's quantizer and EPs raise many types; the variant is rejected in one line.
+                report = VariantReport(**base, kept=False, reason=f"could not build or run it ({one_line(exc)})")
+            else:
+                kept, reason = _judge_variant(figures["top1_agreement"], len(evaluation), threshold)
+                report = VariantReport(**{**base, **figures}, kept=kept, reason=reason)
+            if report_path is not None:
+                write_json(report.to_dict(), report_path)
+            if not report.kept:
+                out_path.unlink(missing_ok=True)  # A stale variant from an earlier export must not look current.
+                where = f" (report: {report_path})" if report_path else ""
+                raise VariantRejectedError(f"{precision} model deleted: {report.reason}{where}", report=report)
+    except OutputPathError:  # It passed but did not land (no other recipe can fix that): neither may an earlier one.
+        with suppress(OSError):
+            out_path.unlink(missing_ok=True)
+        raise
     return report

@@ -6,18 +6,21 @@ preprocessing. File names: `model.onnx` (the certified fp32 model) with its `par
 `model.int8.onnx` / `model.fp16.onnx` with `parity.int8.json` / `parity.fp16.json`, all in one folder.
 
 Export writes this contract and scoring reads it; it lives here, below both, because scoring may not import
-the export side (which needs torch).
+the export side (which needs torch). A scoring model is a `features` -> `logits` graph whose shapes agree with
+its metadata; `check_scoring_graph` refuses anything else (the waveform-in `model.audio.onnx`, foreign graphs)
+in one line, for every caller that opens a model by the path a user gave.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from toolchain.audio.config import FeatureConfig, check_reproducible
-from toolchain.errors import ModelMetadataError
+from toolchain.errors import ModelMetadataError, one_line
 
 PREFIX = "toolchain."
 INPUT_NAME = "features"  # (batch, channels, n_mels, frames) float32
@@ -121,15 +124,94 @@ def metadata_from_session(session: Any, source: str = "model") -> ModelMetadata:
     return ModelMetadata.from_props(dict(session.get_modelmeta().custom_metadata_map), source)
 
 
-def read_metadata(path: str | Path) -> ModelMetadata:
-    """Read from an `.onnx` file on disk."""
+def model_file_problem(path: str | Path) -> str:
+    """Why `path` cannot be an ONNX model file, as the rest of a sentence that starts with the path ("" if it can)."""
+    path = Path(path)
+    if path.is_file():
+        return ""
+    if path.is_dir():
+        inside = path / MODEL_NAME
+        way_out = f"pass {inside}" if inside.is_file() else "pass the .onnx file written by `toolchain export-onnx`"
+        return f"is a directory, not an ONNX file: {way_out}"
+    return "does not exist: pass the .onnx file written by `toolchain export-onnx`"
+
+
+Shape = Sequence[int | str | None]  # One dimension: its size, or a symbolic name / None when it is dynamic.
+
+
+def _refuse_waveform_model(inputs: Mapping[str, Shape], source: str) -> None:
+    if WAVEFORM_NAME in inputs:
+        raise ModelMetadataError(f"{source} is the waveform-in model for Node and the browser; pass the {MODEL_NAME} "
+                                 "beside it (scoring runs this graph from there with --frontend graph)")
+
+
+def check_scoring_graph(meta: ModelMetadata, inputs: Mapping[str, Shape], outputs: Mapping[str, Shape], source: str,
+                        *, waveform: bool = False) -> None:
+    """Refuse a graph that is not a scoring model agreeing with `meta`: `features` (batch, *input_shape) ->
+    `logits` (batch, n_classes). `inputs`/`outputs`: {name: shape}. With `waveform` the caller wants a
+    `model.audio.onnx` (the graph front end); without it one is refused with the way to the model beside it."""
+    if not waveform:
+        _refuse_waveform_model(inputs, source)
+    if waveform and {WAVEFORM_NAME, LENGTHS_NAME} <= set(inputs) and OUTPUT_NAME in outputs:
+        return  # model.audio.onnx: its own gate (parity.audio.json) checked the rest.
+    if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
+        raise ModelMetadataError(
+            f"{source} has inputs {sorted(inputs)} and outputs {sorted(outputs)}, expected '{INPUT_NAME}' -> "
+            f"'{OUTPUT_NAME}': export it with `toolchain export-onnx`"
+        )
+    expected = (None, *meta.feature_config.input_shape)
+    shape = inputs[INPUT_NAME]
+    fixed = [(got, want) for got, want in zip(shape, expected) if want is not None and isinstance(got, int)]
+    if len(shape) != 4 or any(got != want for got, want in fixed):
+        raise ModelMetadataError(
+            f"{source} input shape {list(shape)} does not match its feature config "
+            f"{meta.feature_config.input_shape}: re-export the model"
+        )
+    n_out = outputs[OUTPUT_NAME][-1] if outputs[OUTPUT_NAME] else None
+    if isinstance(n_out, int) and n_out != len(meta.classes):
+        raise ModelMetadataError(
+            f"{source} outputs {n_out} logits but its metadata lists {len(meta.classes)} classes: re-export it"
+        )
+
+
+def _load_proto(path: Path) -> Any:
+    """The `onnx.ModelProto` at `path` (weights stay on disk when external), or `ModelMetadataError`."""
     import onnx
 
-    path = Path(path)
-    if not path.is_file():
-        raise ModelMetadataError(f"ONNX model {path} does not exist: pass the file written by `toolchain export-onnx`")
+    problem = model_file_problem(path)
+    if problem:
+        raise ModelMetadataError(f"ONNX model {path} {problem}")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        return onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise ModelMetadataError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
-    return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props}, str(path))
+        raise ModelMetadataError(f"{path} is not a readable ONNX model ({one_line(exc)})") from exc
+
+
+def _graph_io(proto: Any) -> tuple[dict[str, list], dict[str, list]]:
+    """({input name: shape}, {output name: shape}) of a graph; initializers listed as inputs are not inputs."""
+    def shape(value: Any) -> list:
+        dims = value.type.tensor_type.shape.dim
+        return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims]
+
+    weights = {t.name for t in proto.graph.initializer}
+    inputs = {v.name: shape(v) for v in proto.graph.input if v.name not in weights}
+    return inputs, {v.name: shape(v) for v in proto.graph.output}
+
+
+def read_metadata(path: str | Path) -> ModelMetadata:
+    """Read from an `.onnx` file on disk (any of ours: model.onnx, its variants, model.audio.onnx)."""
+    path = Path(path)
+    proto = _load_proto(path)
+    return ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props}, str(path))
+
+
+def read_scoring_metadata(path: str | Path) -> ModelMetadata:
+    """`read_metadata` of a model a user named for scoring, refused unless it is a scoring model
+    (`check_scoring_graph`), without starting ONNX Runtime."""
+    path = Path(path)
+    proto = _load_proto(path)
+    inputs, outputs = _graph_io(proto)
+    _refuse_waveform_model(inputs, str(path))  # Before the metadata: this message is the one that helps.
+    meta = ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props}, str(path))
+    check_scoring_graph(meta, inputs, outputs, str(path))
+    return meta

@@ -33,15 +33,17 @@ from toolchain.audio.config import FeatureConfig
 from toolchain.audio.features import stack_channels
 from toolchain.audio.windows import WindowRule
 from toolchain.audio.workers import ordered_windows, shared_pool
-from toolchain.errors import ModelMetadataError, ScoringError, one_line
+from toolchain.errors import ScoringError, one_line
 from toolchain.inference.contract import (
-    INPUT_NAME,
     LENGTHS_NAME,
     OUTPUT_NAME,
     TRIM_NAME,
     WAVEFORM_NAME,
     ModelMetadata,
+    check_scoring_graph,
     metadata_from_session,
+    model_file_problem,
+    read_scoring_metadata,
     variant_path,
 )
 from toolchain.inference.predictions import Aggregation, aggregate, top_class
@@ -190,30 +192,12 @@ def _wants_cuda(provider: str, available: list[str]) -> bool:
     return False
 
 
-def _check_signature(session: Any, meta: ModelMetadata, source: str) -> None:
-    """Refuse a graph whose input/output does not match what its metadata promises."""
-    inputs = {i.name: i for i in session.get_inputs()}
-    outputs = {o.name: o for o in session.get_outputs()}
-    if {WAVEFORM_NAME, LENGTHS_NAME} <= set(inputs) and OUTPUT_NAME in outputs:
-        return  # model.audio.onnx: its own gate (parity.audio.json) checked the rest.
-    if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
-        raise ModelMetadataError(
-            f"{source} has inputs {sorted(inputs)} and outputs {sorted(outputs)}, expected '{INPUT_NAME}' -> "
-            f"'{OUTPUT_NAME}': export it with `toolchain export-onnx`"
-        )
-    expected = (None, *meta.feature_config.input_shape)
-    shape = inputs[INPUT_NAME].shape
-    fixed = [(got, want) for got, want in zip(shape, expected) if want is not None and isinstance(got, int)]
-    if len(shape) != 4 or any(got != want for got, want in fixed):
-        raise ModelMetadataError(
-            f"{source} input shape {shape} does not match its feature config {meta.feature_config.input_shape}: "
-            "re-export the model"
-        )
-    n_out = outputs[OUTPUT_NAME].shape[-1]
-    if isinstance(n_out, int) and n_out != len(meta.classes):
-        raise ModelMetadataError(
-            f"{source} outputs {n_out} logits but its metadata lists {len(meta.classes)} classes: re-export it"
-        )
+def _check_signature(session: Any, meta: ModelMetadata, source: str, waveform: bool) -> None:
+    """Refuse a graph whose inputs/outputs do not match what its metadata promises (`check_scoring_graph`);
+    `waveform`: the graph front end chose a model.audio.onnx."""
+    inputs = {i.name: i.shape for i in session.get_inputs()}
+    outputs = {o.name: o.shape for o in session.get_outputs()}
+    check_scoring_graph(meta, inputs, outputs, source, waveform=waveform)
 
 
 def _ort_reason(exc: Exception) -> str:
@@ -239,12 +223,14 @@ def load_model(path: str | Path, config: EngineConfig = EngineConfig()) -> Scori
 
     On CUDA with precision "auto", a certified `model.fp16.onnx` beside `path` runs instead (see
     `toolchain.scoring.precision.choose_model_file`); the returned model's `path`/`sha256` name the file that runs.
-    Raises `ScoringError` for a missing/unreadable file (or provider 'cuda' that cannot run), `ModelMetadataError` /
-    `FeatureConfigError` for a model without our metadata or with a feature config this library cannot reproduce.
+    Raises `ScoringError` for a missing/unreadable file or a folder (or provider 'cuda' that cannot run),
+    `ModelMetadataError` / `FeatureConfigError` for a model without our metadata, one that is not a scoring model
+    (a model.audio.onnx, a foreign graph) or with a feature config this library cannot reproduce.
     """
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise ScoringError(f"model {path} does not exist: pass the .onnx file written by `toolchain export-onnx`")
+    problem = model_file_problem(path)
+    if problem:
+        raise ScoringError(f"model {path} {problem}")
     import onnxruntime as ort
 
     available = ort.get_available_providers()
@@ -265,7 +251,7 @@ def load_model(path: str | Path, config: EngineConfig = EngineConfig()) -> Scori
         session = _open_session(choice.path, False, threads, config)
         provider = session.get_providers()[0]
     meta = metadata_from_session(session, str(choice.path))
-    _check_signature(session, meta, str(choice.path))
+    _check_signature(session, meta, str(choice.path), waveform=config.frontend == "graph")
     source_sha = file_sha256(path)
     sha = source_sha if choice.path == path else file_sha256(choice.path)
     io_binding = config.io_binding == "on" or (config.io_binding == "auto" and provider == CUDA_EP)
@@ -280,6 +266,7 @@ def _frontend_file(path: Path, config: EngineConfig) -> ModelChoice | None:
     if config.precision not in ("auto", "fp32"):
         raise ScoringError(f"--frontend graph runs model.audio.onnx, which is fp32: drop --precision "
                            f"{config.precision} or use --frontend python")
+    read_scoring_metadata(path)  # The file named is not opened by ORT here: refuse a model.audio.onnx by name now.
     problem = audio_certificate(path)
     if problem:
         raise ScoringError(f"--frontend graph needs a certified model.audio.onnx beside {path}: {problem}")

@@ -1,22 +1,27 @@
 """The files of a folder as scoring sees them: which are audio, how they were when scored, which are new, and
-whether the folder is done being written."""
+which are done being written."""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from toolchain.audio.decode import find_audio_files
 from toolchain.errors import ScoringError
+from toolchain.io import file_sha256
 from toolchain.scoring.ledger import FileStamp, Ledger
 
 
-def check_folder(folder: str | Path) -> Path:
+def check_folder(folder: str | Path, what: str = "input folder") -> Path:
+    """`folder` resolved, or a one-line `ScoringError` naming it (`what`: the option or parameter, e.g.
+    "--inbox") when it is missing or not a directory."""
     path = Path(folder).expanduser()
     if not path.is_dir():
-        what = "is not a directory" if path.exists() else "does not exist"
-        raise ScoringError(f"input folder {path} {what}: pass a directory of audio files")
+        what_is = "is not a directory" if path.exists() else "does not exist"
+        raise ScoringError(f"{what} {path} {what_is}: pass a directory of audio files")
     return path.resolve()
 
 
@@ -26,35 +31,94 @@ def discover_audio_files(folder: str | Path) -> list[str]:
     return [p.relative_to(root).as_posix() for p in find_audio_files(root)]
 
 
-READY_MARKER = "_READY"  # A producer that writes this file into a folder says: every file is here.
+READY_MARKER = "_READY"  # A producer that writes (or touches) this file says: every file older than it is here.
 
 
-DEFAULT_SETTLE_SECONDS = 5.0  # Without a marker, a folder is ready once nothing in it changed for this long.
+DEFAULT_SETTLE_SECONDS = 5.0  # A file not covered by a marker is ready once nothing in its folder changed this long.
+FUTURE_SLACK_SECONDS = 60.0  # Clocks of producers on other machines drift; an mtime this far ahead is "future".
 
 
-def stamp_files(folder: str | Path, files: Sequence[str]) -> list[FileStamp]:
-    """Size and mtime of each file (relative posix paths); files that vanished meanwhile are left out."""
+def stamp_files(folder: str | Path, files: Sequence[str], *, content: bool = False) -> list[FileStamp]:
+    """Size and mtime of each file (relative posix paths), and with `content` its sha256 ("" when it cannot be
+    read); files that vanished meanwhile are left out."""
     root, stamps = Path(folder), []
     for f in files:
         try:
             st = (root / f).stat()
         except OSError:
             continue
-        stamps.append(FileStamp(f, st.st_size, st.st_mtime_ns))
+        stamps.append(FileStamp(f, st.st_size, st.st_mtime_ns, _sha256_or_empty(root / f) if content else ""))
     return stamps
 
 
+def _sha256_or_empty(path: Path) -> str:
+    try:
+        return file_sha256(path)
+    except OSError:  # Unreadable: scoring gives it an error row; a later scan cannot tell its bytes apart.
+        return ""
+
+
 def new_files(folder: str | Path, ledger: Ledger, model_sha256: str) -> list[FileStamp]:
-    """The audio files of `folder` this model has not scored as they are now (new ones, changed ones)."""
+    """The audio files of `folder` this model has not decided about as they are now: new files, and files whose
+    bytes changed. A file whose size or mtime changed (a re-copy, `touch`) is hashed; the same bytes as when it was
+    scored leave it decided (and its ledger stamp is updated, so it is not hashed again)."""
     scored = ledger.scored_files(str(folder), model_sha256)
-    stamps = stamp_files(folder, discover_audio_files(folder))
-    return [s for s in stamps if not (s.file in scored and scored[s.file].matches(s))]
+    pending = []
+    for stamp in stamp_files(folder, discover_audio_files(folder)):
+        before = scored.get(stamp.file)
+        if before is not None and before.matches(stamp):
+            continue
+        if before is not None and before.sha256 and before.size == stamp.size:
+            same = dataclasses.replace(stamp, sha256=_sha256_or_empty(Path(folder) / stamp.file))
+            if same.sha256 == before.sha256:
+                ledger.restamp(str(folder), model_sha256, same)
+                continue
+        pending.append(stamp)
+    return pending
 
 
-def folder_ready(folder: Path, stamps: Sequence[FileStamp], settle_seconds: float, now: float | None = None) -> bool:
-    """Whether a folder is done being written: it holds `_READY`, or neither it nor any of `stamps` changed for
-    `settle_seconds`."""
-    if (folder / READY_MARKER).exists():
-        return True
-    newest = max([folder.stat().st_mtime_ns, *(s.mtime_ns for s in stamps)]) / 1e9
-    return (time.time() if now is None else now) - newest >= settle_seconds
+def ready_files(folder: Path, stamps: Sequence[FileStamp], settle_seconds: float, now: float | None = None,
+                log: Callable[[str], None] = lambda message: None) -> list[FileStamp]:
+    """Those of `stamps` (files of `folder`) that are done being written.
+
+    A file is judged by its change time (ctime): the kernel sets it on every write, rename or touch, and neither
+    a producer's clock nor `touch -d` can put it in the future, as they can an mtime. A file that changed no later
+    than the `_READY` marker is ready at once (the producer said so); the others are ready once neither they nor
+    the folder's listing changed for `settle_seconds`. So a second batch written into a folder that already holds
+    `_READY` waits for quiet, or for the marker to be touched again. Future mtimes are logged (they do not delay a
+    file)."""
+    now = time.time() if now is None else now
+    changed, future = {}, []
+    for stamp in stamps:
+        try:
+            changed[stamp.file] = (folder / stamp.file).stat().st_ctime
+        except OSError:
+            continue  # Vanished since it was listed: the next scan sees what is there.
+        if stamp.mtime_ns / 1e9 > now + FUTURE_SLACK_SECONDS:
+            future.append(stamp)
+    if future:
+        when = dt.datetime.fromtimestamp(future[0].mtime_ns / 1e9, dt.UTC).isoformat(timespec="seconds")
+        log(f"{len(future)} file(s) in {folder} have a modification time in the future (e.g. {future[0].file}: "
+            f"{when}; producer clock or `touch -d`?): judged by when they were written here")
+    try:
+        marker = (folder / READY_MARKER).stat().st_ctime
+    except OSError:
+        marker = None
+    covered = [s for s in stamps if s.file in changed and marker is not None and changed[s.file] <= marker]
+    rest = [s for s in stamps if s.file in changed and not (marker is not None and changed[s.file] <= marker)]
+    if rest:
+        try:
+            listing = folder.stat().st_mtime
+        except OSError:
+            return covered
+        if now - max(listing, *(changed[s.file] for s in rest)) < settle_seconds:
+            rest = []
+    return covered + rest
+
+
+def files_to_score(folder: Path, ledger: Ledger, model_sha256: str, settle_seconds: float,
+                   now: float | None = None, log: Callable[[str], None] = lambda message: None) -> list[FileStamp]:
+    """The files of `folder` an inbox run scores now: not decided by this model yet (`new_files`) and done being
+    written (`ready_files`)."""
+    pending = new_files(folder, ledger, model_sha256)
+    return ready_files(folder, pending, settle_seconds, now, log) if pending else []

@@ -29,15 +29,21 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from toolchain.audio.config import FeatureConfig
-from toolchain.errors import FolderBusyError, ScoringError, one_line
+from toolchain.errors import FolderBusyError, OutputPathError, ScoringError, one_line
 from toolchain.health.assess import assess
 from toolchain.health.reference import stored_reference
 from toolchain.health.sketch import Sketch, SketchBuilder, merge_sketches
-from toolchain.inference.contract import ModelMetadata, read_metadata
+from toolchain.inference.contract import ModelMetadata, model_file_problem, read_scoring_metadata
 from toolchain.io import check_output_dir, file_sha256
 from toolchain.progress import NullProgress, ProgressReporter
 from toolchain.scoring.engine import EngineConfig, ScoredRow, ScoringModel, load_model, score_files
-from toolchain.scoring.files import check_folder, discover_audio_files, new_files, stamp_files
+from toolchain.scoring.files import (
+    DEFAULT_SETTLE_SECONDS,
+    check_folder,
+    discover_audio_files,
+    files_to_score,
+    stamp_files,
+)
 from toolchain.scoring.ledger import Ledger
 from toolchain.scoring.options import OutputFormat, ScoringOptions
 from toolchain.scoring.outputs import (
@@ -75,11 +81,14 @@ class ModelIdentity:
 
 
 def describe_model(path: str | Path) -> ModelIdentity:
-    """The model's identity and metadata without starting ONNX Runtime (refuses foreign feature configs)."""
+    """The model's identity and metadata without starting ONNX Runtime; refuses what is not a scoring model (a
+    folder, a model.audio.onnx, a foreign graph or feature config) before any caller writes a ledger row."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise ScoringError(f"model {path} does not exist: pass the .onnx file written by `toolchain export-onnx`")
-    return ModelIdentity(str(path.resolve()), file_sha256(path), read_metadata(path))
+    problem = model_file_problem(path)
+    if problem:
+        raise ScoringError(f"model {path} {problem}")
+    metadata = read_scoring_metadata(path)
+    return ModelIdentity(str(path.resolve()), file_sha256(path), metadata)
 
 
 def shard(files: Sequence[str], shard_size: int = DEFAULT_SHARD_SIZE) -> list[list[str]]:
@@ -103,6 +112,7 @@ class FolderJob:
     options: ScoringOptions = ScoringOptions()
     window_rule: str = ""  # `options.tag(...)` for the model's feature config.
     metadata: ModelMetadata | None = None  # The model's: its classes, sample rate, health reference.
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS  # Inbox runs: files newer than the _READY marker wait this long.
 
     @property
     def sample_rate(self) -> int:
@@ -117,8 +127,13 @@ class FolderJob:
 @contextmanager
 def folder_lock(out_folder: Path) -> Iterator[None]:
     """Exclusive, non-blocking lock on `<out_folder>/.lock`; the kernel drops it if the holder dies (kill -9)."""
-    out_folder.mkdir(parents=True, exist_ok=True)
-    with open(out_folder / ".lock", "a+") as handle:
+    try:
+        out_folder.mkdir(parents=True, exist_ok=True)
+        handle = open(out_folder / ".lock", "a+")  # noqa: SIM115 (closed by the `with` below)
+    except OSError as exc:
+        raise OutputPathError(f"cannot create the lock file {out_folder / '.lock'} ({exc.strerror}): make "
+                              f"{out_folder} writable, or pass another output folder") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -134,10 +149,10 @@ def folder_lock(out_folder: Path) -> Iterator[None]:
 @contextmanager
 def folder_job(ledger: Ledger, folder: str | Path, out_dir: str | Path, run_id: str, model_sha256: str, *,
                flow_run_id: str | None = None, skip_if_scored: bool = False,
-               options: ScoringOptions = ScoringOptions(), window_rule: str = "",
-               metadata: ModelMetadata | None = None) -> Iterator[FolderJob | None]:
+               settle_seconds: float = DEFAULT_SETTLE_SECONDS, options: ScoringOptions = ScoringOptions(),
+               window_rule: str = "", metadata: ModelMetadata | None = None) -> Iterator[FolderJob | None]:
     """Claim a folder: lock it, settle what killed runs left, start its ledger row; yields None when skipped
-    (`skip_if_scored` and the model has scored every file of the folder as it is now).
+    (`skip_if_scored` and no file of the folder is both undecided by the model and done being written).
 
     On an exception inside the block the row is marked 'failed' with the one-line reason and this run's temporary
     files are removed; the exception propagates.
@@ -147,12 +162,12 @@ def folder_job(ledger: Ledger, folder: str | Path, out_dir: str | Path, run_id: 
     with folder_lock(out_folder):
         ledger.reconcile_folder(str(out_folder))
         remove_run_files(out_folder)  # Leftovers of killed runs: we hold the lock, so nobody else is writing.
-        if skip_if_scored and not new_files(folder, ledger, model_sha256):
+        if skip_if_scored and not files_to_score(folder, ledger, model_sha256, settle_seconds):
             yield None
             return
         folder_run_id = ledger.start_folder(run_id, str(folder), str(out_folder), model_sha256, flow_run_id)
         job = FolderJob(str(folder), str(out_folder), str(out_dir), run_id, folder_run_id, model_sha256, flow_run_id,
-                        options, window_rule, metadata)
+                        options, window_rule, metadata, settle_seconds)
         try:
             yield job
         except BaseException as exc:
@@ -386,7 +401,7 @@ class FolderOutcome:
 
     folder: str
     summary: FolderSummary | None = None
-    skipped: str = ""  # "" | "already scored" | "busy"
+    skipped: str = ""  # "" | "already scored" | "busy" | "nothing to score"
 
     def to_dict(self) -> dict[str, Any]:
         return self.summary.to_dict() if self.summary else {"folder": self.folder, "skipped": self.skipped}
@@ -395,15 +410,17 @@ class FolderOutcome:
 def run_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path, steps: ScoringSteps, *,
                shard_size: int = DEFAULT_SHARD_SIZE, skip_scored: bool = False, flow_run_id: str | None = None,
                parent_run_id: str | None = None, run_id: str | None = None,
-               options: ScoringOptions = ScoringOptions()) -> FolderOutcome:
+               options: ScoringOptions = ScoringOptions(),
+               settle_seconds: float = DEFAULT_SETTLE_SECONDS) -> FolderOutcome:
     """Score every audio file under `folder` into `<out_dir>/<folder name>/predictions_<UTC>.csv` (one row per
     file) and `detections_<UTC>.csv` (one row per window), recorded in `<out_dir>/ledger.sqlite`:
     discover -> score shards -> write -> record, each step run by `steps`; `options` says how files are cut into
     windows and what is written.
 
-    `skip_scored` (inbox scans) scores only the files this model has not scored as they are now (none: the
-    folder is skipped) and skips a folder another run is scoring right now; without it every file is scored and
-    a busy folder raises `FolderBusyError`. The ledger knows a model by the file named here
+    `skip_scored` (inbox scans) scores only the files this model has not decided about as they are now and
+    that are done being written (`settle_seconds`: `toolchain.scoring.files.ready_files`; none: the folder is
+    skipped), and skips a folder another run is scoring right now; without it every file is scored and a busy
+    folder raises `FolderBusyError`. The ledger knows a model by the file named here
     (a GPU run of its fp16 variant and a CPU run are one model to the ledger); CSV rows name the file that ran.
     """
     roots = allowed_roots()
@@ -420,12 +437,14 @@ def run_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path, 
         folder = str(check_folder(folder))  # Inside the run: a missing folder is a failed run in the ledger.
         try:
             with folder_job(ledger, folder, out_dir, run_id, identity.sha256, flow_run_id=flow_run_id,
-                            skip_if_scored=skip_scored, options=options, window_rule=window_rule,
-                            metadata=identity.metadata) as job:
+                            skip_if_scored=skip_scored, settle_seconds=settle_seconds, options=options,
+                            window_rule=window_rule, metadata=identity.metadata) as job:
                 if job is None:
                     steps.log(f"{folder} is already scored by this model: skipped")
                     return FolderOutcome(folder, skipped="already scored")
                 summary = _score_job(job, steps, shard_size, only_new=skip_scored)
+                if summary is None:
+                    return FolderOutcome(folder, skipped="nothing to score")
         except FolderBusyError as exc:
             if not skip_scored:
                 raise
@@ -440,10 +459,16 @@ def run_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path, 
     return FolderOutcome(folder, summary=summary)
 
 
-def _score_job(job: FolderJob, steps: ScoringSteps, shard_size: int, only_new: bool) -> FolderSummary:
+OUTSIDE_ROOTS = "links outside the folders this server may read"  # The ledger's decision for such a file.
+
+
+def _score_job(job: FolderJob, steps: ScoringSteps, shard_size: int, only_new: bool) -> FolderSummary | None:
+    """discover -> score -> write -> record; None when an inbox run (`only_new`) finds nothing it may score (the
+    files it skipped are recorded with the reason, so they do not make the folder new again)."""
     def discover(attempt: int) -> list[str]:
-        if only_new:  # Files this model scored, unchanged, are not scored again: a follow-up CSV holds the rest.
-            return [s.file for s in new_files(job.folder, job.ledger, job.model_sha256)]
+        if only_new:  # Files this model decided about, unchanged, are not scored again: a follow-up CSV holds the rest.
+            return [s.file for s in files_to_score(Path(job.folder), job.ledger, job.model_sha256,
+                                                   job.settle_seconds, log=steps.log)]
         return discover_audio_files(job.folder)
 
     discovered = steps.run("discover", discover)
@@ -452,11 +477,16 @@ def _score_job(job: FolderJob, steps: ScoringSteps, shard_size: int, only_new: b
     escaping = [f for f in discovered.value if roots and outside_roots(Path(job.folder) / f, roots)]
     if escaping:
         steps.log(f"skipped {len(escaping)} file(s) that link outside the allowed folders, e.g. {escaping[0]}")
+        job.ledger.record_files(job.folder_run_id, stamp_files(job.folder, escaping), decision=OUTSIDE_ROOTS)
         discovered = Attempted([f for f in discovered.value if f not in set(escaping)], discovered.attempt)
+    if not discovered.value and only_new:
+        job.ledger.finish_folder(job.folder_run_id, "completed")  # Its decisions count; no CSV, no health.
+        steps.log(f"{job.folder}: nothing to score")
+        return None
     if not discovered.value:
         steps.log(f"warning: {job.folder} holds no audio files (extensions: .wav .flac .ogg .mp3 ...): its CSV "
                   "has a header and no rows")
-    job.ledger.record_files(job.folder_run_id, stamp_files(job.folder, discovered.value))
+    job.ledger.record_files(job.folder_run_id, stamp_files(job.folder, discovered.value, content=True))
     results = steps.map_shards(job, shard(discovered.value, shard_size))
     for r in sorted(results, key=lambda r: r.index):
         steps.log(f"shard {r.index}: {r.part.files_ok} ok, {r.part.files_error} error in {r.seconds:.1f} s "

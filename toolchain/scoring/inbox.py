@@ -11,23 +11,27 @@ from typing import Any
 from toolchain.audio.decode import is_hidden
 from toolchain.errors import ScoringError, one_line
 from toolchain.io import check_output_dir
-from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS, check_folder, folder_ready, new_files
+from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS, check_folder, files_to_score
 from toolchain.scoring.folder import FolderOutcome, ScoringSteps, describe_model, scoring_run
 from toolchain.scoring.ledger import Ledger
-from toolchain.scoring.roots import allowed_roots, confine
+from toolchain.scoring.roots import allowed_roots, confine, outside_roots
 
 
 def folders_with_new_files(inbox: str | Path, ledger: Ledger, model_sha256: str,
-                           settle_seconds: float = DEFAULT_SETTLE_SECONDS) -> list[Path]:
-    """Subfolders of `inbox` (sorted by name) holding audio files this model has not scored yet, and done being
-    written (see `folder_ready`); one still being written is left for a later scan."""
-    root = check_folder(inbox)
-    # Resolved like `check_folder` does, so a symlinked subfolder matches its ledger key.
-    subfolders = sorted(p.resolve() for p in root.iterdir() if p.is_dir() and not is_hidden(p.name))
+                           settle_seconds: float = DEFAULT_SETTLE_SECONDS,
+                           log: Callable[[str], None] = lambda message: None) -> list[Path]:
+    """Subfolders of `inbox` (sorted by name) holding audio files this model has not decided about yet that are
+    done being written (`files_to_score`); files still being written are left for a later scan. A subfolder that
+    links outside the folders this process may read is skipped with one logged line."""
+    root = check_folder(inbox, "inbox")
+    roots = allowed_roots()
     ready = []
-    for folder in subfolders:
-        pending = new_files(folder, ledger, model_sha256)
-        if pending and folder_ready(folder, pending, settle_seconds):
+    for entry in sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name)):
+        if roots and outside_roots(entry, roots):
+            log(f"skipped {entry}: it links to {entry.resolve()}, outside the folders this server may read")
+            continue
+        folder = entry.resolve()  # Resolved like `check_folder` does, so a symlinked subfolder matches its key.
+        if files_to_score(folder, ledger, model_sha256, settle_seconds, log=log):
             ready.append(folder)
     return ready
 
@@ -57,12 +61,12 @@ def scan_inbox(model_path: str | Path, inbox: str | Path, out_dir: str | Path, s
     (`ScoringError` naming the failed folders)."""
     confine(allowed_roots(), model=model_path, output_dir=out_dir, inbox=inbox)
     check_output_dir(out_dir, "output_dir")
-    check_folder(inbox)
+    check_folder(inbox, "inbox")
     identity = describe_model(model_path)
     with scoring_run(out_dir, mode="inbox", target=inbox, model=identity, flow_run_id=flow_run_id) as run_id:
         todo = steps.run("find-unscored", lambda attempt: [
             str(p) for p in folders_with_new_files(inbox, Ledger.in_dir(out_dir), identity.sha256,
-                                                   settle_seconds)]).value
+                                                   settle_seconds, steps.log)]).value
         steps.log(f"inbox {inbox}: {len(todo)} folder(s) with files not yet scored by model {identity.sha256[:12]}")
         outcomes, failed = [], []
         for sub in todo:

@@ -39,16 +39,23 @@ Schema (times are UTC ISO-8601 strings, sha256 values are hex):
     health_path   TEXT      the health_<UTC>.json beside the CSV
     js_distance, expected_accuracy REAL   its key figures (NULL without a reference)
 
-  folder_files              one row per file a folder run scores, written before scoring starts
+  folder_files              one row per file a folder run decided about, written before scoring starts
     folder_run_id INTEGER   -> folder_runs.id
     file          TEXT      posix path relative to the folder, as in the CSV
     size, mtime_ns INTEGER  the file's size and modification time when it was discovered
+    sha256        TEXT      its content hash then (NULL in older ledgers, or when it could not be read)
+    decision      TEXT      NULL: scored (a CSV row, ok or error); else why it got no row (e.g. it links outside
+                            the folders the server may read)
 
-A file counts as scored by a model only when a `folder_files` row names it (same size and mtime) under a
-`folder_runs` row for that model that is 'completed', which is written after its CSV is completely on disk. A
-file that arrives later, or changes, is not scored yet: the next inbox scan scores it into a follow-up CSV. A 'running' row left by a killed process is settled by the next run
-that takes the folder's lock (`reconcile_folder`): 'completed' if its CSV reached its final name (the rename
-happened, only the bookkeeping was lost), otherwise 'crashed'.
+A file counts as decided by a model only when a `folder_files` row names it (same size and mtime, or the same
+bytes) under a `folder_runs` row for that model that is 'completed', which is written after its CSV is completely
+on disk. A file that arrives later, or whose bytes change, is not decided yet: the next inbox scan scores it into a
+follow-up CSV. A 'running' row left by a killed process is settled by the next run that takes the folder's lock
+(`reconcile_folder`): 'completed' if its CSV reached its final name (the rename happened, only the bookkeeping was
+lost), otherwise 'crashed'.
+
+Every sqlite failure a user can cause (a read-only ledger or folder, a lock held past BUSY_TIMEOUT_MS, a damaged
+file) is raised as one `LedgerError` line naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -63,7 +70,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolchain.errors import ScoringError
+from toolchain.errors import LedgerError, ScoringError
 from toolchain.io import file_sha256
 
 LEDGER_NAME = "ledger.sqlite"
@@ -87,7 +94,7 @@ CREATE TABLE IF NOT EXISTS folder_runs (
 );
 CREATE TABLE IF NOT EXISTS folder_files (
     folder_run_id INTEGER NOT NULL REFERENCES folder_runs(id), file TEXT NOT NULL, size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL
+    mtime_ns INTEGER NOT NULL, sha256 TEXT, decision TEXT
 );
 CREATE INDEX IF NOT EXISTS folder_files_run ON folder_files (folder_run_id);
 CREATE INDEX IF NOT EXISTS folder_runs_scored ON folder_runs (folder, model_sha256, state);
@@ -98,7 +105,8 @@ CREATE INDEX IF NOT EXISTS folder_runs_out ON folder_runs (out_folder, state);
 # Columns added after the first release: (table, column, type). Older ledgers gain them on open.
 _ADDED_COLUMNS = (("runs", "window_rule", "TEXT"), ("folder_runs", "health_verdict", "TEXT"),
                   ("folder_runs", "health_path", "TEXT"), ("folder_runs", "js_distance", "REAL"),
-                  ("folder_runs", "expected_accuracy", "REAL"))
+                  ("folder_runs", "expected_accuracy", "REAL"), ("folder_files", "sha256", "TEXT"),
+                  ("folder_files", "decision", "TEXT"))
 
 
 def utc_now() -> str:
@@ -156,7 +164,11 @@ class Ledger:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LedgerError(f"cannot create {self.path.parent} for the ledger ({exc.strerror}): pass an output "
+                              "folder you can write to") from None
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")  # Readers never block the writer, and vice versa.
             db.executescript(_SCHEMA)
@@ -175,11 +187,16 @@ class Ledger:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        try:
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise ledger_error(self.path, exc) from None
         try:
             db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             db.row_factory = sqlite3.Row
             yield db
+        except sqlite3.Error as exc:
+            raise ledger_error(self.path, exc) from None
         finally:
             db.close()
 
@@ -191,7 +208,8 @@ class Ledger:
             try:
                 yield db
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
 
@@ -298,7 +316,8 @@ class Ledger:
     def health_rows(self, model_sha256: str | None = None, last: int = 20) -> list[dict]:
         """The latest `last` completed folder runs (of one model, if given), oldest first, with their health."""
         query = ("SELECT finished_at, folder, files_ok + files_error AS files, health_verdict AS verdict,"
-                 " js_distance, expected_accuracy, health_path FROM folder_runs WHERE state='completed'")
+                 " js_distance, expected_accuracy, health_path FROM folder_runs"
+                 " WHERE state='completed' AND csv_path IS NOT NULL")  # Runs that found nothing to score: no CSV.
         args: tuple = ()
         if model_sha256 is not None:
             query, args = query + " AND model_sha256=?", (model_sha256,)
@@ -316,31 +335,43 @@ class Ledger:
             ).fetchone()
         return None if row is None else str(row["csv_path"])
 
-    def record_files(self, folder_run_id: int, files: Iterable[FileStamp]) -> None:
-        """The files a folder run is about to score (they count as scored once the run is 'completed')."""
+    def record_files(self, folder_run_id: int, files: Iterable[FileStamp], decision: str | None = None) -> None:
+        """The files a folder run is about to score (`decision` None), or has decided to give no row (`decision`
+        says why); either way they count as decided once the run is 'completed'."""
         with self._write() as db:
-            db.executemany("INSERT INTO folder_files (folder_run_id, file, size, mtime_ns) VALUES (?,?,?,?)",
-                           [(folder_run_id, f.file, f.size, f.mtime_ns) for f in files])
+            db.executemany("INSERT INTO folder_files (folder_run_id, file, size, mtime_ns, sha256, decision)"
+                           " VALUES (?,?,?,?,?,?)",
+                           [(folder_run_id, f.file, f.size, f.mtime_ns, f.sha256 or None, decision) for f in files])
 
     def scored_files(self, folder: str, model_sha256: str) -> dict[str, FileStamp]:
-        """file -> how it was when this model scored it, over every completed run of `folder`.
+        """file -> how it was when this model scored it (or decided to skip it), over every completed run of
+        `folder`.
 
         Runs recorded before files were (older ledgers) contribute the files of their CSV, with an unknown stamp
         that matches the file however it is now.
         """
         with self._connect() as db:  # One query: the watcher asks this for every folder it looks at.
             rows = db.execute(
-                "SELECT r.csv_path, f.file, f.size, f.mtime_ns FROM folder_runs r"
+                "SELECT r.csv_path, f.file, f.size, f.mtime_ns, f.sha256 FROM folder_runs r"
                 " LEFT JOIN folder_files f ON f.folder_run_id = r.id"
                 " WHERE r.folder=? AND r.model_sha256=? AND r.state='completed' ORDER BY r.id, f.rowid",
                 (folder, model_sha256)).fetchall()
         scored: dict[str, FileStamp] = {}  # Later runs override earlier ones (a changed file scored again).
         for row in rows:
             if row["file"] is not None:
-                scored[row["file"]] = FileStamp(row["file"], row["size"], row["mtime_ns"])
+                scored[row["file"]] = FileStamp(row["file"], row["size"], row["mtime_ns"], row["sha256"] or "")
             elif row["csv_path"] and Path(row["csv_path"]).is_file():
                 scored.update({f: FileStamp(f, -1, -1) for f in _csv_files(Path(row["csv_path"]))})
         return scored
+
+    def restamp(self, folder: str, model_sha256: str, stamp: FileStamp) -> None:
+        """A decided file whose size or mtime changed but whose bytes (`stamp.sha256`) did not: its rows take the
+        new stamp, so later scans need not hash it again."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE folder_files SET size=?, mtime_ns=? WHERE file=? AND sha256=? AND folder_run_id IN"
+                " (SELECT id FROM folder_runs WHERE folder=? AND model_sha256=? AND state='completed')",
+                (stamp.size, stamp.mtime_ns, stamp.file, stamp.sha256, folder, model_sha256))
 
     def reconcile_folder(self, out_folder: str) -> list[FolderRecord]:
         """Settle 'running' rows of `out_folder` left by dead runs. Call only while holding the folder's lock."""
@@ -380,16 +411,33 @@ def _settle(db: sqlite3.Connection, rows: Iterable[sqlite3.Row]) -> None:
 
 @dataclass(frozen=True)
 class FileStamp:
-    """A file of a folder as scoring saw it: relative posix path, size in bytes, mtime in ns (-1: unknown)."""
+    """A file of a folder as scoring saw it: relative posix path, size in bytes, mtime in ns (-1: unknown), and
+    its content's sha256 when it was hashed ("" otherwise)."""
 
     file: str
     size: int
     mtime_ns: int
+    sha256: str = ""
 
     def matches(self, other: FileStamp) -> bool:
         """Same file, unchanged (an unknown stamp matches any)."""
         return self.file == other.file and (self.size < 0 or other.size < 0 or
                                             (self.size, self.mtime_ns) == (other.size, other.mtime_ns))
+
+
+def ledger_error(path: Path, exc: sqlite3.Error) -> LedgerError:
+    """One line for a sqlite failure: what happened to which ledger, and the way out."""
+    text = str(exc)
+    if "readonly" in text or "read-only" in text:
+        fix = f"make it and {path.parent} writable (chmod u+w), or pass another output folder"
+    elif "locked" in text or "busy" in text:
+        fix = (f"another process held it for more than {BUSY_TIMEOUT_MS // 1000} s; retry when it is done (see "
+               "`fuser`), and keep ledgers off file systems without working locks")
+    elif "unable to open" in text:
+        fix = f"make {path.parent} readable and writable, or pass another output folder"
+    else:
+        fix = "move it aside to keep it, then rerun (a new ledger starts empty: every folder is scored again)"
+    return LedgerError(f"ledger {path}: {text}: {fix}")
 
 
 def _csv_files(csv_path: Path) -> list[str]:

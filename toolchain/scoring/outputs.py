@@ -35,6 +35,7 @@ import json
 import math
 import os
 import shutil
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ RAVEN_COLUMNS = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 FAULT_ENV = "TOOLCHAIN_FAULT_INJECT"
 FAULT_STEPS = ("score", "write")
+HOLD_ENV = "TOOLCHAIN_TEST_HOLD_AFTER_ROWS"  # "N:SIGNAL_FILE": a test's deterministic point to kill a run at.
 
 
 def csv_columns(classes: Iterable[str]) -> list[str]:
@@ -136,8 +138,9 @@ def write_part(path: Path, rows: Iterable[ScoredRow], classes: tuple[str, ...], 
         writer, detections = csv.writer(f), csv.writer(d)
         writer.writerow(csv_columns(classes))
         detections.writerow(detection_columns(classes))
-        for row in rows:
+        for written, row in enumerate(rows, 1):
             writer.writerow(row_values(row, len(classes), model_sha256, run_id, window_rule))
+            hold_after_rows(written)
             detections.writerows(detection_rows(row, classes, model_sha256, run_id, min_confidence))
             if row.status == "ok":
                 labels[row.label] += 1
@@ -286,3 +289,24 @@ def inject_fault(step: str, attempt: int) -> None:
         if name == step and attempt <= int(count):
             raise InjectedFault(f"injected transient failure in step '{step}', attempt {attempt} of the first "
                                 f"{count} ({FAULT_ENV}={spec})")
+
+
+def hold_after_rows(written: int) -> None:
+    """When `TOOLCHAIN_TEST_HOLD_AFTER_ROWS` says `N:SIGNAL_FILE` and this part file has `N` rows on disk: create
+    SIGNAL_FILE (holding this process's pid) and wait until it is removed.
+
+    Test-only: a run parked mid-folder at a known point, for tests that kill it there (kill -9, SIGINT, a crashed
+    flow run) without racing the clock. Unset (the default) does nothing.
+    """
+    spec = os.environ.get(HOLD_ENV, "")
+    if not spec:
+        return
+    count, _, signal_file = spec.partition(":")
+    if not count.isdigit() or not signal_file:
+        raise ScoringError(f"{HOLD_ENV}={spec!r} is malformed: use 'ROWS:/path/to/signal-file'")
+    if written != int(count):
+        return
+    signal = Path(signal_file)
+    signal.write_text(f"{os.getpid()}\n")
+    while signal.exists():
+        time.sleep(0.05)

@@ -1,7 +1,7 @@
 """Arrival-driven scoring: notice when an inbox subfolder is ready to score, and say so once per change.
 
 `InboxWatcher` reports a subfolder (through `on_ready`) when it holds audio files the model has not scored as they
-are now and it is done being written (`folder_ready`: a `_READY` marker, or quiet for `settle_seconds`). It hears
+are now that are done being written (`ready_files`: older than a `_READY` marker, or quiet for `settle_seconds`). It hears
 about changes from filesystem events (watchdog), and it does not trust them: every subfolder is swept at start
 (files that were there before the watcher started) and again every `reconcile_seconds` (an event the OS dropped
 costs latency, never a file). A folder is reported again only when its unscored files change, or after
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolchain.audio.decode import is_hidden
-from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS, check_folder, folder_ready, new_files
+from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS, check_folder, new_files, ready_files
 from toolchain.scoring.folder import describe_model
 from toolchain.scoring.ledger import FileStamp, Ledger
 
@@ -78,21 +78,24 @@ class InboxWatcher:
             if not pending:
                 self._reported.pop(folder, None)
                 continue
-            if not folder_ready(folder, pending, self.settle_seconds, now):
-                waiting.add(folder)
+            ready = tuple(ready_files(folder.resolve(), pending, self.settle_seconds, now))
+            if len(ready) < len(pending):
+                waiting.add(folder)  # Files still being written: looked at again.
+            if not ready:
                 continue
             last = self._reported.get(folder)
-            if last is None or last[0] != pending or now - last[1] >= self.resend_seconds:
-                self._reported[folder] = (pending, now)
-                self.log(f"{folder} is ready: {len(pending)} file(s) to score")
+            if last is None or last[0] != ready or now - last[1] >= self.resend_seconds:
+                self._reported[folder] = (ready, now)
+                self.log(f"{folder} is ready: {len(ready)} file(s) to score")
                 self.on_ready(folder)
                 reported.append(folder)
         with self._lock:
             self._dirty |= waiting
         return reported
 
-    def run(self, stop: threading.Event) -> None:
-        """Watch until `stop` is set: filesystem events, a sweep at start and every `reconcile_seconds`."""
+    def run(self, stop: threading.Event, started: threading.Event | None = None) -> None:
+        """Watch until `stop` is set: filesystem events, a sweep at start and every `reconcile_seconds`.
+        `started` is set once filesystem events are being delivered and the first sweep is done."""
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
 
@@ -114,6 +117,8 @@ class InboxWatcher:
                     self.sweep()
                     next_sweep = time.monotonic() + self.reconcile_seconds
                 self.check()
+                if started is not None:
+                    started.set()
                 stop.wait(TICK_SECONDS)
         finally:
             observer.stop()
