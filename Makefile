@@ -32,7 +32,7 @@ demo: $(STAMP)
 	$(BIN)/toolchain train --data $(DEMO)/data/train --test $(DEMO)/data/test --arch $(DEMO_ARCH) \
 		--weights $(DEMO_WEIGHTS) --epochs $(DEMO_EPOCHS) --out $(DEMO)/run
 	$(BIN)/toolchain export-onnx --checkpoint $(DEMO)/run/resnet_$(DEMO_DEPTH)_model.pth
-	$(BIN)/python -m flows --model $(DEMO)/run/model.onnx --inbox $(DEMO)/data/inbox --output-dir $(DEMO)/predictions
+	$(BIN)/toolchain flow --model $(DEMO)/run/model.onnx --inbox $(DEMO)/data/inbox --output-dir $(DEMO)/predictions
 	@echo "demo outputs: $(DEMO)/run (checkpoint, plots, reports, model.onnx + parity.json, model.audio.onnx + parity.audio.json) and $(DEMO)/predictions (CSVs and health reports)"
 
 lint: $(STAMP)

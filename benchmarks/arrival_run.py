@@ -115,7 +115,7 @@ def main() -> None:
     try:
         _wait(healthy, 240, "prefect server")
         serve = _start(serve_cmd, env, logs / "serve.log")
-        _wait(lambda: subprocess.run([str(BIN / "prefect"), "deployment", "inspect", "score-folder/on-arrival"],
+        _wait(lambda: subprocess.run([str(BIN / "prefect"), "deployment", "inspect", "score-inbox/on-arrival"],
                                      env=env, capture_output=True).returncode == 0, 240, "the deployments")
         watch = _start(watch_cmd, env, logs / "watch.log")
         for i in range(args.drops):

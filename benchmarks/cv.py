@@ -2,8 +2,8 @@
 the run's --test set; prints mean and spread of test accuracy and macro-F1 per recipe and writes JSON.
 
     .venv/bin/python benchmarks/cv.py --data manifest.csv --folds 3 --arch resnet18 --weights none --epochs 20 \
-        --recipe seed='{"lr": 1e-3, "augment": false, "schedule": "plateau", "warmup_epochs": 0,
-                        "zero_init_residual": false, "select_on": "accuracy"}' --recipe defaults='{}'
+        --recipe notebook='{"lr": 1e-3, "augment": false, "schedule": "plateau", "warmup_epochs": 0,
+                            "zero_init_residual": false, "select_on": "accuracy"}' --recipe defaults='{}'
 
 The manifest is `filename,label,group` (the group, e.g. the speaker, never spans two folds). `--fsdd DIR --takes
 0-7` writes one from FSDD (group = speaker). A recipe is a name and TrainConfig fields as JSON, laid over the

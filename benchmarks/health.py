@@ -3,7 +3,7 @@ error, and what the report costs. Prints the figures and writes JSON.
 
     .venv/bin/python benchmarks/health.py --fsdd ../shared/data/fsdd --out artifacts/bench/health
 
-A resnet18 (1-s clips, from scratch, the seed-style recipe) is trained on three FSDD speakers (takes 0-24; the
+A resnet18 (1-s clips, from scratch, the reference notebook's recipe) is trained on three FSDD speakers (takes 0-24; the
 group-aware split holds one of them out as validation: the checkpoint's own health reference) and exported; the
 three other speakers (1,500 clips, never seen in training) are scored through ONNX Runtime. Then:
   * product path: the exported model's reference (from its validation speaker) against each unseen speaker:
@@ -73,7 +73,8 @@ def trained_model(fsdd: Path, out: Path, checkpoint: Path | None) -> Path:
 
 def scored(model_path: Path, fsdd: Path) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list[str], object]:
     """Window probabilities per file, true class index per file, speaker per file, classes, model metadata."""
-    from toolchain.scoring.engine import EngineConfig, load_model, score_files
+    from toolchain.scoring.engine import load_model, score_files
+    from toolchain.scoring.engine_config import EngineConfig
 
     model = load_model(model_path, EngineConfig(batch_size=32))
     classes = list(model.classes)

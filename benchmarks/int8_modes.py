@@ -19,7 +19,7 @@ Recipe syntax: MODE[:float=LAYER+LAYER][:ops=Conv+Gemm][:calib=minmax|percentile
 (no layer stays float unless float= names it; LAYER: PyTorch module name such as conv1, fc, layer4.1.conv2, or a
 block prefix such as layer4.1; clips: calibration clip count, default --calibration-clips; sym: symmetric
 activation ranges; skips: the residual skip paths in float, with ops=Conv+Gemm). Without --recipes, the
-sweep behind toolchain.export.quantize.AUTO_ORDER runs. Prints one JSON line per recipe and appends them to results.jsonl.
+sweep behind toolchain.export.int8_recipes.AUTO_ORDER runs. Prints one JSON line per recipe and appends them to results.jsonl.
 """
 
 from __future__ import annotations
@@ -35,14 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from toolchain.export.clips import featurize_clips, select_clips
+from toolchain.export.int8_build import build_int8, prepare_for_int8
+from toolchain.export.int8_recipes import Int8Mode, Int8Recipe
+from toolchain.export.onnx_graph import layer_nodes
 from toolchain.export.parity import compare_logits, softmax
-from toolchain.export.quantize import (
-    Int8Mode,
-    Int8Recipe,
-    build_int8,
-    layer_nodes,
-    prepare_for_int8,
-)
 from toolchain.inference.contract import read_metadata
 from toolchain.inference.session import open_session, run_batches
 from toolchain.training.checkpoint import load_checkpoint

@@ -34,7 +34,8 @@ import numpy as np
 import psutil
 import soundfile as sf
 
-from toolchain.io import available_cores, write_json
+from toolchain.cpu import available_cores
+from toolchain.io import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 FSDD = Path(os.environ.get("TOOLCHAIN_FSDD", REPO.parent / "shared" / "data" / "fsdd"))

@@ -1,4 +1,4 @@
-"""`toolchain watch`: an `InboxWatcher` whose reports become Prefect events that start `score-folder/on-arrival`.
+"""`toolchain watch`: an `InboxWatcher` whose reports become Prefect events that start `score-inbox/on-arrival`.
 
 Event `toolchain.folder.ready` on resource `toolchain.folder.<absolute folder>` (label `toolchain.folder` = the
 folder). `toolchain serve --inbox I` registers the on-arrival deployment with a `DeploymentEventTrigger` on those

@@ -113,7 +113,7 @@ sys.exit(0 if report["status"] == "passed" and rows and all(r["passed"] for r in
 EOF
 
 log "4/6 bench --batch-sizes $BATCH_SIZES on $CLIPS clips"
-BENCH_CLIPS=$(( CLIPS < 512 ? CLIPS : 512 ))  # The seed-style baseline is slow; 512 clips time every stage well.
+BENCH_CLIPS=$(( CLIPS < 512 ? CLIPS : 512 ))  # The reference notebook loop is slow; 512 clips time every stage well.
 "$BIN/toolchain" bench --checkpoint "$CKPT" --model "$MODEL" --data "$FSDD/recordings" --clips "$BENCH_CLIPS" \
     --batch-sizes "$BATCH_SIZES" --out "$WORK/bench.json" >"$WORK/bench.log" 2>&1 \
     || { tail -20 "$WORK/bench.log" >&2; die "bench failed"; }

@@ -109,8 +109,8 @@ def exported_model(trained_checkpoint, tmp_path_factory):
 def trained_checkpoint(tmp_path_factory, fsdd_dir) -> Path:
     """The best checkpoint of one real, brief training run (the only training of that size in the suite).
 
-    What it is: resnet18, `--weights none`, lr 1e-3, 6 epochs, the seed-style recipe (no augmentation, plateau,
-    selected on accuracy), trained by `toolchain.training.train.train` on FSDD takes
+    What it is: resnet18, `--weights none`, lr 1e-3, 6 epochs, the reference notebook's recipe (no augmentation,
+    plateau, selected on accuracy), trained by `toolchain.training.train.train` on FSDD takes
     0-7 of all six speakers (480 clips) with group = speaker, so the group-aware split holds one whole speaker out
     as validation: `checkpoint.val_files` are that speaker's 80 real FSDD clips (absolute paths) and
     `metrics["val_acc"]` is speaker-held-out accuracy (well above the 10 % chance level).
@@ -140,8 +140,8 @@ def trained_checkpoint(tmp_path_factory, fsdd_dir) -> Path:
         data=str(manifest), test=str(test_csv), out=str(root / "run"), arch="resnet18", weights="none",
         epochs=6, lr=1e-3, cache_dir=str(root / "cache"), num_workers=2,
         feature_config=FeatureConfig(**TRAINED_FEATURES),
-        # The seed-style recipe: 6 epochs are too few for augmentation and a cosine warm-up to pay off, and the
-        # tests downstream need a model well above chance, not the new defaults (tests/training covers those).
+        # The reference notebook's recipe: 6 epochs are too few for augmentation and a cosine warm-up to pay off,
+        # and the tests downstream need a model well above chance, not the new defaults (tests/training covers those).
         augment=False, schedule="plateau", warmup_epochs=0, zero_init_residual=False, select_on="accuracy",
     )
     return train(config).best_checkpoint

@@ -18,6 +18,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+HOOKS = Path(__file__).resolve().parent / "hooks"  # sitecustomize.py: test-only hooks for subprocesses.
+
+
+def held_env(rows: int, signal_file: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    """`env` (default: this process's) for a subprocess whose scoring parks once `rows` prediction rows are on
+    disk: it creates `signal_file` and waits until the file is removed (tests/hooks/sitecustomize.py)."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join([str(HOOKS), *filter(None, [env.get("PYTHONPATH")])])
+    env["TOOLCHAIN_TEST_HOLD_AFTER_ROWS"] = f"{rows}:{signal_file}"
+    return env
+
 
 def copy_clips(fsdd_dir: Path, dest: Path, start: int, n: int) -> list[str]:
     """Copy FSDD recordings [start, start + n) (sorted by name) into a new folder `dest`; returns their names."""

@@ -1,19 +1,15 @@
-"""toolchain.io: the one atomic writer (permissions from the umask, nothing half-written), hashes, cores."""
+"""toolchain.io: the one atomic writer (permissions from the umask, nothing half-written), hashes."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import signal
 import stat
 import subprocess
 import sys
 
-import psutil
 import pytest
 
-from toolchain.io import atomic_write, available_cores, file_sha256, write_json
+from toolchain.io import atomic_write, file_sha256, write_json
 
 
 def test_atomic_write_replaces_only_on_success_and_leaves_no_temporary(tmp_path):
@@ -52,47 +48,7 @@ def test_new_files_get_the_umasks_permissions_and_the_umask_is_never_changed(tmp
     assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == mode
 
 
-def test_sha256_and_cores(tmp_path):
+def test_sha256(tmp_path):
     data = bytes(range(256)) * 5000
     (tmp_path / "blob").write_bytes(data)
     assert file_sha256(tmp_path / "blob") == hashlib.sha256(data).hexdigest()
-    assert 1 <= available_cores() <= len(os.sched_getaffinity(0))
-
-
-def test_pool_workers_die_with_their_parent_even_on_kill_9(tmp_path):
-    """The OOM killer's kill -9 on the main process must not leave pool workers (or the resource tracker) behind."""
-    script = tmp_path / "parent.py"
-    script.write_text(
-        "import time\n"
-        "from toolchain.io import spawn_pool\n"
-        "if __name__ == '__main__':\n"
-        "    pool = spawn_pool(2)\n"
-        "    pool.submit(time.sleep, 0).result()\n"
-        "    print('ready', flush=True)\n"
-        "    time.sleep(600)\n"
-    )
-    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    children: list[psutil.Process] = []
-    try:
-        assert parent.stdout.readline().strip() == "ready"
-        children = psutil.Process(parent.pid).children(recursive=True)
-        assert len(children) >= 3  # Two workers and multiprocessing's resource tracker.
-        os.kill(parent.pid, signal.SIGKILL)
-        parent.wait(30)
-        _, alive = psutil.wait_procs(children, timeout=20)
-        assert alive == [], [p.cmdline() for p in alive]
-    finally:
-        for process in [*children, psutil.Process(parent.pid)] if parent.poll() is None else children:
-            with contextlib.suppress(psutil.Error):
-                process.kill()
-
-
-def test_cpu_isa_reads_the_flags_that_pick_int8_kernels_and_cpu_bf16():
-    from toolchain.io import cpu_isa
-
-    xeon = "model name\t: Intel(R) Xeon(R) Platinum\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n\nflags : other"
-    assert cpu_isa(xeon) == {"model": "Intel(R) Xeon(R) Platinum", "avx2": True, "avx512": True, "vnni": True,
-                             "amx": False, "bf16": False}
-    assert cpu_isa("flags : avx2 fma")["vnni"] is False and cpu_isa("flags : avx2 avx_vnni")["vnni"] is True
-    assert cpu_isa("") == {"model": "", "avx2": False, "avx512": False, "vnni": False, "amx": False, "bf16": False}
-    assert cpu_isa("flags : avx512f avx512_bf16")["bf16"] is True and cpu_isa("flags : amx_bf16")["bf16"] is True

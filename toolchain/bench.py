@@ -1,6 +1,6 @@
-"""One benchmark, one process, the same real clips: the seed-style loop against each stage of ours.
+"""One benchmark, one process, the same real clips: the reference notebook's loop against each stage of ours.
 
-(a) seed-style baseline: librosa reference features per file, then eager PyTorch on batches, sequentially
+(a) the reference notebook's loop: librosa reference features per file, then eager PyTorch on batches, sequentially
 (b) eager PyTorch, model only (features precomputed)
 (c) ONNX Runtime fp32, model only
 (d) ONNX Runtime INT8, model only (when an INT8 model is given)
@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 
 from toolchain.audio.decode import check_audio_file, find_audio_files
+from toolchain.cpu import available_cores, cpu_isa
 from toolchain.errors import AudioDecodeError, DatasetError, ScoringError
 from toolchain.inference.providers import CPU_EP
 from toolchain.inference.session import open_session
-from toolchain.io import available_cores, cpu_isa, write_json
+from toolchain.io import write_json
 from toolchain.progress import NullProgress, ProgressReporter
 
 
@@ -41,7 +42,7 @@ class BenchConfig:
     model: Path  # fp32 .onnx
     clips: tuple[str, ...]  # Real audio files, all used by every measurement.
     int8_model: Path | None = None
-    batch_size: int = 16  # The seed's batch size.
+    batch_size: int = 16  # The reference notebook's batch size.
     threads: int = 0  # Torch/ORT threads for model-only runs; 0 = all cores.
     batch_sizes: tuple[int, ...] = ()  # Sizes the sweep tries; () = just batch_size.
     long_file: Path | None = None  # A long recording: the engine's windows/s on it, against (c) model-only.
@@ -170,7 +171,8 @@ def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress
 
     from toolchain.audio.features import features_from_path, stack_channels
     from toolchain.audio.reference import reference_features_from_path
-    from toolchain.scoring.engine import EngineConfig, load_model, score_files
+    from toolchain.scoring.engine import load_model, score_files
+    from toolchain.scoring.engine_config import EngineConfig
     from toolchain.scoring.precision import audio_certificate
     from toolchain.training.checkpoint import load_checkpoint
 

@@ -121,10 +121,6 @@ class FolderBusyError(ScoringError):
     """Another live run holds the output folder's lock."""
 
 
-class InjectedFault(OSError):
-    """A transient failure injected on purpose (tests of retries); see `toolchain.scoring.outputs.inject_fault`."""
-
-
 class HealthError(ToolchainError):
     """A health setting or record that cannot be used (bad threshold, unreadable reference)."""
 

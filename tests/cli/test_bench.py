@@ -32,7 +32,7 @@ def test_bench_sweeps_batch_sizes_and_records_the_best(exported_model, features,
     import numpy as np
     import soundfile
 
-    from toolchain.export.quantize import quantize_int8
+    from toolchain.export.int8 import quantize_int8
     from toolchain.inference.contract import variant_path
 
     model = tmp_path / "model.onnx"  # With a certified INT8 beside it (the real build; no bar to pass).

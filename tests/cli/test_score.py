@@ -12,12 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import assert_user_error, copy_clips, published_csvs, read_rows, wait_until
+from support import assert_user_error, copy_clips, held_env, published_csvs, read_rows, wait_until
 from typer.testing import CliRunner
 
 from toolchain.cli import app
 from toolchain.scoring.ledger import Ledger
-from toolchain.scoring.outputs import HOLD_ENV
 
 runner = CliRunner()
 TOOLCHAIN = [str(Path(sys.executable).with_name("toolchain"))]  # The console script of this venv.
@@ -87,11 +86,10 @@ def test_help_for_every_scoring_command():
 
 
 def _held_score(command: list[str], hold: Path, rows: int, log: Path) -> subprocess.Popen:
-    """`toolchain score` started in its own session, parked (by the library's test hook) once `rows` rows of its
+    """`toolchain score` started in its own session, parked (by the tests' own hook) once `rows` rows of its
     first part file are on disk."""
-    env = {**os.environ, HOLD_ENV: f"{rows}:{hold}"}
     with log.open("w") as sink:
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=sink, text=True,
+        proc = subprocess.Popen(command, env=held_env(rows, hold), stdout=subprocess.PIPE, stderr=sink, text=True,
                                 start_new_session=True)
     wait_until(hold.exists, 240, f"the run to hold after {rows} rows", proc, log)
     return proc

@@ -56,7 +56,8 @@ def clips_at_model_rate(audio_model, fsdd_dir, tmp_path_factory) -> list[Path]:
 @pytest.fixture(scope="module")
 def python_engine(onnx_model, clips_at_model_rate) -> dict[str, tuple[str, list[float]]]:
     """{file name: (label, probabilities)} from the Python engine (python front end) on the same files."""
-    from toolchain.scoring.engine import EngineConfig, load_model, score_files
+    from toolchain.scoring.engine import load_model, score_files
+    from toolchain.scoring.engine_config import EngineConfig
 
     model = load_model(onnx_model, EngineConfig(decode_workers=0, intra_op_threads=2))
     folder = clips_at_model_rate[0].parent

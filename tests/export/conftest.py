@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
 from support import write_fsdd_manifest
@@ -41,3 +43,25 @@ def clip_features(exported_model, fsdd_dir):
     features, used, _ = featurize_clips(evaluation, config)
     calib, _, _ = featurize_clips(calibration, config)
     return features, [c.label for c in used], calib
+
+
+def _weight_producers(model_path) -> dict[str, str]:
+    """Module name -> what feeds that Conv/Gemm's weight: "initializer" (float) or "DequantizeLinear" (INT8)."""
+    graph = onnx.load(str(model_path)).graph
+    initializers = {i.name for i in graph.initializer}
+    dequantized = {node.output[0]: node.input[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    producers = {}
+    for node in graph.node:
+        if node.op_type in ("Conv", "Gemm"):
+            weight = node.input[1]
+            if weight in initializers:
+                producers[weight.removesuffix(".weight")] = "initializer"
+            else:  # ORT names the stored INT8 weight `<module>.weight_quantized`.
+                producers[dequantized[weight].split(".weight")[0]] = "DequantizeLinear"
+    return producers
+
+
+@pytest.fixture(scope="session")
+def weight_producers() -> Callable[[Path], dict[str, str]]:
+    """For a saved model path: module name -> "initializer" (float) or "DequantizeLinear" (INT8) per Conv/Gemm weight."""
+    return _weight_producers

@@ -165,7 +165,7 @@ def test_logits_are_judged_relatively_and_probabilities_absolutely():
 
 
 def test_default_resnet152_exports_and_passes_parity(tmp_path, fsdd_dir, clips):
-    """The seed's default arch, random init (logits ~1e7), through the real exporter and gate on CPU."""
+    """The reference notebook's default arch, random init (logits ~1e7), through the real exporter and gate on CPU."""
     import torch
 
     from toolchain.audio.config import DEFAULT_CONFIG

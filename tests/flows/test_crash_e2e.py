@@ -13,11 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from support import copy_clips, stop, wait_until
+from support import copy_clips, held_env, stop, wait_until
 
-from flows.deploy import ZOMBIE_AFTER_SECONDS
+from flows.recovery import ZOMBIE_AFTER_SECONDS
 from toolchain.scoring.ledger import Ledger
-from toolchain.scoring.outputs import HOLD_ENV
 
 BIN = Path(sys.executable).parent
 STARTUP_TIMEOUT_S = 240
@@ -37,7 +36,7 @@ def _running_run(out: Path):
 
 def test_killed_runs_are_crashed_in_prefect_and_the_ledger(prefect_env, onnx_model, fsdd_dir, tmp_path):
     out, prefect, held = tmp_path / "out", str(BIN / "prefect"), tmp_path / "held"
-    env = {**prefect_env, HOLD_ENV: f"3:{held}"}  # Each run parks mid-folder, after 3 rows, until it is killed.
+    env = held_env(3, held, prefect_env)  # Each run parks mid-folder, after 3 rows, until it is killed.
     folders = [tmp_path / "requests" / name for name in ("day1", "day2")]
     for folder in folders:
         copy_clips(fsdd_dir, folder, 0, 10)

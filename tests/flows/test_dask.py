@@ -6,17 +6,19 @@ FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import distributed
 import pytest
 from support import copy_clips, read_rows
 
-from flows.score_folder import score_folder_flow
+from flows.score_folder import RunSettings, score_folder_flow
 from toolchain.errors import ScoringError
+from toolchain.scoring.engine_config import EngineConfig
 from toolchain.scoring.ledger import Ledger
 
-ENGINE = {"intra_op_threads": 1, "batch_size": 4}
+ENGINE = EngineConfig(intra_op_threads=1, batch_size=4)
 PROB_TOLERANCE = 1e-5  # Same model, same features; only batch composition differs between the runs.
 
 
@@ -31,9 +33,10 @@ def test_dask_run_writes_the_same_csv_as_the_in_process_run(prefect_api, dask_cl
     (folder / "broken.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEnot audio")  # An error row must match too.
 
     local = score_folder_flow(model=str(onnx_model), output_dir=str(tmp_path / "local"), folder=str(folder),
-                              shard_size=4, decode_workers=1, **ENGINE)
+                              engine=dataclasses.replace(ENGINE, decode_workers=1), run=RunSettings(shard_size=4))
     remote = score_folder_flow(model=str(onnx_model), output_dir=str(tmp_path / "dask"), folder=str(folder),
-                               shard_size=4, dask_address=dask_cluster.scheduler_address, **ENGINE)
+                               engine=ENGINE,
+                               run=RunSettings(shard_size=4, dask_address=dask_cluster.scheduler_address))
 
     local_rows, remote_rows = by_file(read_rows(local["csv_path"])), by_file(read_rows(remote["csv_path"]))
     assert sorted(remote_rows) == sorted(local_rows) == sorted([*names, "broken.wav"])
@@ -65,7 +68,7 @@ def test_unreachable_scheduler_fails_the_run_with_a_clear_message(prefect_api, o
     folder = tmp_path / "drop"
     copy_clips(fsdd_dir, folder, 0, 1)
     state = score_folder_flow(model=str(onnx_model), output_dir=str(tmp_path / "out"), folder=str(folder),
-                              dask_address="tcp://127.0.0.1:9", return_state=True, **ENGINE)
+                              engine=ENGINE, run=RunSettings(dask_address="tcp://127.0.0.1:9"), return_state=True)
     assert state.is_failed() and "cannot reach the Dask scheduler" in state.message
     with pytest.raises(ScoringError):
         state.result()

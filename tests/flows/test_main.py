@@ -1,4 +1,4 @@
-"""`python -m flows`: user errors are one line and exit 2 before Prefect starts (a real subprocess each); a temporary
+"""`python -m flows` (= `toolchain flow`): user errors are one line and exit 2 before Prefect starts (a real subprocess each); a temporary
 server gets a startup budget for a busy machine, and one that does not answer in it is one line."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from flows.__main__ import STARTUP_SETTING, prefect_environment
+from toolchain.cli.flow import STARTUP_SETTING, prefect_environment
 
 
 @pytest.mark.parametrize("case, message", [

@@ -34,7 +34,7 @@ def test_watched_inbox_scores_every_arriving_file_exactly_once(prefect_env, onnx
     watch = None
     try:
         def deployed() -> bool:
-            return subprocess.run([str(BIN / "prefect"), "deployment", "inspect", "score-folder/on-arrival"],
+            return subprocess.run([str(BIN / "prefect"), "deployment", "inspect", "score-inbox/on-arrival"],
                                   env=env, capture_output=True).returncode == 0
 
         wait_until(deployed, STARTUP_TIMEOUT_S, "the on-arrival deployment", serve, tmp_path / "serve.log")

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from support import make_bad_input_folder
 
-from toolchain.export.quantize import convert_fp16
+from toolchain.export.variants import convert_fp16
 from toolchain.inference.contract import variant_path
-from toolchain.scoring.engine import EngineConfig, load_model
+from toolchain.scoring.engine import load_model
+from toolchain.scoring.engine_config import EngineConfig
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,12 @@ from toolchain.inference.providers import (
     cuda_driver_present,
 )
 from toolchain.io import file_sha256
-from toolchain.scoring.engine import EngineConfig, load_model, resolve_threads, score_files
-from toolchain.scoring.folder import (
-    describe_model,
-    folder_job,
-    score_shard,
-)
+from toolchain.scoring.engine import load_model, score_files
+from toolchain.scoring.engine_config import EngineConfig
 from toolchain.scoring.ledger import Ledger
+from toolchain.scoring.models import describe_model
+from toolchain.scoring.runs import folder_job
+from toolchain.scoring.shards import score_shard
 
 CPU_ONLY = dict(decode_workers=0, intra_op_threads=1)
 
@@ -67,13 +66,9 @@ def test_engine_reproduces_the_training_validation_accuracy(model, trained_check
     assert accuracy == pytest.approx(ckpt.metrics["val_acc"], abs=2 / len(files) + 1e-9)
 
 
-def test_provider_is_reported_and_threads_fit_the_cores(model):
+def test_provider_is_reported(model):
     assert model.provider == model.session.get_providers()[0]
     assert model.provider in ("CUDAExecutionProvider", "CPUExecutionProvider")
-    assert resolve_threads(EngineConfig(), on_gpu=False, cores=2) == (1, 2)
-    assert resolve_threads(EngineConfig(), on_gpu=False, cores=16) == (4, 16)
-    assert resolve_threads(EngineConfig(), on_gpu=True, cores=8) == (8, 1)
-    assert resolve_threads(EngineConfig(decode_workers=0, intra_op_threads=3), on_gpu=False, cores=2) == (0, 3)
 
 
 def test_cuda_demanded_runs_on_cuda_or_refuses_clearly(onnx_model):
@@ -132,31 +127,6 @@ def test_labels_that_disagree_with_the_graph_are_refused(onnx_model, tmp_path):
     wrong = with_metadata(onnx_model, tmp_path / "wrong.onnx", classes='["a", "b", "c"]')
     with pytest.raises(ModelMetadataError, match="3 classes"):
         load_model(wrong)
-
-
-def test_decoder_worker_killed_mid_stream_is_replaced(model, fsdd_dir):
-    """SIGKILL the decode worker while files are in flight: every file still gets its features, in order."""
-    import multiprocessing
-    import os
-    import signal
-
-    from toolchain.audio.windows import WindowRule
-    from toolchain.audio.workers import ordered_windows, shared_pool
-
-    paths = [str(p) for p in sorted((fsdd_dir / "recordings").glob("*_theo_4*.wav"))[:12]]
-    pool = shared_pool(1)
-    results = ordered_windows(paths, model.feature_config, WindowRule(), workers=1, max_in_flight=8)
-    first = next(results)
-    for child in multiprocessing.active_children():
-        os.kill(child.pid, signal.SIGKILL)
-    rest = list(results)
-    assert shared_pool(1) is not pool  # The broken pool was replaced...
-    got = [first, *rest]
-    assert [i for i, _ in got] == list(range(len(paths)))  # ...and no file was lost, repeated or blamed.
-    assert all(r.windows is not None and r.error == "" for _, r in got)
-    reference = ordered_windows(paths, model.feature_config, WindowRule(), workers=0, max_in_flight=1)
-    for (_, result), (_, want) in zip(got, reference):
-        np.testing.assert_allclose(result.windows.features, want.windows.features, atol=1e-5)  # BLAS noise.
 
 
 def test_short_files_score_exactly_as_one_clip_each(model, fsdd_dir):
@@ -257,13 +227,6 @@ def test_engine_io_binding_switch_changes_nothing_but_the_call(onnx_model, fsdd_
     for a, b in zip(score_files(plain, fsdd_dir, files, config), score_files(bound, fsdd_dir, files, config)):
         assert a.label == b.label
         np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6)
-
-
-@pytest.mark.parametrize("field, value", [("precision", "int4"), ("io_binding", "yes"), ("frontend", "gpu"),
-                                          ("conv_algo_search", "fast"), ("device_id", -1)])
-def test_engine_config_refuses_unknown_settings(field, value):
-    with pytest.raises(ScoringError, match=field):
-        EngineConfig(**{field: value})
 
 
 def test_ort_refusals_keep_their_reason(tiny_onnx, tmp_path):

@@ -11,22 +11,18 @@ import pytest
 from support import published_csvs, read_rows
 
 from toolchain.errors import OutputPathError, ScoringError
-from toolchain.scoring.engine import EngineConfig, load_model, score_files
+from toolchain.scoring.engine import load_model, score_files
+from toolchain.scoring.engine_config import EngineConfig
 from toolchain.scoring.files import discover_audio_files
-from toolchain.scoring.folder import (
-    LocalSteps,
-    describe_model,
-    folder_job,
-    record_folder,
-    run_folder,
-    score_folder,
-    score_shard,
-    shard,
-    write_predictions,
-)
+from toolchain.scoring.folder import run_folder, score_folder
 from toolchain.scoring.ledger import Ledger
+from toolchain.scoring.models import describe_model
 from toolchain.scoring.outputs import csv_columns
+from toolchain.scoring.publish import record_folder, write_predictions
 from toolchain.scoring.roots import ALLOWED_ROOTS_ENV
+from toolchain.scoring.runs import folder_job
+from toolchain.scoring.shards import score_shard, shard
+from toolchain.scoring.steps import LocalSteps
 
 CONFIG = EngineConfig(batch_size=8, decode_workers=1, intra_op_threads=1)
 

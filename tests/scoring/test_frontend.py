@@ -13,7 +13,8 @@ from support import copy_clips, read_rows
 from toolchain.errors import ScoringError
 from toolchain.inference.contract import variant_path
 from toolchain.io import file_sha256
-from toolchain.scoring.engine import EngineConfig, load_model
+from toolchain.scoring.engine import load_model
+from toolchain.scoring.engine_config import EngineConfig
 from toolchain.scoring.folder import score_folder
 
 PYTHON = EngineConfig(batch_size=8, decode_workers=1, intra_op_threads=2)

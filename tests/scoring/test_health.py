@@ -14,7 +14,7 @@ import soundfile as sf
 from support import fsdd_rows, read_rows
 
 from toolchain.inference.contract import PREFIX, read_metadata
-from toolchain.scoring.engine import EngineConfig
+from toolchain.scoring.engine_config import EngineConfig
 from toolchain.scoring.folder import score_folder
 from toolchain.scoring.ledger import Ledger, health_history
 

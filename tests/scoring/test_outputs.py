@@ -1,22 +1,18 @@
-"""Prediction CSV parts and their publication: rows as written, assembly in shard order, clean-up, fault injection."""
+"""Prediction CSV parts and their publication: rows as written, assembly in shard order, clean-up."""
 
 from __future__ import annotations
 
-import pytest
 from support import read_rows
 
-from toolchain.errors import InjectedFault, ScoringError
 from toolchain.scoring.engine import ScoredRow, WindowScore
 from toolchain.scoring.outputs import (
     DETECTIONS_PREFIX,
-    FAULT_ENV,
     RAVEN_COLUMNS,
     assemble_csv,
     assemble_raven,
     csv_columns,
     detection_columns,
     detections_part,
-    inject_fault,
     new_csv_path,
     part_path,
     publish_csv,
@@ -94,17 +90,6 @@ def test_a_second_csv_in_the_same_second_gets_the_next_second(tmp_path):
     first = new_csv_path(tmp_path / "x")
     first.write_text("")
     assert new_csv_path(tmp_path / "x") > first
-
-
-def test_fault_injection_fails_the_first_attempts_only(monkeypatch):
-    monkeypatch.setenv(FAULT_ENV, "write:1")
-    with pytest.raises(InjectedFault, match="attempt 1"):
-        inject_fault("write", 1)
-    inject_fault("write", 2)
-    inject_fault("score", 1)
-    monkeypatch.setenv(FAULT_ENV, "write=1")
-    with pytest.raises(ScoringError, match="malformed"):
-        inject_fault("write", 1)
 
 
 def test_health_reports_never_hold_nan(tmp_path):

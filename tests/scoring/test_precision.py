@@ -14,7 +14,7 @@ import onnx
 import pytest
 
 from toolchain.errors import ScoringError, VariantRejectedError
-from toolchain.export.quantize import convert_fp16
+from toolchain.export.variants import convert_fp16
 from toolchain.inference.contract import PREFIX, variant_path
 from toolchain.inference.providers import (
     CPU_EP,
@@ -93,8 +93,9 @@ def copy_folder(model: Path, dest: Path, judged_on: str | None = None) -> Path:
 
 
 def test_cpu_runs_the_certified_int8_variant_unless_fp32_is_asked(onnx_model, features, tmp_path):
-    from toolchain.export.quantize import quantize_int8
-    from toolchain.scoring.engine import EngineConfig, load_model
+    from toolchain.export.int8 import quantize_int8
+    from toolchain.scoring.engine import load_model
+    from toolchain.scoring.engine_config import EngineConfig
 
     model = tmp_path / "model.onnx"
     shutil.copy(onnx_model, model)

@@ -21,7 +21,7 @@ FEATURE_CONTRACT_VERSION = "logmel-v1"
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """Every parameter of the front end, with the seed recipe's values as defaults."""
+    """Every parameter of the front end, with the reference notebook recipe's values as defaults."""
 
     sample_rate: int = 22_050  # Hz; every input is resampled to this.
     clip_seconds: float = 5.0  # Clips are padded or truncated to this length.

@@ -1,4 +1,4 @@
-"""`toolchain bench`: throughput of the seed-style loop against each stage of ours, in one process."""
+"""`toolchain bench`: throughput of the reference notebook's loop against each stage of ours, in one process."""
 
 from __future__ import annotations
 
@@ -59,8 +59,9 @@ def bench(
     ] = None,
     out: Annotated[Path, typer.Option(help="Where to write the JSON figures.")] = Path("artifacts/bench.json"),
 ) -> None:
-    """Measure clips/s of (a) the seed-style loop, (b) eager PyTorch, (c) ORT fp32, (d) ORT INT8, (e) our engine
-    on the fp32 model and (h) on the variant `--precision auto` picks (certified INT8 on CPU, fp16 on CUDA).
+    """Measure clips/s of (a) the reference notebook's loop (librosa features per file, then eager PyTorch),
+    (b) eager PyTorch, (c) ORT fp32, (d) ORT INT8, (e) our engine on the fp32 model and (h) on the variant
+    `--precision auto` picks (certified INT8 on CPU, fp16 on CUDA).
 
     Also the compute ceiling: torch fp32 matmul GFLOP/s on the same cores against the model's GFLOP/s in (c).
 

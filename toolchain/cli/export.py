@@ -11,7 +11,7 @@ from rich.table import Table
 from toolchain.cli.common import console, rich_progress, user_errors
 from toolchain.errors import ParityError, VariantRejectedError
 from toolchain.export.clips import DEFAULT_PARITY_SAMPLES, DEFAULT_VARIANT_SAMPLES
-from toolchain.export.quantize import DEFAULT_INT8_MODE, Int8Mode
+from toolchain.export.int8_recipes import DEFAULT_INT8_MODE, Int8Mode
 
 if TYPE_CHECKING:  # The export modules load torch: imported when a command runs, not when the CLI starts.
     from toolchain.export.parity import ParityReport

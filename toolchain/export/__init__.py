@@ -13,7 +13,7 @@ __all__ = ["ExportOptions", "ExportResult", "export_and_certify", "verify_model"
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from toolchain.export import certify
+        from toolchain.export import certify  # Deferred: it loads torch (see above).
 
         return getattr(certify, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,20 +22,27 @@ the browser). A row must hold at least one sample.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
 
 from toolchain.audio.config import FeatureConfig
 from toolchain.audio.features import AMIN, TOP_DB, TRIM_FRAME, TRIM_HOP, window_and_filterbank
 from toolchain.errors import ExportError
+from toolchain.export.exporter import used_opset
 from toolchain.inference.contract import (
     INPUT_NAME,
     LENGTHS_NAME,
     OUTPUT_NAME,
+    PREFIX,
     PROBABILITIES_NAME,
     TRIM_NAME,
     WAVEFORM_NAME,
+    read_metadata,
+    write_metadata,
 )
 
 WAVEFORM, LENGTHS, TRIM = WAVEFORM_NAME, LENGTHS_NAME, TRIM_NAME
@@ -56,15 +63,11 @@ class _Graph:
         return f"{_PREFIX}{hint}_{self._n}"
 
     def const(self, value, dtype=np.float32, hint: str = "c") -> str:
-        from onnx import numpy_helper
-
         name = self.name(hint)
         self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
     def op(self, op_type: str, *inputs: str, outputs: int = 1, name: str | None = None, **attrs) -> str | list[str]:
-        from onnx import helper
-
         outs = [name] if name and outputs == 1 else [self.name(op_type.lower()) for _ in range(outputs)]
         self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=self.name(op_type), **attrs))
         return outs[0] if outputs == 1 else outs
@@ -157,8 +160,6 @@ def _log_mel(g: _Graph, clip: str, config: FeatureConfig) -> str:
 
 def frontend_graph(config: FeatureConfig, opset: int, ir_version: int):
     """The front end alone as an `onnx.ModelProto`: (waveform, lengths, trim) -> features."""
-    from onnx import TensorProto, helper, numpy_helper
-
     if opset < MIN_OPSET:
         raise ExportError(f"the classifier uses opset {opset}; the in-graph front end needs >= {MIN_OPSET} (STFT): "
                           f"re-export with --opset {MIN_OPSET} or later, or pass --no-audio-model")
@@ -186,11 +187,6 @@ def frontend_graph(config: FeatureConfig, opset: int, ir_version: int):
 def audio_model(classifier, config: FeatureConfig):
     """`classifier` (the certified `model.onnx` as an `onnx.ModelProto`, input `features`, output `logits`) with
     the front end in front: the `model.audio.onnx` graph (metadata is the caller's to write)."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    from toolchain.export.exporter import used_opset
-
     opset = used_opset(classifier)
     front = frontend_graph(config, opset, classifier.ir_version)
     front.opset_import.extend(o for o in classifier.opset_import if o.domain not in ("", "ai.onnx"))
@@ -222,12 +218,6 @@ INPUT_CONTRACT = {
 def write_audio_model(classifier_path: str | Path, out_path: str | Path) -> Path:
     """Build `model.audio.onnx` from a certified `model.onnx` at `out_path` (not yet gated), with the classifier's
     metadata plus `toolchain.input_contract` (the inputs and outputs above, and the sample rate)."""
-    import json
-
-    import onnx
-
-    from toolchain.inference.contract import PREFIX, read_metadata, write_metadata
-
     meta = read_metadata(classifier_path)
     proto = audio_model(onnx.load(str(classifier_path)), meta.feature_config)
     write_metadata(proto, meta)

@@ -28,20 +28,15 @@ from toolchain.export.clips import (
     select_clips,
 )
 from toolchain.export.exporter import export_onnx, publishing
+from toolchain.export.int8 import quantize_int8
+from toolchain.export.int8_recipes import DEFAULT_INT8_MODE, INT8_MIN_AGREEMENT, Int8Mode
 from toolchain.export.parity import (
     DEFAULT_BATCH_SIZES,
     ParityReport,
     ParityThresholds,
     check_parity,
 )
-from toolchain.export.quantize import (
-    DEFAULT_INT8_MODE,
-    INT8_MIN_AGREEMENT,
-    Int8Mode,
-    convert_fp16,
-    quantize_int8,
-)
-from toolchain.export.variants import VariantReport
+from toolchain.export.variants import VariantReport, convert_fp16
 from toolchain.inference.contract import MODEL_NAME, report_path, variant_path
 from toolchain.io import check_output_file, write_json
 from toolchain.progress import NullProgress, ProgressReporter

@@ -25,7 +25,7 @@ from toolchain.training.data import load_dataset
 if TYPE_CHECKING:
     from toolchain.training.checkpoint import Checkpoint
 
-DEFAULT_PARITY_SAMPLES = 16  # 3 batch sizes x 16 clips: ~20 s for ResNet152 on 2 cores, enough to catch a broken graph.
+DEFAULT_PARITY_SAMPLES = 16  # 3 batch sizes x 16 clips: quick even for a ResNet152, enough to catch a broken graph.
 DEFAULT_CALIBRATION_SAMPLES = 32  # ORT's MinMax calibration settles within a few dozen clips on this data.
 # Judging a variant against ">= 99 % agreement" needs more than the gate's 16 clips (16 clips resolve 6 %).
 DEFAULT_VARIANT_SAMPLES = 200

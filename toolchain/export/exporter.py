@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+import onnx
 import torch
 from torch import nn
 
@@ -71,8 +72,6 @@ def _to_onnx_proto(model: nn.Module, input_shape: tuple[int, int, int], opset: i
 
 def _check_graph_signature(model_proto, channels: int, n_classes: int) -> None:
     """Names, dtypes and the dynamic batch axis, as the scorer expects them."""
-    import onnx
-
     inputs = [i for i in model_proto.graph.input]
     outputs = [o for o in model_proto.graph.output]
     if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME]:
@@ -114,8 +113,6 @@ def metadata_for(ckpt: Checkpoint, opset: int | None, *, precision: str = "fp32"
 
 def save_model_atomic(model_proto, out_path: Path) -> Path:
     """Write one self-contained file via a temporary name in the same folder, then `os.replace`."""
-    import onnx
-
     size = model_proto.ByteSize()
     if size > MAX_SELF_CONTAINED_BYTES:
         raise ExportError(f"model is {size / 2**30:.1f} GiB, over ONNX's 2 GiB single-file limit; use a smaller arch")
@@ -157,8 +154,6 @@ def export_onnx(checkpoint_path: str | Path, out_path: str | Path, *, opset: int
     name here, run `toolchain.export.parity.check_parity` on it, and rename only on pass (see `export_and_certify`).
     Raises `CheckpointError` for a bad checkpoint, `ExportError` when the exporter or `onnx.checker` fails.
     """
-    import onnx
-
     ckpt = load_checkpoint(checkpoint_path)
     out_path = Path(out_path)
     model = ckpt.build_model()

@@ -1,5 +1,6 @@
 """The machinery every reduced-precision variant shares: build under a temporary name, evaluate against the fp32
-model in fresh ORT sessions, write the report, keep the file only when the report passes.
+model in fresh ORT sessions, write the report, keep the file only when the report passes. And the FP16 variant
+(`convert_fp16`, for CUDA); the INT8 one, with its recipes, is `toolchain.export.int8`.
 """
 
 from __future__ import annotations
@@ -14,17 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from toolchain.errors import OutputPathError, VariantRejectedError, one_line
 from toolchain.export.exporter import publishing, save_model_atomic
 from toolchain.export.parity import compare_logits
 from toolchain.export.versions import library_versions
 from toolchain.inference.contract import read_metadata, write_metadata
-from toolchain.inference.providers import CPU_EP
-from toolchain.inference.session import open_session, run_batches
+from toolchain.inference.providers import CPU_EP, CUDA_EP
+from toolchain.inference.session import candidate_providers, open_session, run_batches
 from toolchain.io import write_json
+from toolchain.progress import NullProgress, ProgressReporter
 
 EVAL_BATCH = 16  # Throughput figures use the scorer's default batch.
+FP16_MIN_AGREEMENT = 0.99  # Same bar as INT8: fp16 must be a drop-in for fp32 on CUDA.
 
 
 @dataclass(frozen=True)
@@ -67,8 +71,6 @@ def _accuracy(logits: np.ndarray, labels: list[str | None], classes: tuple[str, 
 
 def _save_variant_metadata(fp32_path: Path, variant_path: Path, precision: str) -> None:
     """Copy the fp32 model's metadata onto the variant, with its precision (ORT's tools drop metadata_props)."""
-    import onnx
-
     meta = dataclasses.replace(read_metadata(fp32_path), precision=precision)
     proto = onnx.load(str(variant_path))
     write_metadata(proto, meta)
@@ -154,3 +156,41 @@ def build_and_judge(
             out_path.unlink(missing_ok=True)
         raise
     return report
+
+
+def convert_fp16(
+    fp32_path: str | Path,
+    out_path: str | Path,
+    evaluation: np.ndarray,
+    *,
+    labels: list[str | None] | None = None,
+    min_agreement: float = FP16_MIN_AGREEMENT,
+    report_path: str | Path | None = None,
+    progress: ProgressReporter | None = None,
+) -> VariantReport:
+    """Float16 weights and compute with float32 I/O (`features`/`logits` unchanged) -> `out_path`, judged.
+
+    Meant for the CUDA EP; evaluated there when a CUDA device is usable, otherwise on the CPU EP (where ORT runs
+    it, but its throughput says nothing about a GPU). Same keep/delete rule as INT8.
+    """
+    progress = progress or NullProgress()
+    provider = CUDA_EP if CUDA_EP in candidate_providers() else CPU_EP
+
+    def build(pending: Path) -> None:
+        # Deferred: onnxruntime.transformers takes seconds to import, and only an FP16 build needs it.
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+        onnx.save_model(model, str(pending), save_as_external_data=False)
+
+    settings = {"tool": "onnxruntime.transformers.float16.convert_float_to_float16", "keep_io_types": True}
+    if provider == CPU_EP:
+        # ORT's CPU EP lacks float16 kernels for most ops and inserts casts to float32 around them: the figures
+        # show the cost of rounding weights to float16, not CUDA's float16 arithmetic or speed.
+        settings["note"] = "evaluated on the CPU EP (no CUDA device): weight rounding only, CPU float32 compute"
+    progress.start("fp16", f"FP16: converting and evaluating on {provider.removesuffix('ExecutionProvider')}", None)
+    try:
+        return build_and_judge("fp16", Path(fp32_path), Path(out_path), build, evaluation, labels, provider,
+                               min_agreement, settings, Path(report_path) if report_path else None)
+    finally:
+        progress.finish("fp16")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import platform
 
+import numpy
+
 from toolchain import __version__
 
 
 def library_versions() -> dict[str, str]:
-    import numpy
+    # Deferred: together these take seconds to import, and only a report asks for their versions.
     import onnx
     import onnxruntime
     import onnxscript

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from toolchain.cpu import available_cores
 from toolchain.inference.contract import INPUT_NAME, OUTPUT_NAME
 from toolchain.inference.providers import (
     CPU_EP,
@@ -17,7 +18,6 @@ from toolchain.inference.providers import (
     execution_providers,
     preload_cuda_libraries,
 )
-from toolchain.io import available_cores
 
 
 def candidate_providers() -> list[str]:

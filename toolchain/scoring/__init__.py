@@ -5,21 +5,17 @@ can stay small.
 """
 
 from toolchain.scoring.engine import (
-    EngineConfig,
     ScoredRow,
     ScoringModel,
     load_model,
     score_files,
 )
-from toolchain.scoring.folder import (
-    FolderOutcome,
-    FolderSummary,
-    LocalSteps,
-    run_folder,
-    score_folder,
-)
+from toolchain.scoring.engine_config import EngineConfig
+from toolchain.scoring.folder import FolderOutcome, run_folder, score_folder
 from toolchain.scoring.inbox import scan_inbox
 from toolchain.scoring.ledger import Ledger
+from toolchain.scoring.publish import FolderSummary
+from toolchain.scoring.steps import LocalSteps
 
 __all__ = [
     "EngineConfig", "FolderOutcome", "FolderSummary", "Ledger", "LocalSteps", "ScoredRow", "ScoringModel",

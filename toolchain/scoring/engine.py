@@ -4,10 +4,11 @@ Shared by `toolchain score` and the Prefect flow `score-folder`. The model file 
 metadata (`toolchain.inference.contract`) gives the class labels and the feature config, and a model whose config this
 library cannot reproduce is refused before any audio is read.
 
-Pipeline: decode + featurize (`toolchain.audio`) in spawned worker processes, at most `max_in_flight` files
-ahead of the model, while the main thread runs batched ONNX Runtime inference (ORT releases the GIL). Rows come out
-as an iterator in the order of the input list, so memory stays bounded whatever the number of files, and a
-caller can score any explicit list of files (a shard) on its own.
+Pipeline: decode + featurize (`toolchain.audio`) in spawned worker processes (`toolchain.scoring.workers`), at
+most `max_in_flight` files ahead of the model, while the main thread runs batched ONNX Runtime inference (ORT
+releases the GIL). Rows come out as an iterator in the order of the input list, so memory stays bounded whatever
+the number of files, and a caller can score any explicit list of files (a shard) on its own. How to run the model
+(batch size, provider, threads, precision, front end) is an `EngineConfig` (`toolchain.scoring.engine_config`).
 
 On a GPU (`toolchain.inference.providers` and `toolchain.scoring.precision` hold those decisions): the CUDA EP with cuDNN's exhaustive algorithm search,
 every batch padded to one shape and run through IO binding, and the certified fp16 variant of the model when
@@ -17,13 +18,11 @@ there is one; CPU tests cover each decision and mechanism (docs/performance.md s
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import re
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,6 @@ import numpy as np
 from toolchain.audio.config import FeatureConfig
 from toolchain.audio.features import stack_channels
 from toolchain.audio.windows import WindowRule
-from toolchain.audio.workers import ordered_windows, shared_pool
 from toolchain.errors import ScoringError, one_line
 from toolchain.inference.contract import (
     LENGTHS_NAME,
@@ -48,106 +46,22 @@ from toolchain.inference.contract import (
 )
 from toolchain.inference.predictions import Aggregation, aggregate, top_class
 from toolchain.inference.providers import (
-    CONV_ALGO_SEARCHES,
     CPU_EP,
     CUDA_EP,
-    PROVIDERS,
-    ConvAlgoSearch,
-    Provider,
     cuda_driver_present,
     cuda_unavailable_message,
     preload_cuda_libraries,
 )
 from toolchain.inference.session import open_session, run_logits, softmax
-from toolchain.io import available_cores, file_sha256
+from toolchain.io import file_sha256
 from toolchain.progress import NullProgress, ProgressReporter
+from toolchain.scoring.engine_config import EngineConfig, resolve_threads
 from toolchain.scoring.precision import (
-    PRECISION_CHOICES,
     ModelChoice,
-    Precision,
     audio_certificate,
     choose_model_file,
 )
-
-
-class IoBinding(str, Enum):
-    """auto = bind inputs/outputs on CUDA, plain session.run on CPU; on/off force it."""
-
-    auto = "auto"
-    on = "on"
-    off = "off"
-
-
-IO_BINDING = tuple(b.value for b in IoBinding)
-
-
-class Frontend(str, Enum):
-    """Where the log-mel images are computed: python = this library (numpy, in the decode workers); graph = inside
-    `model.audio.onnx` beside the model (the workers only decode and cut windows)."""
-
-    python = "python"
-    graph = "graph"
-
-
-FRONTENDS = tuple(f.value for f in Frontend)
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """How to run a model; nothing here changes what it computes. `None` means "size for this machine"."""
-
-    batch_size: int = 16  # Clips per ORT call: amortizes per-call overhead; 16 x 3x128x216 fp32 = 5.3 MB.
-    provider: Provider = Provider.auto  # auto = CUDA EP when it really starts, else CPU; cuda = fail unless it runs.
-    decode_workers: int | None = None  # Worker processes decoding audio; 0 = decode in the calling thread.
-    intra_op_threads: int | None = None  # ORT threads; with the workers they should not exceed the cores.
-    max_in_flight: int | None = None  # Files decoded ahead of the model; None = 2 x batch_size.
-    precision: Precision = Precision.auto  # auto = the certified model.fp16.onnx on CUDA, the given file on CPU.
-    device_id: int = 0  # Which GPU the CUDA EP uses.
-    conv_algo_search: ConvAlgoSearch = ConvAlgoSearch.EXHAUSTIVE  # cuDNN: time every algorithm once per shape.
-    io_binding: IoBinding = IoBinding.auto  # auto = bind inputs/outputs on CUDA, plain session.run on CPU.
-    frontend: Frontend = Frontend.python  # graph = run model.audio.onnx (log-mel in the graph) beside the model.
-
-    def __post_init__(self) -> None:
-        # Enum members are stored as their plain string values: JSON-able for Prefect, hashable like strings.
-        for name in ("provider", "precision", "conv_algo_search", "io_binding", "frontend"):
-            value = getattr(self, name)
-            if isinstance(value, Enum):
-                object.__setattr__(self, name, value.value)
-        if self.batch_size < 1:
-            raise ScoringError(f"batch_size={self.batch_size} must be at least 1")
-        for name, allowed in (("provider", PROVIDERS), ("precision", PRECISION_CHOICES),
-                              ("conv_algo_search", CONV_ALGO_SEARCHES), ("io_binding", IO_BINDING),
-                              ("frontend", FRONTENDS)):
-            if getattr(self, name) not in allowed:
-                raise ScoringError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
-        if self.device_id < 0:
-            raise ScoringError(f"device_id={self.device_id} is out of range: pass a GPU index (0 = the first)")
-        for name in ("decode_workers", "intra_op_threads", "max_in_flight"):
-            value = getattr(self, name)
-            if value is not None and value < (0 if name == "decode_workers" else 1):
-                raise ScoringError(f"{name}={value} is out of range: pass a positive number or leave it unset")
-
-
-def resolve_threads(config: EngineConfig, on_gpu: bool, cores: int | None = None) -> tuple[int, int]:
-    """(decode_workers, intra_op_threads) for this machine.
-
-    On CPU the model gets every core and one decode worker per four cores runs beside it: with the fast feature
-    path a clip costs ~5 ms to decode and featurize against ~400 ms of ResNet152 on two cores, so a worker that
-    mostly sleeps beats halving the model's threads (ORT threads are told not to spin while idle, so they yield to
-    it). On a GPU the model needs one feeding thread and every core decodes.
-    """
-    cores = cores or available_cores()
-    if on_gpu:
-        workers, threads = cores, 1
-    else:
-        workers, threads = max(1, cores // 4), cores
-    if multiprocessing.current_process().daemon:
-        workers = 0  # Daemonic processes (e.g. Dask workers) may not start children: decode inline.
-    if config.decode_workers is not None:
-        workers = config.decode_workers
-    if config.intra_op_threads is not None:
-        threads = config.intra_op_threads
-    return workers, threads
+from toolchain.scoring.workers import ordered_windows, shared_pool
 
 
 @dataclass(frozen=True)

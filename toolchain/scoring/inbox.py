@@ -12,9 +12,12 @@ from toolchain.audio.decode import is_hidden
 from toolchain.errors import ScoringError, one_line
 from toolchain.io import check_output_dir
 from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS, check_folder, files_to_score
-from toolchain.scoring.folder import FolderOutcome, ScoringSteps, describe_model, scoring_run
+from toolchain.scoring.folder import FolderOutcome
 from toolchain.scoring.ledger import Ledger
+from toolchain.scoring.models import describe_model
 from toolchain.scoring.roots import allowed_roots, confine, outside_roots
+from toolchain.scoring.runs import scoring_run
+from toolchain.scoring.steps import ScoringSteps
 
 
 def folders_with_new_files(inbox: str | Path, ledger: Ledger, model_sha256: str,

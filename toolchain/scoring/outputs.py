@@ -35,13 +35,12 @@ import json
 import math
 import os
 import shutil
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolchain.errors import InjectedFault, ScoringError
+from toolchain.errors import ScoringError
 from toolchain.inference.predictions import format_prediction, format_probability, probability_columns
 from toolchain.io import atomic_write, fsync_dir
 from toolchain.scoring.engine import ScoredRow
@@ -54,9 +53,6 @@ RAVEN_SUFFIX = ".selections.txt"
 RAVEN_COLUMNS = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)", "High Freq (Hz)",
                  "Begin Path", "File Offset (s)", "Label", "Confidence"]
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
-FAULT_ENV = "TOOLCHAIN_FAULT_INJECT"
-FAULT_STEPS = ("score", "write")
-HOLD_ENV = "TOOLCHAIN_TEST_HOLD_AFTER_ROWS"  # "N:SIGNAL_FILE": a test's deterministic point to kill a run at.
 
 
 def csv_columns(classes: Iterable[str]) -> list[str]:
@@ -138,9 +134,8 @@ def write_part(path: Path, rows: Iterable[ScoredRow], classes: tuple[str, ...], 
         writer, detections = csv.writer(f), csv.writer(d)
         writer.writerow(csv_columns(classes))
         detections.writerow(detection_columns(classes))
-        for written, row in enumerate(rows, 1):
+        for row in rows:
             writer.writerow(row_values(row, len(classes), model_sha256, run_id, window_rule))
-            hold_after_rows(written)
             detections.writerows(detection_rows(row, classes, model_sha256, run_id, min_confidence))
             if row.status == "ok":
                 labels[row.label] += 1
@@ -199,12 +194,10 @@ def new_csv_path(out_folder: Path) -> Path:
         when += dt.timedelta(seconds=1)
 
 
-def assemble_csv(out_folder: Path, run_id: str, parts: list[str], attempt: int = 1,
-                 prefix: str = CSV_PREFIX) -> Path:
+def assemble_csv(out_folder: Path, run_id: str, parts: list[str], prefix: str = CSV_PREFIX) -> Path:
     """Concatenate the part files (in the given order) into the temporary CSV `.<prefix><run_id>.csv.tmp`;
     returns its path (not yet public). Idempotent: a retry rewrites the temporary file from the parts.
     """
-    inject_fault("write", attempt)
     if not parts:
         raise ScoringError(f"no scored shards to write for {out_folder}: this is a bug, please report it")
     tmp = out_folder / f".{prefix}{run_id}.csv.tmp"
@@ -270,43 +263,3 @@ def remove_run_files(out_folder: Path, run_id: str | None = None) -> list[Path]:
             path.unlink(missing_ok=True)
         removed.append(path)
     return removed
-
-
-def inject_fault(step: str, attempt: int) -> None:
-    """Fail `step` on its first N attempts when `TOOLCHAIN_FAULT_INJECT` says `step:N` (comma-separated list).
-
-    Test-only sabotage of our own code, to prove that Prefect retries a transient I/O failure: e.g.
-    `TOOLCHAIN_FAULT_INJECT=write:1` makes every folder's write step fail once, then succeed on the retry.
-    Steps: score, write. Unset (the default) does nothing.
-    """
-    spec = os.environ.get(FAULT_ENV, "").strip()
-    if not spec:
-        return
-    for item in spec.split(","):
-        name, _, count = item.strip().partition(":")
-        if name not in FAULT_STEPS or not count.isdigit():
-            raise ScoringError(f"{FAULT_ENV}={spec!r} is malformed: use e.g. 'write:1' (steps: {FAULT_STEPS})")
-        if name == step and attempt <= int(count):
-            raise InjectedFault(f"injected transient failure in step '{step}', attempt {attempt} of the first "
-                                f"{count} ({FAULT_ENV}={spec})")
-
-
-def hold_after_rows(written: int) -> None:
-    """When `TOOLCHAIN_TEST_HOLD_AFTER_ROWS` says `N:SIGNAL_FILE` and this part file has `N` rows on disk: create
-    SIGNAL_FILE (holding this process's pid) and wait until it is removed.
-
-    Test-only: a run parked mid-folder at a known point, for tests that kill it there (kill -9, SIGINT, a crashed
-    flow run) without racing the clock. Unset (the default) does nothing.
-    """
-    spec = os.environ.get(HOLD_ENV, "")
-    if not spec:
-        return
-    count, _, signal_file = spec.partition(":")
-    if not count.isdigit() or not signal_file:
-        raise ScoringError(f"{HOLD_ENV}={spec!r} is malformed: use 'ROWS:/path/to/signal-file'")
-    if written != int(count):
-        return
-    signal = Path(signal_file)
-    signal.write_text(f"{os.getpid()}\n")
-    while signal.exists():
-        time.sleep(0.05)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from toolchain.audio.decode import is_hidden
 from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS, check_folder, new_files, ready_files
-from toolchain.scoring.folder import describe_model
 from toolchain.scoring.ledger import FileStamp, Ledger
+from toolchain.scoring.models import describe_model
 
 RECONCILE_SECONDS = 60.0  # A full sweep this often, whatever the filesystem events said.
 RESEND_SECONDS = 30.0  # Report a folder again when its files are still unscored this long after a report.

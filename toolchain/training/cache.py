@@ -9,7 +9,7 @@ crops of long clips, for free); evaluation scores every window and aggregates th
 still a hit, and a changed file is a miss; keying by fingerprint means a changed feature config never reads stale
 arrays. Writes are atomic (temporary file + rename), so a killed run leaves no half-written entry.
 
-Uncached files are extracted in worker processes (`toolchain.io.spawn_pool`: spawned with the parent's `__main__`
+Uncached files are extracted in worker processes (`toolchain.pool.spawn_pool`: spawned with the parent's `__main__`
 hidden, so workers import only this module's dependencies, never torch or the CLI). As with any spawn pool, a script that calls
 `ensure` (or `toolchain.training.train`) at import level needs the `if __name__ == "__main__":` guard.
 
@@ -28,8 +28,10 @@ import numpy as np
 from toolchain.audio.config import FeatureConfig
 from toolchain.audio.features import stack_channels
 from toolchain.audio.windows import WINDOW_RULE_VERSION, file_windows
+from toolchain.cpu import available_cores
 from toolchain.errors import AudioDecodeError
-from toolchain.io import atomic_write, available_cores, file_sha256, spawn_pool
+from toolchain.io import atomic_write, file_sha256
+from toolchain.pool import spawn_pool
 from toolchain.progress import NullProgress, ProgressReporter
 
 DEFAULT_CACHE_DIR = Path("artifacts") / "cache" / "features"

@@ -1,8 +1,9 @@
 """Training's typed, frozen configuration and the names it uses, importable without torch (the CLI builds its
 options from here; a scoring process never loads torch).
 
-`TrainConfig` holds every training knob with the seed recipe's value as default; `Arch` the ResNets we build;
-`Device` where training runs; the checkpoint file names follow the seed's (`resnet_152_model.pth`).
+`TrainConfig` holds every training knob with the reference notebook recipe's value as default; `Arch` the ResNets
+we build; `Device` where training runs; the checkpoint file names follow the reference notebook's
+(`resnet_152_model.pth`).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ MIXED_PRECISIONS = tuple(m.value for m in MixedPrecision)
 
 
 def best_checkpoint_name(arch: Arch | str) -> str:
-    """The seed's name for the best weights: `resnet_152_model.pth` (`resnet_<depth>_model.pth`)."""
+    """The reference notebook's name for the best weights: `resnet_152_model.pth` (`resnet_<depth>_model.pth`)."""
     return f"resnet_{parse_arch(arch.value if isinstance(arch, Arch) else arch).depth}_model.pth"
 
 
@@ -95,33 +96,33 @@ SCHEDULES = tuple(s.value for s in Schedule)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every training knob with the seed recipe's value as default, and why."""
+    """Every training knob with the reference notebook recipe's value as default, and why."""
 
     data: str  # Folder-per-class tree or CSV manifest (filename,label[,group]).
     test: str | None = None  # Optional labelled test set (same layouts): reported, never trained or tuned on.
     out: str | None = None  # Run folder; None -> artifacts/runs/<UTC timestamp>/ (resume: the checkpoint's folder).
-    arch: str = DEFAULT_ARCH.value  # Seed model; resnet18 trains ~5x faster for tests and small machines.
+    arch: str = DEFAULT_ARCH.value  # The notebook's model; resnet18 trains ~5x faster for tests and small machines.
     weights: str = "imagenet"  # Pretrained start: small audio datasets converge in a few epochs. "none" | PATH.
     device: str = "auto"  # CUDA when present (AMP + channels-last), else CPU.
-    # Not in the seed: bf16 autocast on a CPU with native bf16 halves a ResNet152 step (0.25 -> 0.13 s a clip on
+    # Not in the notebook: bf16 autocast on a CPU with native bf16 halves a ResNet152 step (0.25 -> 0.13 s a clip on
     # an AMD EPYC with AVX512-BF16); opt-in because fp32 CPU runs stay bit-comparable across machines.
     mixed_precision: str = "auto"
-    epochs: int = 40  # Seed recipe; early stopping usually ends sooner.
-    batch_size: int = 16  # Seed recipe; ResNet152 activations at 3x128x216 fit in a few GB.
-    # None: the seed's 1e-4 from pretrained weights (keeps their filters); 1e-3 from scratch, where 1e-4 leaves a
+    epochs: int = 40  # Notebook recipe; early stopping usually ends sooner.
+    batch_size: int = 16  # Notebook recipe; ResNet152 activations at 3x128x216 fit in a few GB.
+    # None: the notebook's 1e-4 from pretrained weights (keeps their filters); 1e-3 from scratch, where 1e-4 leaves a
     # deep ResNet near chance for epochs.
     lr: float | None = None
     weight_decay: float = 0.01  # AdamW's default decoupled decay.
-    label_smoothing: float = 0.1  # Seed recipe; tempers over-confidence on small datasets.
+    label_smoothing: float = 0.1  # Notebook recipe; tempers over-confidence on small datasets.
     lr_factor: float = 0.5  # ReduceLROnPlateau: halve the LR when the selection metric stalls.
     lr_patience: int = 2  # Stalled epochs before the LR drops; below `patience`, so it drops before we stop.
-    patience: int = 6  # Seed recipe: early stop after this many epochs without improvement of `select_on`.
-    val_fraction: float = 0.2  # Seed recipe; stratified, group- and duplicate-aware.
+    patience: int = 6  # Notebook recipe: early stop after this many epochs without improvement of `select_on`.
+    val_fraction: float = 0.2  # Notebook recipe; stratified, group- and duplicate-aware.
     seed: int = 42  # Python, numpy and torch RNGs, the split and each epoch's shuffle.
     resume: str | None = None  # A *_last.pth to continue from; training resumes at its epoch + 1.
     cache_dir: str = str(DEFAULT_CACHE_DIR)  # Feature cache shared by every run with the same feature config.
     num_workers: int | None = None  # Feature-extraction processes; None -> one per CPU core.
-    # Not in the seed: recompute BatchNorm statistics on this many training batches before each evaluation, or
+    # Not in the notebook: recompute BatchNorm statistics on this many training batches before each evaluation, or
     # eval mode lags the weights (from scratch, 100 % train accuracy but chance in eval). 0 turns it off.
     bn_recalibration_batches: int = 32
     feature_config: FeatureConfig = DEFAULT_CONFIG  # The front end; stored in every checkpoint.
@@ -129,7 +130,7 @@ class TrainConfig:
     # Resume on data other than the checkpoint's (its validation files are kept out of training); without it a
     # resume on other data is refused, since the new split would validate on clips the model has trained on.
     resume_with_new_data: bool = False
-    # Not in the seed: what makes small, messy, imbalanced data generalize (toolchain.training.augment).
+    # Not in the notebook: what makes small, messy, imbalanced data generalize (toolchain.training.augment).
     augment: bool = True  # Time shift, SpecAugment masks and mixup on training batches; never on val/test/export.
     time_shift: float = 0.25  # Largest shift, a fraction of the clip's frames.
     spec_masks: int = 2  # SpecAugment: this many time masks and this many frequency masks per clip.
@@ -154,7 +155,7 @@ class TrainConfig:
 
         From scratch the rate is 1e-3 (1e-4 leaves a random ResNet near chance for epochs); a bottleneck ResNet
         also gets 2 warm-up epochs, a cosine schedule and zero-initialized residual branches, which let ResNet152
-        learn at once. ResNet18/34 keep the seed's plateau: the warm-up/cosine/zero-init start cost resnet18 from
+        learn at once. ResNet18/34 keep the notebook's plateau: the warm-up/cosine/zero-init start cost resnet18 from
         scratch half its cross-validated accuracy on FSDD (docs/performance.md).
         """
         deep = self.deep_from_scratch

@@ -1,6 +1,6 @@
 """One pass over a DataLoader: `train_one_epoch` (optimizer steps) and `evaluate` (no grad, probabilities).
 
-Batches are images (B, 3, n_mels, frames) float32 and targets (B,) int64 (toolchain.training_data.loader_for).
+Batches are images (B, 3, n_mels, frames) float32 and targets (B,) int64 (toolchain.training.prepared.loader_for).
 On CUDA they run under autocast in channels-last memory format; on CPU in fp32, or bf16 autocast when asked for.
 """
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from toolchain.cpu import cpu_isa
 from toolchain.errors import TrainingError
-from toolchain.io import cpu_isa
 from toolchain.training.config import DEVICES, MIXED_PRECISIONS
 
 

@@ -1,4 +1,4 @@
-"""Fine-tune a ResNet on cached log-mel images: the seed recipe as named, testable functions.
+"""Fine-tune a ResNet on cached log-mel images: the reference notebook recipe as named, testable functions.
 
 `train(config)`: load data -> cache features (parallel, once per file) -> leak-free split -> epochs of
 `train_one_epoch` + `evaluate` with AdamW, label smoothing, ReduceLROnPlateau on val accuracy and early stopping ->

@@ -1,4 +1,4 @@
-"""Decode + featurize audio files in worker processes, in order, a bounded amount of work ahead.
+"""Decode + featurize audio files in worker processes for the scoring engine, in order, a bounded amount ahead.
 
 Workers run the window contract (`toolchain.audio.windows`): a file comes back as its windows, or, when it is long,
 as a plan whose parts (`PART_WINDOWS` windows each) are then decoded as separate jobs, so a multi-hour file is
@@ -21,7 +21,7 @@ from typing import Any
 from toolchain.audio.config import FeatureConfig
 from toolchain.audio.windows import FileWindows, LongPlan, WindowRule, file_windows_or_plan, long_part
 from toolchain.errors import AudioDecodeError, one_line
-from toolchain.io import spawn_pool
+from toolchain.pool import spawn_pool
 
 # A file in flight when this many workers died is blamed for it.
 MAX_WORKER_DEATHS = 2
