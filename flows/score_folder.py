@@ -15,6 +15,7 @@ fail on it) ends the run Failed with its one line as the state message and one e
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,22 @@ class RunSettings:
         for name in ("retry_delay_seconds", "settle_seconds"):
             if getattr(self, name) < 0:
                 raise ScoringError(f"{name}={getattr(self, name)} must not be negative")
+
+
+class OneLineRefusals(logging.Filter):
+    """Drops the records that carry a `ToolchainError` with its traceback.
+
+    When a deployment's run process ends, Prefect's engine raises the failed run's exception once more and logs it
+    as "Engine execution exited with unexpected exception", traceback included, to the run's logs. A refused run
+    has already said its one line (and made it the state message); tracebacks stay for every other exception."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], ToolchainError))
+
+
+for _name in ("prefect.flow_runs", "prefect.engine"):  # Loaded with this module in every run process.
+    if not any(isinstance(f, OneLineRefusals) for f in logging.getLogger(_name).filters):
+        logging.getLogger(_name).addFilter(OneLineRefusals())
 
 
 def refused(exc: ToolchainError) -> State:

@@ -80,9 +80,13 @@ def test_serve_user_errors_are_one_line_before_serving(tiny_onnx, tmp_path, case
 
 
 def test_help_for_every_scoring_command():
-    for command in ("score", "serve", "watch"):
+    for command in ("score", "serve", "watch", "flow"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "--model" in result.stdout
+    for command in ("score", "serve", "flow"):  # The scoring options, declared once, reach every command.
+        result = runner.invoke(app, [command, "--help"], terminal_width=200)
+        for option in ("--batch-size", "--precision", "--hop-seconds", "--health-thresholds", "--fail-on-drift"):
+            assert option in result.stdout, (command, option)
 
 
 def _held_score(command: list[str], hold: Path, rows: int, log: Path) -> subprocess.Popen:
