@@ -60,8 +60,11 @@ def test_files_newer_than_the_ready_marker_wait_for_quiet_or_a_newer_marker(fsdd
     _after_change_time_of(folder / READY_MARKER)
     shutil.copy(fsdd_dir / "recordings" / "9_yweweler_9.wav", folder / "late.wav")  # Written after the marker.
     assert [s.file for s in files_to_score(folder, ledger, MODEL, settle_seconds=600)] == first
+    shutil.copy(fsdd_dir / "recordings" / "9_yweweler_8.wav", folder / "0_early_name.wav")  # Sorts first.
     later = time.time() + 601
-    assert [s.file for s in files_to_score(folder, ledger, MODEL, 600, now=later)] == [*first, "late.wav"]
+    both = [s.file for s in files_to_score(folder, ledger, MODEL, 600, now=later)]
+    assert both == ["0_early_name.wav", *first, "late.wav"]  # Sorted, whichever rule made each ready.
+    (folder / "0_early_name.wav").unlink()
 
     _after_change_time_of(folder / "late.wav")
     (folder / READY_MARKER).touch()  # The producer's second batch is complete.

@@ -104,16 +104,16 @@ def ready_files(folder: Path, stamps: Sequence[FileStamp], settle_seconds: float
         marker = (folder / READY_MARKER).stat().st_ctime
     except OSError:
         marker = None
-    covered = [s for s in stamps if s.file in changed and marker is not None and changed[s.file] <= marker]
-    rest = [s for s in stamps if s.file in changed and not (marker is not None and changed[s.file] <= marker)]
+    ready = {f for f, when in changed.items() if marker is not None and when <= marker}
+    rest = [when for f, when in changed.items() if f not in ready]
     if rest:
         try:
-            listing = folder.stat().st_mtime
+            quiet = now - max(folder.stat().st_mtime, *rest) >= settle_seconds  # The listing counts too.
         except OSError:
-            return covered
-        if now - max(listing, *(changed[s.file] for s in rest)) < settle_seconds:
-            rest = []
-    return covered + rest
+            quiet = False
+        if quiet:
+            ready = set(changed)
+    return [s for s in stamps if s.file in ready]  # In the given (sorted) order: CSV rows stay sorted.
 
 
 def files_to_score(folder: Path, ledger: Ledger, model_sha256: str, settle_seconds: float,
