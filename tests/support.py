@@ -30,6 +30,13 @@ def held_env(rows: int, signal_file: Path, env: dict[str, str] | None = None) ->
     return env
 
 
+def after_change_time_of(path: Path) -> None:
+    """Return once the clock has moved past `path`'s change time, so the next write is strictly newer: file times
+    tick in steps of a few milliseconds (a clock granularity, not a wait for another process)."""
+    while time.time() <= path.stat().st_ctime + 0.01:
+        time.sleep(0.005)
+
+
 def copy_clips(fsdd_dir: Path, dest: Path, start: int, n: int) -> list[str]:
     """Copy FSDD recordings [start, start + n) (sorted by name) into a new folder `dest`; returns their names."""
     dest.mkdir(parents=True)

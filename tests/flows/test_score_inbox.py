@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from pathlib import Path
 
-from support import copy_clips, published_csvs, read_rows
+from support import after_change_time_of, copy_clips, published_csvs, read_rows
 
 from flows.score_folder import RunSettings
 from flows.score_inbox import score_inbox_flow
@@ -139,8 +138,7 @@ def test_a_file_written_after_the_ready_marker_waits_and_gets_exactly_one_row(pr
     inbox, out = tmp_path / "inbox", tmp_path / "out"
     first = copy_clips(fsdd_dir, inbox / "day1", 0, 2)
     (inbox / "day1" / "_READY").touch()
-    while time.time() <= (inbox / "day1" / "_READY").stat().st_ctime + 0.01:  # File times tick in milliseconds.
-        time.sleep(0.005)
+    after_change_time_of(inbox / "day1" / "_READY")
     whole = (fsdd_dir / "recordings" / "5_jackson_5.wav").read_bytes()
     (inbox / "day1" / "slow.wav").write_bytes(whole[:len(whole) // 3])  # A second batch, still being written.
     scan = score_inbox_flow(model=str(onnx_model), output_dir=str(out), inbox=str(inbox), engine=ENGINE, run=QUIET_FOR_10_MIN)

@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 
-from support import copy_clips
+from support import after_change_time_of, copy_clips
 
 from toolchain.scoring.files import READY_MARKER, files_to_score, new_files, ready_files, stamp_files
 from toolchain.scoring.ledger import Ledger
@@ -25,13 +25,6 @@ def _scored(ledger: Ledger, folder, files: list[str]) -> None:
     folder_run = ledger.start_folder("r", str(folder), str(folder) + "-out", MODEL)
     ledger.record_files(folder_run, stamp_files(folder, files, content=True))
     ledger.finish_folder(folder_run, "completed")
-
-
-def _after_change_time_of(path) -> None:
-    """Wait until the clock has moved past `path`'s change time, so the next write is strictly newer (file times
-    tick in steps of a few milliseconds)."""
-    while time.time() <= path.stat().st_ctime + 0.01:
-        time.sleep(0.005)
 
 
 def test_a_touched_or_recopied_file_is_not_scored_again_but_changed_bytes_are(fsdd_dir, tmp_path):
@@ -57,7 +50,7 @@ def test_files_newer_than_the_ready_marker_wait_for_quiet_or_a_newer_marker(fsdd
     (folder / READY_MARKER).touch()
     assert [s.file for s in files_to_score(folder, ledger, MODEL, settle_seconds=600)] == first
 
-    _after_change_time_of(folder / READY_MARKER)
+    after_change_time_of(folder / READY_MARKER)
     shutil.copy(fsdd_dir / "recordings" / "9_yweweler_9.wav", folder / "late.wav")  # Written after the marker.
     assert [s.file for s in files_to_score(folder, ledger, MODEL, settle_seconds=600)] == first
     shutil.copy(fsdd_dir / "recordings" / "9_yweweler_8.wav", folder / "0_early_name.wav")  # Sorts first.
@@ -66,7 +59,7 @@ def test_files_newer_than_the_ready_marker_wait_for_quiet_or_a_newer_marker(fsdd
     assert both == ["0_early_name.wav", *first, "late.wav"]  # Sorted, whichever rule made each ready.
     (folder / "0_early_name.wav").unlink()
 
-    _after_change_time_of(folder / "late.wav")
+    after_change_time_of(folder / "late.wav")
     (folder / READY_MARKER).touch()  # The producer's second batch is complete.
     assert [s.file for s in files_to_score(folder, ledger, MODEL, settle_seconds=600)] == [*first, "late.wav"]
 

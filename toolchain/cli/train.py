@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from toolchain.cli.common import config_defaults, console, rich_progress, user_errors
+from toolchain.errors import EXIT_INTERRUPTED
 from toolchain.training.config import (
     Arch,
     Balance,
@@ -121,7 +122,7 @@ def train(
             result = run_training(config, progress, on_epoch=report_epoch, on_note=report_note)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: {_resume_hint(config, bool(finished))}", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
     shown = sorted(result.failures.items())
     for path, cause in shown[:10]:

@@ -47,7 +47,8 @@ def stamp_files(folder: str | Path, files: Sequence[str], *, content: bool = Fal
             st = (root / f).stat()
         except OSError:
             continue
-        stamps.append(FileStamp(f, st.st_size, st.st_mtime_ns, _sha256_or_empty(root / f) if content else ""))
+        stamps.append(FileStamp(f, st.st_size, st.st_mtime_ns, _sha256_or_empty(root / f) if content else "",
+                                st.st_ctime_ns))
     return stamps
 
 
@@ -79,7 +80,7 @@ def new_files(folder: str | Path, ledger: Ledger, model_sha256: str) -> list[Fil
 
 def ready_files(folder: Path, stamps: Sequence[FileStamp], settle_seconds: float, now: float | None = None,
                 log: Callable[[str], None] = lambda message: None) -> list[FileStamp]:
-    """Those of `stamps` (files of `folder`) that are done being written.
+    """Those of `stamps` (files of `folder`, as `stamp_files` saw them) that are done being written.
 
     A file is judged by its change time (ctime): the kernel sets it on every write, rename or touch, and neither
     a producer's clock nor `touch -d` can put it in the future, as they can an mtime. A file that changed no later
@@ -88,27 +89,21 @@ def ready_files(folder: Path, stamps: Sequence[FileStamp], settle_seconds: float
     `_READY` waits for quiet, or for the marker to be touched again. Future mtimes are logged (they do not delay a
     file)."""
     now = time.time() if now is None else now
-    changed, future = {}, []
-    for stamp in stamps:
-        try:
-            changed[stamp.file] = (folder / stamp.file).stat().st_ctime
-        except OSError:
-            continue  # Vanished since it was listed: the next scan sees what is there.
-        if stamp.mtime_ns / 1e9 > now + FUTURE_SLACK_SECONDS:
-            future.append(stamp)
+    changed = {s.file: s.ctime_ns for s in stamps}  # From the stat that made the stamp (`stamp_files`).
+    future = [s for s in stamps if s.mtime_ns / 1e9 > now + FUTURE_SLACK_SECONDS]
     if future:
         when = dt.datetime.fromtimestamp(future[0].mtime_ns / 1e9, dt.UTC).isoformat(timespec="seconds")
         log(f"{len(future)} file(s) in {folder} have a modification time in the future (e.g. {future[0].file}: "
             f"{when}; producer clock or `touch -d`?): judged by when they were written here")
     try:
-        marker = (folder / READY_MARKER).stat().st_ctime
+        marker = (folder / READY_MARKER).stat().st_ctime_ns
     except OSError:
         marker = None
     ready = {f for f, when in changed.items() if marker is not None and when <= marker}
     rest = [when for f, when in changed.items() if f not in ready]
     if rest:
         try:
-            quiet = now - max(folder.stat().st_mtime, *rest) >= settle_seconds  # The listing counts too.
+            quiet = now - max(folder.stat().st_mtime_ns, *rest) / 1e9 >= settle_seconds  # The listing counts too.
         except OSError:
             quiet = False
         if quiet:

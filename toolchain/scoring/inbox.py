@@ -57,9 +57,8 @@ def scan_inbox(model_path: str | Path, inbox: str | Path, out_dir: str | Path, s
                score_subfolder: Callable[[str, str], FolderOutcome], *, flow_run_id: str | None = None,
                report: Callable[[InboxScan], None] = lambda scan: None,
                settle_seconds: float = DEFAULT_SETTLE_SECONDS) -> InboxScan:
-    """Score each subfolder of `inbox` that holds audio files the model has not scored (and is done being
-    written: `folder_ready`), with
-    `score_subfolder(folder, parent_run_id)` (a `run_folder` with `skip_scored=True`, possibly as a child flow
+    """Score each subfolder of `inbox` that holds audio files the model has not decided about and that are done
+    being written (`files_to_score`), with `score_subfolder(folder, parent_run_id)` (a `run_folder` with `skip_scored=True`, possibly as a child flow
     run). One failed folder never stops the others; `report` sees the scan before a failure is raised
     (`ScoringError` naming the failed folders)."""
     confine(allowed_roots(), model=model_path, output_dir=out_dir, inbox=inbox)

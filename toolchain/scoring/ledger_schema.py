@@ -47,7 +47,7 @@ Schema (times are UTC ISO-8601 strings, sha256 values are hex):
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -135,12 +135,14 @@ class RunRecord:
 @dataclass(frozen=True)
 class FileStamp:
     """A file of a folder as scoring saw it: relative posix path, size in bytes, mtime in ns (-1: unknown), and
-    its content's sha256 when it was hashed ("" otherwise)."""
+    its content's sha256 when it was hashed ("" otherwise). `ctime_ns`: its change time when it was looked at
+    (for the readiness rule; not stored in the ledger, not part of equality)."""
 
     file: str
     size: int
     mtime_ns: int
     sha256: str = ""
+    ctime_ns: int = field(default=0, compare=False)
 
     def matches(self, other: FileStamp) -> bool:
         """Same file, unchanged (an unknown stamp matches any)."""

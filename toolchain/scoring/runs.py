@@ -64,7 +64,7 @@ def folder_lock(out_folder: Path) -> Iterator[None]:
     """Exclusive, non-blocking lock on `<out_folder>/.lock`; the kernel drops it if the holder dies (kill -9)."""
     try:
         out_folder.mkdir(parents=True, exist_ok=True)
-        handle = open(out_folder / ".lock", "a+")  # noqa: SIM115 (closed by the `with` below)
+        handle = open(out_folder / ".lock", "a+")  # Closed by the `with` below.
     except OSError as exc:
         raise OutputPathError(f"cannot create the lock file {out_folder / '.lock'} ({exc.strerror}): make "
                               f"{out_folder} writable, or pass another output folder") from None
