@@ -6,8 +6,11 @@ FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0 (attribution kept as it
 from __future__ import annotations
 
 import csv
+import itertools
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -61,6 +64,57 @@ def unwritable() -> Iterator[Callable[[Path], None]]:
             subprocess.run(["chattr", "-i", str(path)], check=False)
         else:
             path.chmod(mode)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster (Debian's postgresql package; .ci/run installs it), listening on a Unix
+    socket only, trust auth; yields a base URL (database `postgres`). Stopped at the end of the session."""
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not bins:
+        pytest.fail("PostgreSQL is missing (no /usr/lib/postgresql/*/bin/initdb): apt-get install -y postgresql "
+                    "(.ci/run does)")
+    pgbin = bins[-1].parent
+    work = Path(tempfile.mkdtemp(prefix="toolchain-pg-"))  # Not under pytest's root-only tmp: postgres runs it.
+    data, sock = work / "data", work / "sock"
+    sock.mkdir()
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_pg:  # initdb and postgres refuse to run as root.
+        shutil.chown(work, "postgres")
+        shutil.chown(sock, "postgres")
+    subprocess.run([*as_pg, str(pgbin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                    "--encoding=UTF8", "--locale=C.UTF-8"], check=True, capture_output=True)
+    subprocess.run([*as_pg, str(pgbin / "pg_ctl"), "-D", str(data), "-l", str(work / "postgres.log"), "-w",
+                    "-t", "120", "-o", f"-c listen_addresses='' -k {sock} -c max_connections=200", "start"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres@/postgres?host={sock}"
+    finally:
+        subprocess.run([*as_pg, str(pgbin / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                       capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+def postgres_ledger_url(postgres) -> str:
+    """A URL of a new, empty database on the throwaway cluster: one ledger per test."""
+    import psycopg
+
+    name = f"ledger_{os.getpid()}_{next(_databases)}"
+    with psycopg.connect(postgres, autocommit=True) as db:
+        db.execute(f"CREATE DATABASE {name}")
+    return postgres.replace("/postgres?", f"/{name}?")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger_location(request, tmp_path) -> str:
+    """Where a ledger lives, once per kind: an SQLite file, and a PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "ledger-out" / "ledger.sqlite")
+    return request.getfixturevalue("postgres_ledger_url")
 
 
 @pytest.fixture(scope="session")

@@ -123,7 +123,7 @@ def test_a_file_linking_outside_the_roots_is_decided_once_and_never_rescanned(pr
     assert [Path(f["folder"]).name for f in first["folders"]] == ["day1"]
     [csv_path] = published_csvs(out / "day1")
     assert [r["file"] for r in read_rows(csv_path)] == names  # No row for the file it may not read...
-    decided = Ledger.in_dir(out).scored_files(str(inbox / "day1"), first["folders"][0]["model_sha256"])
+    decided = Ledger.in_dir(out).decided_files(str(inbox / "day1"), first["folders"][0]["model_sha256"])
     assert set(decided) == {*names, "linked.wav"}  # ...but its decision is recorded.
     assert f"skipped {inbox / 'linked-day'}: it links to" in caplog.text  # The linked subfolder: one line.
 

@@ -36,7 +36,7 @@ def test_a_touched_or_recopied_file_is_not_scored_again_but_changed_bytes_are(fs
     os.utime(folder / names[0], (1e9, 1e9))  # `touch -d`: another mtime, the same bytes.
     shutil.copy(fsdd_dir / "recordings" / names[1], folder / names[1])  # A re-copy: a new mtime, the same bytes.
     assert new_files(folder, ledger, MODEL) == []
-    assert ledger.scored_files(str(folder), MODEL)[names[0]].mtime_ns == int(1e18)  # Restamped: not hashed again.
+    assert ledger.decided_files(str(folder), MODEL)[names[0]].mtime_ns == int(1e18)  # Restamped: not hashed again.
 
     data = bytearray((folder / names[2]).read_bytes())
     data[-1] ^= 0xFF  # One byte of audio changed, the size kept.

@@ -116,17 +116,17 @@ def test_files_count_as_scored_only_as_they_were_and_once_their_run_completed(tm
     start(ledger, "r1")
     fid = ledger.start_folder("r1", "/in/day1", str(tmp_path / "day1"), "a" * 64)
     ledger.record_files(fid, [FileStamp("a.wav", 10, 111), FileStamp("sub/b.wav", 20, 222)])
-    assert ledger.scored_files("/in/day1", "a" * 64) == {}  # Not before the run completed.
+    assert ledger.decided_files("/in/day1", "a" * 64) == {}  # Not before the run completed.
     ledger.finish_folder(fid, "completed", files_ok=2)
-    scored = ledger.scored_files("/in/day1", "a" * 64)
-    assert set(scored) == {"a.wav", "sub/b.wav"} and ledger.scored_files("/in/day1", "b" * 64) == {}
+    scored = ledger.decided_files("/in/day1", "a" * 64)
+    assert set(scored) == {"a.wav", "sub/b.wav"} and ledger.decided_files("/in/day1", "b" * 64) == {}
     assert scored["a.wav"].matches(FileStamp("a.wav", 10, 111))
     assert not scored["a.wav"].matches(FileStamp("a.wav", 11, 111))  # Changed since: not scored as it is now.
     # A crashed follow-up run scores nothing; a completed one updates the stamp.
     fid2 = ledger.start_folder("r1", "/in/day1", str(tmp_path / "day1"), "a" * 64)
     ledger.record_files(fid2, [FileStamp("a.wav", 11, 333)])
     ledger.finish_folder(fid2, "crashed")
-    assert ledger.scored_files("/in/day1", "a" * 64)["a.wav"].size == 10
+    assert ledger.decided_files("/in/day1", "a" * 64)["a.wav"].size == 10
 
 
 def test_runs_recorded_before_files_were_count_their_csv_rows(tmp_path):
@@ -138,5 +138,5 @@ def test_runs_recorded_before_files_were_count_their_csv_rows(tmp_path):
     start(ledger, "r1")
     fid = ledger.start_folder("r1", "/in/day1", str(tmp_path / "day1"), "a" * 64)
     ledger.finish_folder(fid, "completed", files_ok=1, files_error=1, csv_path=str(csv_path))
-    scored = ledger.scored_files("/in/day1", "a" * 64)
+    scored = ledger.decided_files("/in/day1", "a" * 64)
     assert set(scored) == {"a.wav", "b.wav"} and scored["a.wav"].matches(FileStamp("a.wav", 5, 5))

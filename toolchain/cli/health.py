@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from toolchain.cli.common import console, user_errors
+from toolchain.cli.options import LedgerUrlOption, use_ledger_url
 from toolchain.errors import ScoringError
 
 app = typer.Typer()
@@ -23,12 +24,14 @@ def health_command(
     last: Annotated[int, typer.Option("--last", min=1, help="How many of the latest folder runs to show.")] = 20,
     png: Annotated[Path | None, typer.Option("--png", help="Also write the trend (expected accuracy and class-mix "
                                              "JS distance per run) to this PNG.")] = None,
+    ledger_url: LedgerUrlOption = None,
 ) -> None:
     """Print the latest scored folders with their health: date, folder, files, verdict, JS distance, expected
     accuracy. Each row's full report is the health_<UTC>.json beside its predictions CSV."""
     from toolchain.health.render import plot_trend
     from toolchain.scoring.ledger import health_history
 
+    use_ledger_url(ledger_url)
     rows = health_history(output_dir.expanduser(), model.expanduser() if model else None, last)
     if not rows:
         raise ScoringError(f"{output_dir} has no completed folder runs{' of ' + str(model) if model else ''}: "

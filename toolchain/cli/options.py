@@ -1,15 +1,17 @@
-"""The scoring options of every command that scores (`score`, `serve`, `flow`), declared once.
+"""The scoring options of every command that scores (`score`, `serve`, `flow`, `backfill`), declared once.
 
 `@scoring_options` gives a command the engine options (how to run: `EngineConfig`) and the scoring options (what
 comes out: `ScoringOptions`, plus `--fail-on-drift`), each declared here with its help and its default from the
 library's config. The command itself takes three parameters, `engine`, `options` and `fail_on_drift`, and
-receives them built and checked: a bad value is a one-line `ScoringError` before any work.
+receives them built and checked: a bad value is a one-line `ScoringError` before any work. `--ledger-url` comes
+with them (and on its own, `LedgerUrlOption`, for commands that only read the ledger).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -21,6 +23,7 @@ from toolchain.health.assess import HealthThresholds
 from toolchain.inference.predictions import Aggregation
 from toolchain.inference.providers import Provider
 from toolchain.scoring.engine_config import EngineConfig, Frontend
+from toolchain.scoring.ledger_db import LEDGER_URL_ENV
 from toolchain.scoring.options import OutputFormat, ScoringOptions
 from toolchain.scoring.precision import Precision
 
@@ -32,6 +35,23 @@ ModelOption = Annotated[Path, typer.Option("--model", help="ONNX model written b
 SettleOption = Annotated[float, typer.Option(
     "--settle-seconds", min=0, help="Inbox files not covered by a _READY marker (written after it, or no marker) are "
     "scored once nothing in their subfolder changed for this long.")]
+
+LEDGER_URL_HELP = ("PostgreSQL ledger shared by workers on several machines, e.g. postgresql://user:pw@host/db "
+                   "(one database per output folder); default: OUTPUT/ledger.sqlite.")
+LedgerUrlOption = Annotated[str | None, typer.Option("--ledger-url", envvar=LEDGER_URL_ENV, help=LEDGER_URL_HELP,
+                                                     show_envvar=True)]
+
+
+def use_ledger_url(url: str | None) -> None:
+    """Record into the PostgreSQL ledger at `url` from now on (this process and the runs it starts), after
+    checking it can be reached and holds the schema (a one-line `LedgerError` otherwise); None: the default."""
+    if not url:
+        return
+    from toolchain.scoring.ledger import Ledger
+    from toolchain.scoring.ledger_db import check_ledger_url
+
+    Ledger(check_ledger_url(url))
+    os.environ[LEDGER_URL_ENV] = url
 
 
 def _option(name: str, kind: Any, default: Any, *decls: str, **info: Any) -> inspect.Parameter:
@@ -80,6 +100,11 @@ RESULT_OPTIONS = (
             "written; by default drift is reported only."),
 )
 
+LEDGER_OPTIONS = (
+    _option("ledger_url", str | None, None, "--ledger-url", envvar=LEDGER_URL_ENV, help=LEDGER_URL_HELP,
+            show_envvar=True),
+)
+
 BUILT = ("engine", "options", "fail_on_drift")  # What the decorated command receives instead of the flags.
 
 
@@ -100,15 +125,17 @@ def scoring_options(func: F) -> F:
     """Replace `func`'s parameters `engine`, `options` and `fail_on_drift` by the shared command-line options,
     and call it with them built (`EngineConfig`, `ScoringOptions`, bool)."""
     own = [p for p in inspect.signature(func, eval_str=True).parameters.values() if p.name not in BUILT]
-    shared = {p.name for p in (*ENGINE_OPTIONS, *RESULT_OPTIONS)}
+    shared = {p.name for p in (*ENGINE_OPTIONS, *RESULT_OPTIONS, *LEDGER_OPTIONS)}
 
     @functools.wraps(func)
     def wrapper(**kwargs: Any) -> Any:
         values = {name: kwargs.pop(name) for name in shared}
-        return func(**kwargs, engine=build_engine(values), options=build_options(values),
-                    fail_on_drift=values["fail_on_drift"])
+        engine, options = build_engine(values), build_options(values)
+        use_ledger_url(values["ledger_url"])
+        return func(**kwargs, engine=engine, options=options, fail_on_drift=values["fail_on_drift"])
 
     parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
-    wrapper.__signature__ = inspect.Signature([*parameters, *ENGINE_OPTIONS, *RESULT_OPTIONS])  # type: ignore[attr-defined]
+    wrapper.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [*parameters, *ENGINE_OPTIONS, *RESULT_OPTIONS, *LEDGER_OPTIONS])
     wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]

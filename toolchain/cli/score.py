@@ -1,5 +1,6 @@
-"""`toolchain score` (one folder, no Prefect), `toolchain serve` (Prefect deployments of `score-folder`) and
-`toolchain watch` (arrival events that start the on-arrival deployment)."""
+"""`toolchain score` (one folder, no Prefect), `toolchain serve` (Prefect deployments of `score-folder`),
+`toolchain watch` (arrival events that start the on-arrival deployment) and `toolchain backfill` (an inbox's
+history rescored by a model, on request)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Annotated
 import typer
 
 from toolchain.cli.common import console, rich_progress, user_errors
-from toolchain.cli.options import ModelOption, SettleOption, scoring_options
+from toolchain.cli.options import LedgerUrlOption, ModelOption, SettleOption, scoring_options, use_ledger_url
 from toolchain.errors import EXIT_DRIFT, EXIT_INTERRUPTED, ScoringError
 from toolchain.scoring.engine_config import EngineConfig
 from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS
@@ -146,6 +147,7 @@ def watch_command(
         float, typer.Option("--reconcile-seconds", min=1, help="Sweep every subfolder this often, whatever the "
                             "filesystem reported.")
     ] = RECONCILE_SECONDS,
+    ledger_url: LedgerUrlOption = None,
 ) -> None:
     """Start `score-inbox/on-arrival` runs as audio arrives: one Prefect event per subfolder of INBOX that
     becomes ready (a _READY file, or quiet for --settle-seconds) with files MODEL has not scored.
@@ -155,8 +157,61 @@ def watch_command(
     """
     from flows.watch import watch_inbox
 
+    use_ledger_url(ledger_url)
     try:
         watch_inbox(inbox.expanduser(), output_dir.expanduser(), model.expanduser(), settle_seconds,
                     reconcile_seconds, log=lambda message: console.print(message, soft_wrap=True))
     except KeyboardInterrupt:
         console.print("stopped watching")
+
+
+@app.command("backfill")
+@user_errors
+@scoring_options
+def backfill_command(
+    model: ModelOption,
+    inbox: Annotated[Path, typer.Option("--inbox", help="The inbox whose history MODEL scores.")],
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="The output dir the inbox is scored into (its "
+                                             "ledger says what is scored).")],
+    since: Annotated[str | None, typer.Option(
+        "--since", help="Only files the ledger first saw at or after this date or UTC time (YYYY-MM-DD or "
+        "ISO-8601); default: the whole history.")] = None,
+    folders: Annotated[str, typer.Option(
+        "--folders", help="Only subfolders whose name matches this pattern, e.g. '2026-05-*'.")] = "*",
+    settle_seconds: SettleOption = DEFAULT_SETTLE_SECONDS,
+    engine: EngineConfig = EngineConfig(),
+    options: ScoringOptions = ScoringOptions(),
+    fail_on_drift: bool = False,
+) -> None:
+    """Score the history of INBOX with MODEL: in every subfolder (matching --folders), the files MODEL has not
+    scored, into follow-up CSVs beside the earlier ones, so every file ends with exactly one row from MODEL.
+
+    Inbox scans are forward-only: after the serving model changes they score only what no model scored yet, and
+    the rows of older files stay with the model that scored them. Backfill is how a new model rescores the
+    history, all of it or --since a date. Recorded in the ledger (inbox_history and a run with mode backfill).
+    Killed at any point (Ctrl-C, kill -9), the same command resumes: finished folders are not scored again.
+    """
+    from toolchain.scoring.files import Backfill
+    from toolchain.scoring.inbox import backfill_inbox
+
+    plan = Backfill(since=since, folders=folders)
+    try:
+        with rich_progress() as progress:
+            scan = backfill_inbox(model, inbox, output_dir, plan, engine, progress, options=options,
+                                  settle_seconds=settle_seconds,
+                                  log=lambda message: console.print(message, soft_wrap=True, highlight=False))
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the folders already backfilled keep their CSVs; run the same command again to "
+                   "go on", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    scored = [o.summary for o in scan.outcomes if o.summary]
+    busy = [o.folder for o in scan.outcomes if o.skipped == "busy"]
+    console.print(f"backfill of {inbox}: {len(scored)} folder(s) scored, {sum(s.files_total for s in scored)} "
+                  f"file(s) ({sum(s.files_error for s in scored)} error); run {scan.run_id}", soft_wrap=True)
+    if busy:
+        console.print(f"[yellow]{len(busy)} folder(s) were being scored by another run[/] (e.g. {busy[0]}): run "
+                      "the same command again later to finish them", soft_wrap=True)
+    for summary in scored:
+        typer.echo(summary.csv_path)
+    if fail_on_drift and any(s.health.get("verdict") == "drift" for s in scored):
+        raise typer.Exit(EXIT_DRIFT)

@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from toolchain.audio.decode import find_audio_files
@@ -59,11 +60,43 @@ def _sha256_or_empty(path: Path) -> str:
         return ""
 
 
-def new_files(folder: str | Path, ledger: Ledger, model_sha256: str) -> list[FileStamp]:
-    """The audio files of `folder` this model has not decided about as they are now: new files, and files whose
-    bytes changed. A file whose size or mtime changed (a re-copy, `touch`) is hashed; the same bytes as when it was
-    scored leave it decided (and its ledger stamp is updated, so it is not hashed again)."""
-    scored = ledger.scored_files(str(folder), model_sha256)
+@dataclass(frozen=True)
+class Backfill:
+    """An explicit rescoring of an inbox's history by one model (`toolchain backfill`): in the subfolders whose
+    name matches `folders` (a glob), every file this model has not decided about, except files the ledger first
+    recorded before `since` (a UTC ISO-8601 time; None: the whole history)."""
+
+    since: str | None = None
+    folders: str = "*"
+
+    def __post_init__(self) -> None:
+        if not self.folders:
+            raise ScoringError("--folders is empty: pass a subfolder name pattern such as '2026-05-*' (or '*')")
+        if self.since is not None:  # Normalized to the ledger's own time format, so times compare as text.
+            object.__setattr__(self, "since", utc_time(self.since, "--since"))
+
+
+def utc_time(text: str, what: str) -> str:
+    """`text` (a date, or an ISO-8601 time; without a zone: UTC) as the ledger writes times, or a one-line
+    `ScoringError` naming `what`."""
+    try:
+        when = dt.datetime.fromisoformat(str(text).strip())
+    except ValueError:
+        raise ScoringError(f"{what} {text!r} is not a date: pass YYYY-MM-DD or an ISO-8601 time such as "
+                           "2026-05-01T12:00:00Z (UTC unless it names a zone)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.astimezone(dt.UTC).isoformat(timespec="seconds")
+
+
+def new_files(folder: str | Path, ledger: Ledger, model_sha256: str,
+              backfill: Backfill | None = None) -> list[FileStamp]:
+    """The audio files of `folder` not decided as they are now: new files, and files whose bytes changed.
+    Decided means by any model (forward-only: a file scored by an earlier model stays with it), or with
+    `backfill` by this model. A file whose size or mtime changed (a re-copy, `touch`) is hashed; the same bytes
+    as when it was decided leave it decided (and its ledger stamp is updated, so it is not hashed again)."""
+    scored = (ledger.decided_files(str(folder)) if backfill is None else
+              ledger.decided_files(str(folder), model_sha256, backfill.since))
     pending = []
     for stamp in stamp_files(folder, discover_audio_files(folder)):
         before = scored.get(stamp.file)
@@ -72,7 +105,7 @@ def new_files(folder: str | Path, ledger: Ledger, model_sha256: str) -> list[Fil
         if before is not None and before.sha256 and before.size == stamp.size:
             same = dataclasses.replace(stamp, sha256=_sha256_or_empty(Path(folder) / stamp.file))
             if same.sha256 == before.sha256:
-                ledger.restamp(str(folder), model_sha256, same)
+                ledger.restamp(str(folder), same)
                 continue
         pending.append(stamp)
     return pending
@@ -112,8 +145,9 @@ def ready_files(folder: Path, stamps: Sequence[FileStamp], settle_seconds: float
 
 
 def files_to_score(folder: Path, ledger: Ledger, model_sha256: str, settle_seconds: float,
-                   now: float | None = None, log: Callable[[str], None] = lambda message: None) -> list[FileStamp]:
-    """The files of `folder` an inbox run scores now: not decided by this model yet (`new_files`) and done being
-    written (`ready_files`)."""
-    pending = new_files(folder, ledger, model_sha256)
+                   now: float | None = None, log: Callable[[str], None] = lambda message: None,
+                   backfill: Backfill | None = None) -> list[FileStamp]:
+    """The files of `folder` an inbox run (or a `backfill`) scores now: not decided yet (`new_files`) and done
+    being written (`ready_files`)."""
+    pending = new_files(folder, ledger, model_sha256, backfill)
     return ready_files(folder, pending, settle_seconds, now, log) if pending else []

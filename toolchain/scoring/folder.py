@@ -26,6 +26,7 @@ from toolchain.progress import NullProgress, ProgressReporter
 from toolchain.scoring.engine_config import EngineConfig
 from toolchain.scoring.files import (
     DEFAULT_SETTLE_SECONDS,
+    Backfill,
     check_folder,
     discover_audio_files,
     files_to_score,
@@ -57,15 +58,16 @@ def run_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path, 
                shard_size: int = DEFAULT_SHARD_SIZE, skip_scored: bool = False, flow_run_id: str | None = None,
                parent_run_id: str | None = None, run_id: str | None = None,
                options: ScoringOptions = ScoringOptions(),
-               settle_seconds: float = DEFAULT_SETTLE_SECONDS) -> FolderOutcome:
+               settle_seconds: float = DEFAULT_SETTLE_SECONDS, backfill: Backfill | None = None) -> FolderOutcome:
     """Score every audio file under `folder` into `<out_dir>/<folder name>/predictions_<UTC>.csv` (one row per
     file) and `detections_<UTC>.csv` (one row per window), recorded in `<out_dir>/ledger.sqlite`:
     discover -> score shards -> write -> record, each step run by `steps`; `options` says how files are cut into
     windows and what is written.
 
-    `skip_scored` (inbox scans) scores only the files this model has not decided about as they are now and
-    that are done being written (`settle_seconds`: `toolchain.scoring.files.ready_files`; none: the folder is
-    skipped), and skips a folder another run is scoring right now; without it every file is scored and a busy
+    `skip_scored` (inbox scans) scores only the files no model has decided about as they are now (with
+    `backfill`: this model) and that are done being written (`settle_seconds`:
+    `toolchain.scoring.files.ready_files`; none: the folder is skipped), and skips a folder another run is scoring
+    right now; without it every file is scored and a busy
     folder raises `FolderBusyError`. The ledger knows a model by the file named here
     (a GPU run of its fp16 variant and a CPU run are one model to the ledger); CSV rows name the file that ran.
     """
@@ -84,9 +86,9 @@ def run_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path, 
         try:
             with folder_job(ledger, folder, out_dir, run_id, identity.sha256, flow_run_id=flow_run_id,
                             skip_if_scored=skip_scored, settle_seconds=settle_seconds, options=options,
-                            window_rule=window_rule, metadata=identity.metadata) as job:
+                            window_rule=window_rule, metadata=identity.metadata, backfill=backfill) as job:
                 if job is None:
-                    steps.log(f"{folder} is already scored by this model: skipped")
+                    steps.log(f"{folder} is already scored: skipped")
                     return FolderOutcome(folder, skipped="already scored")
                 summary = _score_job(job, steps, shard_size, only_new=skip_scored)
                 if summary is None:
@@ -112,9 +114,9 @@ def _score_job(job: FolderJob, steps: ScoringSteps, shard_size: int, only_new: b
     """discover -> score -> write -> record; None when an inbox run (`only_new`) finds nothing it may score (the
     files it skipped are recorded with the reason, so they do not make the folder new again)."""
     def discover(attempt: int) -> list[str]:
-        if only_new:  # Files this model decided about, unchanged, are not scored again: a follow-up CSV holds the rest.
+        if only_new:  # Files decided about, unchanged, are not scored again: a follow-up CSV holds the rest.
             return [s.file for s in files_to_score(Path(job.folder), job.ledger, job.model_sha256,
-                                                   job.settle_seconds, log=steps.log)]
+                                                   job.settle_seconds, log=steps.log, backfill=job.backfill)]
         return discover_audio_files(job.folder)
 
     discovered = steps.run("discover", discover)

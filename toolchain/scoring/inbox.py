@@ -1,8 +1,20 @@
-"""Inbox scans: every subfolder of an inbox that holds audio files the model has not scored, once it is done being
-written, scored by its own `run_folder` (the caller says how: in this thread, or as a Prefect child flow run)."""
+"""Inbox scans: every subfolder of an inbox that holds audio files no model has decided about, once they are done
+being written, scored by its own `run_folder` (the caller says how: in this thread, or as a Prefect child flow run);
+or, for a backfill, every matching subfolder holding files the given model has not decided about.
+
+A scan costs what arrives, not what is stored: a subfolder whose listing (`toolchain.scoring.listings`) is as it
+was when all its files were last found decided is skipped after one stat per directory, without looking at its
+files; the ledger's listings come in one query. Each scan also looks at the files of the `reconcile_folders`
+subfolders verified longest ago (a file rewritten in place, which no listing shows, is found within
+folders / reconcile_folders scans). Inbox scans are forward-only: a new serving model is recorded in the ledger's
+`inbox_history` and scores what no model decided yet; `toolchain backfill` rescores history on request.
+"""
 
 from __future__ import annotations
 
+import fnmatch
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,32 +23,87 @@ from typing import Any
 from toolchain.audio.decode import is_hidden
 from toolchain.errors import ScoringError, one_line
 from toolchain.io import check_output_dir
-from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS, check_folder, files_to_score
-from toolchain.scoring.folder import FolderOutcome
+from toolchain.progress import NullProgress, ProgressReporter
+from toolchain.scoring.engine_config import EngineConfig
+from toolchain.scoring.files import (
+    DEFAULT_SETTLE_SECONDS,
+    Backfill,
+    check_folder,
+    new_files,
+    ready_files,
+)
+from toolchain.scoring.folder import FolderOutcome, run_folder
 from toolchain.scoring.ledger import Ledger
-from toolchain.scoring.models import describe_model
+from toolchain.scoring.listings import listing_unchanged, take_listing
+from toolchain.scoring.models import describe_model, load_model_cached
+from toolchain.scoring.options import ScoringOptions
 from toolchain.scoring.roots import allowed_roots, confine, outside_roots
 from toolchain.scoring.runs import scoring_run
-from toolchain.scoring.steps import ScoringSteps
+from toolchain.scoring.shards import DEFAULT_SHARD_SIZE
+from toolchain.scoring.steps import LocalSteps, ScoringSteps
+
+DEFAULT_RECONCILE_FOLDERS = 8  # Unchanged-looking folders whose files each scan looks at anyway.
+
+
+def subfolders(inbox: str | Path, pattern: str = "*",
+               log: Callable[[str], None] = lambda message: None) -> list[Path]:
+    """The visible subfolders of `inbox` whose name matches `pattern`, resolved and sorted by name; one that links
+    outside the folders this process may read is skipped with one logged line."""
+    root = check_folder(inbox, "inbox")
+    roots = allowed_roots()
+    found = []
+    with os.scandir(root) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            if is_hidden(entry.name) or not fnmatch.fnmatchcase(entry.name, pattern) or not entry.is_dir():
+                continue
+            path = root / entry.name  # `root` is resolved: only a symlinked entry can lead elsewhere.
+            if entry.is_symlink():
+                if roots and outside_roots(path, roots):
+                    log(f"skipped {path}: it links to {path.resolve()}, outside the folders this server may read")
+                    continue
+                path = path.resolve()  # Resolved like `check_folder` does, so it matches its ledger key.
+            found.append(path)
+    return found
 
 
 def folders_with_new_files(inbox: str | Path, ledger: Ledger, model_sha256: str,
                            settle_seconds: float = DEFAULT_SETTLE_SECONDS,
-                           log: Callable[[str], None] = lambda message: None) -> list[Path]:
-    """Subfolders of `inbox` (sorted by name) holding audio files this model has not decided about yet that are
-    done being written (`files_to_score`); files still being written are left for a later scan. A subfolder that
-    links outside the folders this process may read is skipped with one logged line."""
+                           log: Callable[[str], None] = lambda message: None, *,
+                           reconcile_folders: int = DEFAULT_RECONCILE_FOLDERS,
+                           backfill: Backfill | None = None) -> list[Path]:
+    """Subfolders of `inbox` (sorted by name) holding audio files not decided yet (`new_files`: by any model, or
+    with `backfill` by this one, in the subfolders it names) that are done being written; files still being
+    written are left for a later scan.
+
+    Without `backfill`, a subfolder whose recorded listing is unchanged is not looked into, except the
+    `reconcile_folders` verified longest ago; a subfolder found with every file decided has its listing recorded.
+    """
     root = check_folder(inbox, "inbox")
-    roots = allowed_roots()
-    ready = []
-    for entry in sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name)):
-        if roots and outside_roots(entry, roots):
-            log(f"skipped {entry}: it links to {entry.resolve()}, outside the folders this server may read")
+    candidates = subfolders(root, backfill.folders if backfill else "*", log)
+    known = {} if backfill else ledger.listings(str(root))
+    look, unchanged = [], []
+    for folder in candidates:
+        recorded = known.get(str(folder))
+        if recorded is not None and listing_unchanged(folder, recorded[0]):
+            unchanged.append((recorded[1], str(folder), folder))
+        else:
+            look.append(folder)
+    look += [folder for _, _, folder in sorted(unchanged)[:max(reconcile_folders, 0)]]
+    ready, dirty = [], []
+    for folder in look:
+        listing = take_listing(folder)  # Before the files: a change while they are looked at makes it stale.
+        pending = new_files(folder, ledger, model_sha256, backfill)
+        if not pending:
+            if listing is not None and backfill is None:
+                ledger.record_listing(str(folder), listing, time.time_ns())
             continue
-        folder = entry.resolve()  # Resolved like `check_folder` does, so a symlinked subfolder matches its key.
-        if files_to_score(folder, ledger, model_sha256, settle_seconds, log=log):
+        if str(folder) in known:
+            dirty.append(str(folder))
+        if ready_files(folder, pending, settle_seconds, log=log):
             ready.append(folder)
-    return ready
+    if dirty:
+        ledger.forget_listings(dirty)
+    return sorted(ready, key=lambda p: p.name)
 
 
 @dataclass(frozen=True)
@@ -56,20 +123,37 @@ class InboxScan:
 def scan_inbox(model_path: str | Path, inbox: str | Path, out_dir: str | Path, steps: ScoringSteps,
                score_subfolder: Callable[[str, str], FolderOutcome], *, flow_run_id: str | None = None,
                report: Callable[[InboxScan], None] = lambda scan: None,
-               settle_seconds: float = DEFAULT_SETTLE_SECONDS) -> InboxScan:
-    """Score each subfolder of `inbox` that holds audio files the model has not decided about and that are done
-    being written (`files_to_score`), with `score_subfolder(folder, parent_run_id)` (a `run_folder` with `skip_scored=True`, possibly as a child flow
-    run). One failed folder never stops the others; `report` sees the scan before a failure is raised
-    (`ScoringError` naming the failed folders)."""
+               settle_seconds: float = DEFAULT_SETTLE_SECONDS,
+               reconcile_folders: int = DEFAULT_RECONCILE_FOLDERS, backfill: Backfill | None = None) -> InboxScan:
+    """Score each subfolder of `inbox` that holds audio files not decided yet and done being written
+    (`folders_with_new_files`), with `score_subfolder(folder, parent_run_id)` (a `run_folder` with
+    `skip_scored=True` and the same `backfill`, possibly as a child flow run). One failed folder never stops the
+    others; `report` sees the scan before a failure is raised (`ScoringError` naming the failed folders).
+
+    An inbox scan records the model as the inbox's serving model (forward-only) when it is a new one; a
+    `backfill` is recorded with what it covers."""
     confine(allowed_roots(), model=model_path, output_dir=out_dir, inbox=inbox)
     check_output_dir(out_dir, "output_dir")
-    check_folder(inbox, "inbox")
+    root = str(check_folder(inbox, "inbox"))
     identity = describe_model(model_path)
-    with scoring_run(out_dir, mode="inbox", target=inbox, model=identity, flow_run_id=flow_run_id) as run_id:
+    ledger = Ledger.in_dir(out_dir)
+    mode = "backfill" if backfill else "inbox"
+    with scoring_run(out_dir, mode=mode, target=root, model=identity, flow_run_id=flow_run_id) as run_id:
+        if backfill:
+            ledger.record_history(root, identity.sha256, identity.path, "backfill", since=backfill.since,
+                                  folders=backfill.folders)
+        else:
+            replaced = ledger.adopt_model(root, identity.sha256, identity.path)
+            if replaced:
+                steps.log(f"inbox {inbox}: model {identity.sha256[:12]} replaces {replaced[:12]}: it scores what "
+                          f"arrives from now on; files already scored stay with the model that scored them "
+                          f"(`toolchain backfill` rescores them)")
         todo = steps.run("find-unscored", lambda attempt: [
-            str(p) for p in folders_with_new_files(inbox, Ledger.in_dir(out_dir), identity.sha256,
-                                                   settle_seconds, steps.log)]).value
-        steps.log(f"inbox {inbox}: {len(todo)} folder(s) with files not yet scored by model {identity.sha256[:12]}")
+            str(p) for p in folders_with_new_files(inbox, ledger, identity.sha256, settle_seconds, steps.log,
+                                                   reconcile_folders=reconcile_folders,
+                                                   backfill=backfill)]).value
+        what = f"not yet scored by model {identity.sha256[:12]}" if backfill else "no model has scored"
+        steps.log(f"inbox {inbox}: {len(todo)} folder(s) with files {what}")
         outcomes, failed = [], []
         for sub in todo:
             try:
@@ -82,3 +166,24 @@ def scan_inbox(model_path: str | Path, inbox: str | Path, out_dir: str | Path, s
         if failed:
             raise ScoringError(f"{len(failed)} of {len(todo)} inbox folders failed: {', '.join(failed)}")
     return scan
+
+
+def backfill_inbox(model_path: str | Path, inbox: str | Path, out_dir: str | Path, backfill: Backfill,
+                   config: EngineConfig = EngineConfig(), progress: ProgressReporter = NullProgress(), *,
+                   shard_size: int = DEFAULT_SHARD_SIZE, options: ScoringOptions = ScoringOptions(),
+                   settle_seconds: float = DEFAULT_SETTLE_SECONDS,
+                   log: Callable[[str], None] = lambda message: None) -> InboxScan:
+    """Rescore an inbox's history with this model, in this thread (`toolchain backfill`): every subfolder
+    matching `backfill.folders` gets a CSV of the files this model has not decided about (files first recorded
+    before `backfill.since` excepted), so every file ends with exactly one row from it. Killed at any point, the
+    same call resumes: folders it completed are decided, the one it was in is scored again from its start."""
+    check_output_dir(out_dir, "--output-dir")
+    check_folder(inbox, "--inbox")
+    options.tag(load_model_cached(model_path, config).feature_config)  # Refused before any ledger row.
+    steps = LocalSteps(model_path, config, progress, say=log)
+
+    def score(sub: str, parent: str) -> FolderOutcome:
+        return run_folder(model_path, sub, out_dir, steps, shard_size=shard_size, skip_scored=True,
+                          parent_run_id=parent, options=options, settle_seconds=settle_seconds, backfill=backfill)
+
+    return scan_inbox(model_path, inbox, out_dir, steps, score, settle_seconds=settle_seconds, backfill=backfill)

@@ -1,24 +1,27 @@
 """The run ledger: which folder was scored by which model, when, by which run, with what outcome.
 
-One SQLite file per output directory, `<out>/ledger.sqlite`, in WAL mode with a busy timeout, so several scoring
-processes (two flow runs, a CLI run beside a served deployment) can record at once. Every call opens its own short
-connection: nothing is held between calls, and a process killed with SIGKILL leaves at most an uncommitted
-transaction that SQLite rolls back.
+By default one SQLite file per output directory, `<out>/ledger.sqlite`, in WAL mode with a busy timeout, so
+several scoring processes (two flow runs, a CLI run beside a served deployment) can record at once; with
+`TOOLCHAIN_LEDGER_URL` (`--ledger-url`) a PostgreSQL database, for workers on several machines
+(`toolchain.scoring.ledger_db`). Every call opens its own short connection: nothing is held between calls, and a
+process killed with SIGKILL leaves at most an uncommitted transaction that the database rolls back.
 
 A file counts as decided by a model only when a `folder_files` row names it (same size and mtime, or the same
 bytes) under a `folder_runs` row for that model that is 'completed', which is written after its CSV is completely
-on disk. A file that arrives later, or whose bytes change, is not decided yet: the next inbox scan scores it into a
-follow-up CSV. A 'running' row left by a killed process is settled by the next run that takes the folder's lock
-(`reconcile_folder`): 'completed' if its CSV reached its final name (the rename happened, only the bookkeeping was
-lost), otherwise 'crashed'.
+on disk. Inbox runs are forward-only: a file decided by any model stays with it, so a new serving model scores
+what arrives after it (`toolchain backfill` rescores history on request). A file that arrives later, or whose
+bytes change, is not decided yet: the next inbox scan scores it into a follow-up CSV. A 'running' row left by a
+killed process is settled by the next run that takes the folder's lock (`reconcile_folder`): 'completed' if its
+CSV reached its final name (the rename happened, only the bookkeeping was lost), otherwise 'crashed'.
 
-Every sqlite failure a user can cause (a read-only ledger or folder, a lock held past BUSY_TIMEOUT_MS, a damaged
-file) is raised as one `LedgerError` line naming the file and the fix.
+Every database failure a user can cause (a read-only ledger or folder, a lock held past BUSY_TIMEOUT_MS, a damaged
+file, an unreachable server) is raised as one `LedgerError` line naming the ledger and the fix.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import socket
 import sqlite3
@@ -28,24 +31,36 @@ from pathlib import Path
 
 from toolchain.errors import LedgerError, ScoringError
 from toolchain.io import file_sha256
+from toolchain.scoring.ledger_db import (
+    Connection,
+    connect,
+    describe,
+    is_postgres,
+    ledger_location,
+)
 from toolchain.scoring.ledger_schema import (
     ADDED_COLUMNS,
     SCHEMA,
     FileStamp,
     FolderRecord,
     RunRecord,
+    postgres_schema,
     utc_now,
 )
 
-LEDGER_NAME = "ledger.sqlite"
-BUSY_TIMEOUT_MS = 30_000  # Writers queue for up to 30 s: transactions here take milliseconds.
+_SCHEMA_READY: set[str] = set()  # PostgreSQL ledgers whose schema this process has created or checked.
 
 
 class Ledger:
-    """The ledger at `path` (created with its schema on first use)."""
+    """The ledger at `location`: an SQLite file path or a PostgreSQL URL (created with its schema on first use)."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    def __init__(self, location: str | Path):
+        self.location = str(location)
+        self.postgres = is_postgres(self.location)
+        if self.postgres:
+            self._create_postgres_schema()
+            return
+        self.path = Path(location)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -53,7 +68,7 @@ class Ledger:
                               "folder you can write to") from None
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")  # Readers never block the writer, and vice versa.
-            db.executescript(SCHEMA)
+            db.raw.executescript(SCHEMA)
             for table, column, kind in ADDED_COLUMNS:  # A ledger written by an older release.
                 if column in {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}:
                     continue
@@ -63,37 +78,33 @@ class Ledger:
                     if "duplicate column" not in str(exc):
                         raise
 
+    def _create_postgres_schema(self) -> None:
+        if self.location in _SCHEMA_READY:
+            return
+        with self._write() as db:  # One process at a time: concurrent CREATE ... IF NOT EXISTS can collide.
+            db.execute("SELECT pg_advisory_xact_lock(?)", (0x70C1_ED6E,))
+            for statement in postgres_schema().split(";"):
+                if statement.strip():
+                    db.execute(statement)
+        _SCHEMA_READY.add(self.location)
+
     @classmethod
     def in_dir(cls, out_dir: str | Path) -> Ledger:
-        return cls(Path(out_dir) / LEDGER_NAME)
+        """The ledger of an output directory (`ledger_location`)."""
+        return cls(ledger_location(out_dir))
+
+    def __str__(self) -> str:
+        return describe(self.location)
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        try:
-            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise ledger_error(self.path, exc) from None
-        try:
-            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            db.row_factory = sqlite3.Row
+    def _connect(self) -> Iterator[Connection]:
+        with connect(self.location) as db:
             yield db
-        except sqlite3.Error as exc:
-            raise ledger_error(self.path, exc) from None
-        finally:
-            db.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        # BEGIN IMMEDIATE takes the write lock up front, so a read-then-write cannot deadlock with another writer.
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+    def _write(self) -> Iterator[Connection]:
+        with self._connect() as db, db.write():
+            yield db
 
     # Runs -----------------------------------------------------------------------------------------------------
     def start_run(self, run_id: str, *, mode: str, target: str, model_path: str, model_sha256: str,
@@ -154,12 +165,12 @@ class Ledger:
     def start_folder(self, run_id: str, folder: str, out_folder: str, model_sha256: str,
                      flow_run_id: str | None = None) -> int:
         with self._write() as db:
-            cursor = db.execute(
+            row = db.execute(
                 "INSERT INTO folder_runs (run_id, flow_run_id, folder, out_folder, model_sha256, started_at, state)"
-                " VALUES (?,?,?,?,?,?, 'running')",
+                " VALUES (?,?,?,?,?,?, 'running') RETURNING id",
                 (run_id, flow_run_id, folder, out_folder, model_sha256, utc_now()),
-            )
-            return int(cursor.lastrowid)
+            ).fetchone()
+            return int(row["id"])
 
     def set_csv_path(self, folder_run_id: int, csv_path: str) -> None:
         """Called just before the rename that publishes the CSV, so a crash right after it is recoverable."""
@@ -225,35 +236,94 @@ class Ledger:
                            " VALUES (?,?,?,?,?,?)",
                            [(folder_run_id, f.file, f.size, f.mtime_ns, f.sha256 or None, decision) for f in files])
 
-    def scored_files(self, folder: str, model_sha256: str) -> dict[str, FileStamp]:
-        """file -> how it was when this model scored it (or decided to skip it), over every completed run of
-        `folder`.
+    def decided_files(self, folder: str, model_sha256: str | None = None,
+                      since: str | None = None) -> dict[str, FileStamp]:
+        """file -> how it was when it was decided (scored, or skipped with a reason) by a completed run of
+        `folder`: by any model (`model_sha256` None: the forward-only rule of inbox runs), or by this model
+        (a backfill), counting also the files first recorded before `since` (UTC ISO time) by any model.
 
         Runs recorded before files were (older ledgers) contribute the files of their CSV, with an unknown stamp
         that matches the file however it is now.
         """
-        with self._connect() as db:  # One query: the watcher asks this for every folder it looks at.
+        with self._connect() as db:  # One indexed query per folder.
             rows = db.execute(
-                "SELECT r.csv_path, f.file, f.size, f.mtime_ns, f.sha256 FROM folder_runs r"
-                " LEFT JOIN folder_files f ON f.folder_run_id = r.id"
-                " WHERE r.folder=? AND r.model_sha256=? AND r.state='completed' ORDER BY r.id, f.rowid",
-                (folder, model_sha256)).fetchall()
-        scored: dict[str, FileStamp] = {}  # Later runs override earlier ones (a changed file scored again).
+                "SELECT r.csv_path, r.model_sha256, r.started_at, f.file, f.size, f.mtime_ns, f.sha256"
+                " FROM folder_runs r LEFT JOIN folder_files f ON f.folder_run_id = r.id"
+                " WHERE r.folder=? AND r.state='completed' ORDER BY r.id",
+                (folder,)).fetchall()
+        mine: dict[str, FileStamp] = {}  # Later runs override earlier ones (a changed file scored again).
+        latest: dict[str, FileStamp] = {}
+        first_seen: dict[str, str] = {}
         for row in rows:
             if row["file"] is not None:
-                scored[row["file"]] = FileStamp(row["file"], row["size"], row["mtime_ns"], row["sha256"] or "")
+                found = {row["file"]: FileStamp(row["file"], row["size"], row["mtime_ns"], row["sha256"] or "")}
             elif row["csv_path"] and Path(row["csv_path"]).is_file():
-                scored.update({f: FileStamp(f, -1, -1) for f in _csv_files(Path(row["csv_path"]))})
-        return scored
+                found = {f: FileStamp(f, -1, -1) for f in _csv_files(Path(row["csv_path"]))}
+            else:
+                continue
+            latest.update(found)
+            for f in found:
+                first_seen.setdefault(f, row["started_at"])
+            if row["model_sha256"] == model_sha256:
+                mine.update(found)
+        if model_sha256 is None:
+            return latest
+        if since is not None:
+            mine = {**{f: latest[f] for f, when in first_seen.items() if when < since}, **mine}
+        return mine
 
-    def restamp(self, folder: str, model_sha256: str, stamp: FileStamp) -> None:
+    # Listings and history ------------------------------------------------------------------------------------
+    def listings(self, under: str) -> dict[str, tuple[dict[str, int], int]]:
+        """folder -> (listing, verified_ns) for every recorded folder directly or deeper under `under`: one
+        indexed range query for a whole inbox."""
+        prefix = under.rstrip("/") + "/"
+        with self._connect() as db:
+            rows = db.execute("SELECT folder, listing, verified_ns FROM folder_listings WHERE folder >= ? AND"
+                              " folder < ?", (prefix, prefix[:-1] + "0")).fetchall()  # "0" sorts right after "/".
+        return {r["folder"]: (json.loads(r["listing"]), int(r["verified_ns"])) for r in rows}
+
+    def record_listing(self, folder: str, listing: dict[str, int], verified_ns: int) -> None:
+        """`folder`'s every audio file is decided, as its directories stood in `listing`."""
+        with self._write() as db:
+            db.execute("INSERT INTO folder_listings (folder, listing, verified_ns) VALUES (?,?,?) ON CONFLICT"
+                       " (folder) DO UPDATE SET listing=excluded.listing, verified_ns=excluded.verified_ns",
+                       (folder, json.dumps(listing, sort_keys=True), verified_ns))
+
+    def forget_listings(self, folders: Iterable[str]) -> None:
+        """These folders hold (or may hold) undecided files: the next scan looks at their files one by one."""
+        with self._write() as db:
+            db.executemany("DELETE FROM folder_listings WHERE folder=?", [(f,) for f in folders])
+
+    def record_history(self, inbox: str, model_sha256: str, model_path: str, rule: str, *,
+                       since: str | None = None, folders: str | None = None) -> None:
+        with self._write() as db:
+            db.execute("INSERT INTO inbox_history (inbox, model_sha256, model_path, at, rule, since, folders)"
+                       " VALUES (?,?,?,?,?,?,?)", (inbox, model_sha256, model_path, utc_now(), rule, since, folders))
+
+    def adopt_model(self, inbox: str, model_sha256: str, model_path: str) -> str | None:
+        """Record that this model serves `inbox` (forward-only) unless it already did last; returns the model it
+        replaced (None: no change, or the inbox's first model)."""
+        with self._write() as db:
+            row = db.execute("SELECT model_sha256 FROM inbox_history WHERE inbox=? AND rule='forward'"
+                             " ORDER BY id DESC LIMIT 1", (inbox,)).fetchone()
+            if row is not None and row["model_sha256"] == model_sha256:
+                return None
+            db.execute("INSERT INTO inbox_history (inbox, model_sha256, model_path, at, rule) VALUES"
+                       " (?,?,?,?, 'forward')", (inbox, model_sha256, model_path, utc_now()))
+        return None if row is None else str(row["model_sha256"])
+
+    def history(self, inbox: str) -> list[dict]:
+        with self._connect() as db:
+            return [dict(r) for r in db.execute("SELECT * FROM inbox_history WHERE inbox=? ORDER BY id", (inbox,))]
+
+    def restamp(self, folder: str, stamp: FileStamp) -> None:
         """A decided file whose size or mtime changed but whose bytes (`stamp.sha256`) did not: its rows take the
         new stamp, so later scans need not hash it again."""
         with self._write() as db:
             db.execute(
                 "UPDATE folder_files SET size=?, mtime_ns=? WHERE file=? AND sha256=? AND folder_run_id IN"
-                " (SELECT id FROM folder_runs WHERE folder=? AND model_sha256=? AND state='completed')",
-                (stamp.size, stamp.mtime_ns, stamp.file, stamp.sha256, folder, model_sha256))
+                " (SELECT id FROM folder_runs WHERE folder=? AND state='completed')",
+                (stamp.size, stamp.mtime_ns, stamp.file, stamp.sha256, folder))
 
     def reconcile_folder(self, out_folder: str) -> list[FolderRecord]:
         """Settle 'running' rows of `out_folder` left by dead runs. Call only while holding the folder's lock."""
@@ -268,15 +338,15 @@ class Ledger:
 def health_history(out_dir: str | Path, model: str | Path | None = None, last: int = 20) -> list[dict]:
     """The latest `last` completed folder runs in `out_dir`'s ledger (of `model`, an .onnx path, if given), oldest
     first: finished_at, folder, files, verdict, js_distance, expected_accuracy, health_path."""
-    path = Path(out_dir) / LEDGER_NAME
-    if not path.is_file():
-        raise ScoringError(f"{out_dir} holds no {LEDGER_NAME}: pass the --out/--output-dir of a scoring run")
+    location = ledger_location(out_dir)
+    if not is_postgres(location) and not Path(location).is_file():
+        raise ScoringError(f"{out_dir} holds no {Path(location).name}: pass the --out/--output-dir of a scoring run")
     if model is not None and not Path(model).is_file():
         raise ScoringError(f"model {model} does not exist: pass the .onnx file the runs used")
-    return Ledger(path).health_rows(file_sha256(model) if model is not None else None, last)
+    return Ledger(location).health_rows(file_sha256(model) if model is not None else None, last)
 
 
-def _settle(db: sqlite3.Connection, rows: Iterable[sqlite3.Row]) -> None:
+def _settle(db: Connection, rows: Iterable[dict]) -> None:
     """Folder rows of dead runs: 'completed' when their CSV reached its final name (only the bookkeeping was lost),
     else 'crashed' (its partial files are removed by the next run that takes the folder's lock)."""
     for row in rows:
@@ -289,21 +359,6 @@ def _settle(db: sqlite3.Connection, rows: Iterable[sqlite3.Row]) -> None:
         )
         db.execute("UPDATE folder_runs SET state=?, error=?, files_ok=?, files_error=?, finished_at=?"
                    " WHERE id=?", (state, note, ok, errors, utc_now(), row["id"]))
-
-
-def ledger_error(path: Path, exc: sqlite3.Error) -> LedgerError:
-    """One line for a sqlite failure: what happened to which ledger, and the way out."""
-    text = str(exc)
-    if "readonly" in text or "read-only" in text:
-        fix = f"make it and {path.parent} writable (chmod u+w), or pass another output folder"
-    elif "locked" in text or "busy" in text:
-        fix = (f"another process held it for more than {BUSY_TIMEOUT_MS // 1000} s; retry when it is done (see "
-               "`fuser`), and keep ledgers off file systems without working locks")
-    elif "unable to open" in text:
-        fix = f"make {path.parent} readable and writable, or pass another output folder"
-    else:
-        fix = "move it aside to keep it, then rerun (a new ledger starts empty: every folder is scored again)"
-    return LedgerError(f"ledger {path}: {text}: {fix}")
 
 
 def _csv_files(csv_path: Path) -> list[str]:

@@ -1,5 +1,5 @@
-"""The ledger's tables and rows: the SQLite schema, the columns added since the first release, and the rows as
-Python sees them (`RunRecord`, `FolderRecord`, `FileStamp`).
+"""The ledger's tables and rows: the schema (SQLite's, and PostgreSQL's derived from it), the columns added since
+the first release, and the rows as Python sees them (`RunRecord`, `FolderRecord`, `FileStamp`).
 
 Schema (times are UTC ISO-8601 strings, sha256 values are hex):
 
@@ -7,7 +7,7 @@ Schema (times are UTC ISO-8601 strings, sha256 values are hex):
     run_id        TEXT PK   our id, also written into every CSV row
     flow_run_id   TEXT      Prefect flow-run id; NULL outside Prefect
     parent_run_id TEXT      the inbox run that started this per-folder run; NULL otherwise
-    mode          TEXT      'folder' | 'inbox'
+    mode          TEXT      'folder' | 'inbox' | 'backfill'
     target        TEXT      absolute folder (mode folder) or inbox path
     model_path    TEXT      the .onnx path as given
     model_sha256  TEXT      sha256 of the .onnx file: the model's identity
@@ -42,6 +42,22 @@ Schema (times are UTC ISO-8601 strings, sha256 values are hex):
     sha256        TEXT      its content hash then (NULL in older ledgers, or when it could not be read)
     decision      TEXT      NULL: scored (a CSV row, ok or error); else why it got no row (e.g. it links outside
                             the folders the server may read)
+
+  folder_listings           inbox subfolders whose every audio file was decided when last looked at
+    folder        TEXT PK   absolute, resolved input folder
+    listing       TEXT      JSON {directory relative to the folder ("" for itself): its mtime in ns}: a file
+                            created, removed or renamed anywhere in the folder changes one of them
+    verified_ns   INTEGER   when its files were last looked at one by one (the deep reconcile takes the oldest)
+
+  inbox_history             the choices about what an inbox's history is scored by, in order
+    id            INTEGER PK
+    inbox         TEXT      absolute inbox path
+    model_sha256, model_path TEXT
+    at            TEXT      when it was chosen
+    rule          TEXT      'forward': this model scores what no model decided yet (it became the serving model);
+                            'backfill': this model rescored the history (`since`, `folders`: which part of it)
+    since         TEXT      backfill: files first recorded at or after this UTC time (NULL: all)
+    folders       TEXT      backfill: subfolder name pattern (NULL: all)
 """
 
 from __future__ import annotations
@@ -72,7 +88,22 @@ CREATE TABLE IF NOT EXISTS folder_files (
 CREATE INDEX IF NOT EXISTS folder_files_run ON folder_files (folder_run_id);
 CREATE INDEX IF NOT EXISTS folder_runs_scored ON folder_runs (folder, model_sha256, state);
 CREATE INDEX IF NOT EXISTS folder_runs_out ON folder_runs (out_folder, state);
+CREATE INDEX IF NOT EXISTS folder_runs_folder ON folder_runs (folder, state);
+CREATE TABLE IF NOT EXISTS folder_listings (
+    folder TEXT PRIMARY KEY, listing TEXT NOT NULL, verified_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS inbox_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, inbox TEXT NOT NULL, model_sha256 TEXT NOT NULL, model_path TEXT NOT NULL,
+    at TEXT NOT NULL, rule TEXT NOT NULL, since TEXT, folders TEXT
+);
+CREATE INDEX IF NOT EXISTS inbox_history_inbox ON inbox_history (inbox, id);
 """
+
+
+def postgres_schema() -> str:
+    """`SCHEMA` for PostgreSQL: 64-bit integers (sizes, ns times), double-precision reals, identity keys."""
+    return (SCHEMA.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
+            .replace("INTEGER", "BIGINT").replace("REAL", "DOUBLE PRECISION"))
 
 
 # Columns added after the first release: (table, column, type). Older ledgers gain them on open.

@@ -16,6 +16,7 @@ from toolchain.errors import FolderBusyError, OutputPathError, one_line
 from toolchain.inference.contract import ModelMetadata
 from toolchain.scoring.files import (
     DEFAULT_SETTLE_SECONDS,
+    Backfill,
     check_folder,
     files_to_score,
 )
@@ -48,6 +49,7 @@ class FolderJob:
     window_rule: str = ""  # `options.tag(...)` for the model's feature config.
     metadata: ModelMetadata | None = None  # The model's: its classes, sample rate, health reference.
     settle_seconds: float = DEFAULT_SETTLE_SECONDS  # Inbox runs: files newer than the _READY marker wait this long.
+    backfill: Backfill | None = None  # Inbox runs: which decisions count (None: any model's, forward-only).
 
     @property
     def sample_rate(self) -> int:
@@ -85,9 +87,11 @@ def folder_lock(out_folder: Path) -> Iterator[None]:
 def folder_job(ledger: Ledger, folder: str | Path, out_dir: str | Path, run_id: str, model_sha256: str, *,
                flow_run_id: str | None = None, skip_if_scored: bool = False,
                settle_seconds: float = DEFAULT_SETTLE_SECONDS, options: ScoringOptions = ScoringOptions(),
-               window_rule: str = "", metadata: ModelMetadata | None = None) -> Iterator[FolderJob | None]:
+               window_rule: str = "", metadata: ModelMetadata | None = None,
+               backfill: Backfill | None = None) -> Iterator[FolderJob | None]:
     """Claim a folder: lock it, settle what killed runs left, start its ledger row; yields None when skipped
-    (`skip_if_scored` and no file of the folder is both undecided by the model and done being written).
+    (`skip_if_scored` and no file of the folder is both undecided (`backfill`: by this model) and done being
+    written).
 
     On an exception inside the block the row is marked 'failed' with the one-line reason and this run's temporary
     files are removed; the exception propagates.
@@ -97,12 +101,12 @@ def folder_job(ledger: Ledger, folder: str | Path, out_dir: str | Path, run_id: 
     with folder_lock(out_folder):
         ledger.reconcile_folder(str(out_folder))
         remove_run_files(out_folder)  # Leftovers of killed runs: we hold the lock, so nobody else is writing.
-        if skip_if_scored and not files_to_score(folder, ledger, model_sha256, settle_seconds):
+        if skip_if_scored and not files_to_score(folder, ledger, model_sha256, settle_seconds, backfill=backfill):
             yield None
             return
         folder_run_id = ledger.start_folder(run_id, str(folder), str(out_folder), model_sha256, flow_run_id)
         job = FolderJob(str(folder), str(out_folder), str(out_dir), run_id, folder_run_id, model_sha256, flow_run_id,
-                        options, window_rule, metadata, settle_seconds)
+                        options, window_rule, metadata, settle_seconds, backfill)
         try:
             yield job
         except BaseException as exc:

@@ -43,6 +43,7 @@ class LocalSteps:
     model_path: str | Path
     config: EngineConfig = EngineConfig()
     progress: ProgressReporter = field(default_factory=NullProgress)
+    say: Callable[[str], None] = field(default=lambda message: None)  # Where `log` lines go.
 
     def run(self, name: str, fn: Callable[[int], T]) -> Attempted[T]:
         return Attempted(fn(1))
@@ -52,4 +53,4 @@ class LocalSteps:
                 for i, files in enumerate(shards)]
 
     def log(self, message: str) -> None:
-        pass
+        self.say(message)

@@ -4,7 +4,9 @@
 are now that are done being written (`ready_files`: older than a `_READY` marker, or quiet for `settle_seconds`). It hears
 about changes from filesystem events (watchdog), and it does not trust them: every subfolder is swept at start
 (files that were there before the watcher started) and again every `reconcile_seconds` (an event the OS dropped
-costs latency, never a file). A folder is reported again only when its unscored files change, or after
+costs latency, never a file). A sweep looks into a subfolder only when its listing changed since all its files
+were decided (`toolchain.scoring.listings`); an event drops the subfolder's recorded listing, so a file rewritten
+in place is looked at by the next inbox scan too. A folder is reported again only when its unscored files change, or after
 `resend_seconds` when they have not been scored meanwhile (a lost or failed run). Reporting more than needed is
 harmless: a run with `skip_scored` scores only files the model has not scored, under the folder's lock.
 
@@ -22,6 +24,7 @@ from pathlib import Path
 from toolchain.audio.decode import is_hidden
 from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS, check_folder, new_files, ready_files
 from toolchain.scoring.ledger import FileStamp, Ledger
+from toolchain.scoring.listings import listing_unchanged, take_listing
 from toolchain.scoring.models import describe_model
 
 RECONCILE_SECONDS = 60.0  # A full sweep this often, whatever the filesystem events said.
@@ -41,7 +44,9 @@ class InboxWatcher:
     reconcile_seconds: float = RECONCILE_SECONDS
     resend_seconds: float = RESEND_SECONDS
     log: Callable[[str], None] = lambda message: None
-    _dirty: set[Path] = field(default_factory=set, init=False)
+    _dirty: set[Path] = field(default_factory=set, init=False)  # Looked into at the next check.
+    _touched: set[Path] = field(default_factory=set, init=False)  # Events: listing dropped, then looked into.
+    _swept: set[Path] = field(default_factory=set, init=False)  # Looked into when their listing changed.
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _reported: dict[Path, tuple[tuple[FileStamp, ...], float]] = field(default_factory=dict, init=False)
 
@@ -58,25 +63,35 @@ class InboxWatcher:
             return
         if relative.parts and not is_hidden(relative.parts[0]):
             with self._lock:
-                self._dirty.add(self.inbox / relative.parts[0])
+                self._touched.add(self.inbox / relative.parts[0])
 
     def sweep(self) -> None:
         """Mark every subfolder for a look (at start, and every `reconcile_seconds`)."""
         with self._lock:
-            self._dirty.update(p for p in self.inbox.iterdir() if p.is_dir() and not is_hidden(p.name))
+            self._swept.update(p for p in self.inbox.iterdir() if p.is_dir() and not is_hidden(p.name))
 
     def check(self, now: float | None = None) -> list[Path]:
         """Look at the marked subfolders once; report (and return) the ready ones. Not ready: looked at again."""
         now = time.time() if now is None else now
         with self._lock:
-            todo, self._dirty = sorted(self._dirty), set()
+            touched, dirty, swept = self._touched, self._dirty, self._swept
+            self._touched, self._dirty, self._swept = set(), set(), set()
+        if touched:
+            self._ledger.forget_listings(str(f.resolve()) for f in touched)
+        known = self._ledger.listings(str(self.inbox)) if swept - touched - dirty else {}
+        unchanged = {f for f in swept if str(f.resolve()) in known
+                     and listing_unchanged(f.resolve(), known[str(f.resolve())][0])}
+        todo = sorted(touched | dirty | (swept - unchanged))
         reported, waiting = [], set()
         for folder in todo:
             if not folder.is_dir():
                 continue
+            listing = take_listing(folder.resolve())  # Before the files, as an inbox scan does.
             pending = tuple(new_files(folder.resolve(), self._ledger, self._sha))
             if not pending:
                 self._reported.pop(folder, None)
+                if listing is not None:
+                    self._ledger.record_listing(str(folder.resolve()), listing, time.time_ns())
                 continue
             ready = tuple(ready_files(folder.resolve(), pending, self.settle_seconds, now))
             if len(ready) < len(pending):
