@@ -3,13 +3,17 @@
   score-folder/on-demand    no schedule: `prefect deployment run 'score-folder/on-demand' --param 'folder="/x"'`
   score-inbox/inbox-scan    on a schedule (interval seconds or cron): scores each new subfolder of the inbox
   score-inbox/on-arrival    started by `toolchain watch` events: scans the inbox until a scan scores nothing
+  score-inbox/backfill      no schedule: rescores the inbox's history with the model, on request
+                            (`prefect deployment run 'score-inbox/backfill' --param 'backfill={"since": "2026-05-01"}'`)
 
 All carry the model, output directory, `engine`, `options` and `run` as default parameters, so a run needs only
 what differs. Schedules live
 here, never in the flow. `serve()` registers the deployments with the server named by PREFECT_API_URL, starts one
 inbox scan at once, and then polls it for runs, executing each in a child process. Stopping it leaves the schedules active (another serve
 process may be serving them); the inbox scan allows one run at a time and cancels the ones that collide, so a
-restart after downtime runs one scan, not the backlog. Runs are confined to the folders given to serve.
+restart after downtime runs one scan, not the backlog. Backfills run one at a time (others wait their turn), and
+the process has a slot more for them, so a long backfill does not keep the scans waiting. Runs are confined to the folders given to
+serve.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from flows.watch import arrival_trigger
 from toolchain.errors import ScoringError
 from toolchain.io import check_output_dir
 from toolchain.scoring.engine_config import EngineConfig
-from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS, check_folder
+from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS, Backfill, check_folder
 from toolchain.scoring.models import describe_model
 from toolchain.scoring.options import ScoringOptions
 from toolchain.scoring.roots import ALLOWED_ROOTS_ENV
@@ -43,6 +47,7 @@ from toolchain.scoring.roots import ALLOWED_ROOTS_ENV
 INBOX_DEPLOYMENT = "inbox-scan"
 ON_DEMAND_DEPLOYMENT = "on-demand"
 ON_ARRIVAL_DEPLOYMENT = "on-arrival"
+BACKFILL_DEPLOYMENT = "backfill"
 DEFAULT_INTERVAL_SECONDS = 300.0  # An inbox scan every 5 minutes: new drops appear within minutes, idle scans are cheap.
 
 
@@ -98,6 +103,20 @@ def build_deployments(options: ServeOptions) -> list[RunnerDeployment]:
                                                          collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
             )
         )
+        deployments.append(
+            score_inbox_flow.to_deployment(
+                name=BACKFILL_DEPLOYMENT,
+                parameters={**common, "inbox": options.inbox,
+                            "backfill": dataclasses.asdict(Backfill())},
+                description=f"Rescore the history of {options.inbox} with this model: the files it has not scored "
+                "(backfill.since: only those first seen since then; backfill.folders: a subfolder name pattern).",
+                tags=["scoring", "backfill"],
+                entrypoint_type=EntrypointType.MODULE_PATH,
+                # One backfill at a time; another waits its turn. serve() has a slot for it (`runner_limit`).
+                concurrency_limit=ConcurrencyLimitConfig(limit=1,
+                                                         collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+            )
+        )
         if options.cron is None and options.interval_seconds is None:
             raise ScoringError("the inbox scan needs a schedule: pass --interval SECONDS or --cron EXPR")
         schedule: dict[str, Any] = {"cron": options.cron} if options.cron else {"interval": options.interval_seconds}
@@ -143,9 +162,16 @@ def serve_deployments(options: ServeOptions) -> None:
     threading.Thread(target=reap_dead_runs, args=(options.output_dir, stop), daemon=True,
                      name="ledger-reaper").start()
     try:
-        serve(*deployments, limit=options.limit, pause_on_shutdown=False, heartbeat_seconds=HEARTBEAT_SECONDS)
+        serve(*deployments, limit=runner_limit(options), pause_on_shutdown=False,
+              heartbeat_seconds=HEARTBEAT_SECONDS)
     finally:
         stop.set()
+
+
+def runner_limit(options: ServeOptions) -> int:
+    """Flow runs this process executes at once: `limit`, and with an inbox one more, so a running backfill (one
+    at a time) still leaves `limit` slots to the scans and on-demand runs."""
+    return options.limit + (1 if options.inbox is not None else 0)
 
 
 def scan_now(deployment: RunnerDeployment) -> None:

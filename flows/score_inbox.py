@@ -1,10 +1,12 @@
-"""Prefect flow `score-inbox`: score, in every subfolder of an inbox, the audio files the model has not decided
-about yet that are done being written (`toolchain.scoring.inbox.scan_inbox`).
+"""Prefect flow `score-inbox`: score, in every subfolder of an inbox, the audio files no model has decided about
+yet that are done being written (`toolchain.scoring.inbox.scan_inbox`); or, with `backfill`, the history the
+model has not scored (`toolchain.scoring.files.Backfill`: `since`, `folders`).
 
-Each such subfolder is scored as a child run of `score-folder` named after it, or, with `drain`, in this run
-itself (its steps are this run's tasks: a child run costs seconds of API work, which a burst of arrivals cannot
-afford), scanning again until a scan scores nothing (the on-arrival deployment sets it). Parameters: `model`,
-`inbox`, `output_dir` and the typed `engine`, `options` and `run` of `score-folder`, plus `drain`.
+Each such subfolder is scored as a child run of `score-folder` named after it, or, with `drain` or `backfill`, in
+this run itself (its steps are this run's tasks: a child run costs seconds of API work, which a burst of arrivals
+or a thousand-folder backfill cannot afford); `drain` scans again until a scan scores nothing (the on-arrival
+deployment sets it). Parameters: `model`, `inbox`, `output_dir` and the typed `engine`, `options` and `run` of
+`score-folder`, plus `drain` and `backfill`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from flows.score_folder import RunSettings, checked, refused, score_folder_flow
 from flows.steps import PrefectSteps
 from toolchain.errors import ToolchainError
 from toolchain.scoring.engine_config import EngineConfig
+from toolchain.scoring.files import Backfill
 from toolchain.scoring.folder import FolderOutcome, run_folder
 from toolchain.scoring.inbox import scan_inbox
 from toolchain.scoring.options import ScoringOptions
@@ -33,7 +36,8 @@ MAX_DRAIN_SCANS = 100  # A drained inbox run ends after this many scans even if 
 
 
 def _run_name() -> str:
-    return f"inbox-{Path(flow_run.parameters.get('inbox') or '?').name}"
+    kind = "backfill" if flow_run.parameters.get("backfill") else "inbox"
+    return f"{kind}-{Path(flow_run.parameters.get('inbox') or '?').name}"
 
 
 @flow(name=FLOW_NAME, flow_run_name=_run_name, task_runner=ThreadPoolTaskRunner(max_workers=1), log_prints=True)
@@ -45,13 +49,15 @@ def score_inbox_flow(
     options: ScoringOptions | None = None,
     run: RunSettings | None = None,
     drain: bool = False,
+    backfill: Backfill | None = None,
 ) -> dict[str, Any] | State:
     """Score each subfolder of `inbox` holding files the ONNX `model` has not scored, each into
     `<output_dir>/<folder name>/predictions_<UTC>.csv` (a follow-up CSV for files that arrived after their
     folder was scored), recorded in `<output_dir>/ledger.sqlite`. `engine`, `options` and `run` as for
     `score-folder`; `run.settle_seconds`: files not covered by a `_READY` marker are scored once nothing in their
     subfolder changed for this long. One failed folder never stops the others (the run then ends Failed, naming
-    them). With `drain`, scan again until a scan scores nothing."""
+    them). With `drain`, scan again until a scan scores nothing. With `backfill`, score once what this model has
+    not scored in the history (`toolchain backfill`); killed, the next backfill run resumes."""
     run = run or RunSettings()
     engine, options = engine or EngineConfig(), options or ScoringOptions()
     steps = PrefectSteps(model, engine, run.retry_delay_seconds, run.dask_address)
@@ -59,7 +65,7 @@ def score_inbox_flow(
     def score_in_this_run(sub: str, parent: str) -> FolderOutcome:
         outcome = run_folder(model, sub, output_dir, steps, shard_size=run.shard_size, skip_scored=True,
                              flow_run_id=flow_run.id, parent_run_id=parent, options=options,
-                             settle_seconds=run.settle_seconds)
+                             settle_seconds=run.settle_seconds, backfill=backfill)
         if outcome.summary is not None:
             publish_artifacts(outcome.summary)
         return outcome
@@ -76,9 +82,11 @@ def score_inbox_flow(
     try:
         scans = []
         while True:  # With `drain`, scan again until nothing is ready: one process (one model load) for a burst.
+            here = drain or backfill is not None
             scans.append(scan_inbox(model, inbox, output_dir, steps,
-                                    score_in_this_run if drain else score_as_child_run, flow_run_id=flow_run.id,
-                                    report=publish_inbox_artifact, settle_seconds=run.settle_seconds))
+                                    score_in_this_run if here else score_as_child_run, flow_run_id=flow_run.id,
+                                    report=publish_inbox_artifact, settle_seconds=run.settle_seconds,
+                                    reconcile_folders=run.reconcile_folders, backfill=backfill))
             # Another scan only when this one scored something: a folder that keeps looking new without yielding
             # a CSV (a bug, or files nobody may read) must never turn draining into a loop of empty runs.
             if not drain or not any(o.summary for o in scans[-1].outcomes) or len(scans) >= MAX_DRAIN_SCANS:

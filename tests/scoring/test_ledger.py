@@ -1,4 +1,5 @@
-"""The SQLite run ledger: schema, 'scored' semantics, crash reconciliation, concurrent writers (real processes)."""
+"""The run ledger, in SQLite and in a real PostgreSQL: schema, 'scored' and forward-only semantics, listings,
+crash reconciliation, concurrent writers (real processes)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import multiprocessing
 import sqlite3
 import subprocess
 import sys
+import time
 
 from toolchain.scoring.ledger import FileStamp, Ledger
+from toolchain.scoring.ledger_schema import utc_now
 
 
 def start(ledger: Ledger, run_id: str, **kw) -> None:
@@ -26,8 +29,8 @@ def test_schema_is_wal_and_documented_tables_exist(tmp_path):
             "files_error", "task_retries", "state", "csv_path"} <= columns
 
 
-def test_folder_counts_as_scored_only_once_completed(tmp_path):
-    ledger = Ledger.in_dir(tmp_path)
+def test_folder_counts_as_scored_only_once_completed(ledger_location, tmp_path):
+    ledger = Ledger(ledger_location)
     start(ledger, "r1", flow_run_id="f-1")
     fid = ledger.start_folder("r1", "/in/day1", str(tmp_path / "day1"), "a" * 64, "f-1")
     assert ledger.scored_csv("/in/day1", "a" * 64) is None
@@ -41,8 +44,8 @@ def test_folder_counts_as_scored_only_once_completed(tmp_path):
     assert run.flow_run_id == "f-1" and run.finished_at is not None
 
 
-def test_inbox_run_totals_include_its_child_runs(tmp_path):
-    ledger = Ledger.in_dir(tmp_path)
+def test_inbox_run_totals_include_its_child_runs(ledger_location, tmp_path):
+    ledger = Ledger(ledger_location)
     start(ledger, "parent", mode="inbox")
     for i in range(2):
         start(ledger, f"child{i}", parent_run_id="parent")
@@ -53,8 +56,8 @@ def test_inbox_run_totals_include_its_child_runs(tmp_path):
     assert (parent.folders, parent.files_ok, parent.files_error) == (2, 10, 1)
 
 
-def test_reconcile_settles_rows_left_by_killed_runs(tmp_path):
-    ledger = Ledger.in_dir(tmp_path)
+def test_reconcile_settles_rows_left_by_killed_runs(ledger_location, tmp_path):
+    ledger = Ledger(ledger_location)
     start(ledger, "dead")
     out = tmp_path / "day1"
     out.mkdir()
@@ -72,13 +75,13 @@ def test_reconcile_settles_rows_left_by_killed_runs(tmp_path):
     assert ledger.reconcile_folder(str(out)) == []
 
 
-def test_runs_of_dead_processes_are_reaped(tmp_path):
+def test_runs_of_dead_processes_are_reaped(ledger_location):
     code = (
         "import sys; from toolchain.scoring.ledger import Ledger; "
         "Ledger(sys.argv[1]).start_run('ghost', mode='folder', target='/x', model_path='/m', model_sha256='s')"
     )
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "ledger.sqlite")], check=True)
-    ledger = Ledger.in_dir(tmp_path)
+    subprocess.run([sys.executable, "-c", code, ledger_location], check=True)
+    ledger = Ledger(ledger_location)
     start(ledger, "alive")
     assert [r.run_id for r in ledger.reap_dead_runs()] == ["ghost"]
     states = {r.run_id: r.state for r in ledger.runs()}
@@ -95,8 +98,8 @@ def _writer(path: str, prefix: str, n: int) -> None:
         ledger.finish_run(run_id, "completed")
 
 
-def test_two_processes_writing_at_once_lose_nothing(tmp_path):
-    path = str(tmp_path / "ledger.sqlite")
+def test_two_processes_writing_at_once_lose_nothing(ledger_location):
+    path = ledger_location
     Ledger(path)
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_writer, args=(path, p, 40)) for p in ("a", "b")]
@@ -140,3 +143,55 @@ def test_runs_recorded_before_files_were_count_their_csv_rows(tmp_path):
     ledger.finish_folder(fid, "completed", files_ok=1, files_error=1, csv_path=str(csv_path))
     scored = ledger.decided_files("/in/day1", "a" * 64)
     assert set(scored) == {"a.wav", "b.wav"} and scored["a.wav"].matches(FileStamp("a.wav", 5, 5))
+
+
+def _decided(ledger: Ledger, run_id: str, folder: str, sha: str, files: dict[str, int]) -> None:
+    """A completed run of `folder` by model `sha` that decided `files` (name -> size)."""
+    ledger.start_run(run_id, mode="folder", target=folder, model_path="/m", model_sha256=sha)
+    fid = ledger.start_folder(run_id, folder, f"/out/{run_id}", sha)
+    ledger.record_files(fid, [FileStamp(f, size, 1) for f, size in files.items()])
+    ledger.finish_folder(fid, "completed")
+    ledger.finish_run(run_id, "completed")
+
+
+def test_forward_only_counts_any_models_decisions_and_a_backfill_only_its_own(ledger_location):
+    ledger = Ledger(ledger_location)
+    _decided(ledger, "old", "/in/day1", "a" * 64, {"x.wav": 1, "y.wav": 2})
+    since = utc_now()
+    while utc_now() == since:  # The ledger's times have whole seconds.
+        time.sleep(0.05)
+    since = utc_now()
+    _decided(ledger, "new", "/in/day1", "b" * 64, {"z.wav": 3})
+    _decided(ledger, "other", "/in/day10", "a" * 64, {"w.wav": 4})
+    assert set(ledger.decided_files("/in/day1")) == {"x.wav", "y.wav", "z.wav"}  # Forward-only: any model.
+    assert set(ledger.decided_files("/in/day1", "b" * 64)) == {"z.wav"}  # A backfill of the whole history.
+    assert set(ledger.decided_files("/in/day1", "b" * 64, since)) == {"x.wav", "y.wav", "z.wav"}
+    assert set(ledger.decided_files("/in/day1", "c" * 64, since)) == {"x.wav", "y.wav"}  # z arrived since.
+
+
+def test_listings_of_an_inbox_come_in_one_query_and_stop_at_its_name(ledger_location):
+    ledger = Ledger(ledger_location)
+    ledger.record_listing("/in/day1", {"": 5, "sub": 6}, 10)
+    ledger.record_listing("/in/day1", {"": 7}, 11)  # Recorded again: replaced.
+    ledger.record_listing("/in2/day1", {"": 8}, 12)  # Another inbox whose name starts the same way.
+    ledger.record_listing("/in/day2", {"": 9}, 13)
+    assert ledger.listings("/in") == {"/in/day1": ({"": 7}, 11), "/in/day2": ({"": 9}, 13)}
+    ledger.forget_listings(["/in/day1"])
+    assert set(ledger.listings("/in/")) == {"/in/day2"}
+
+
+def test_a_new_serving_model_is_recorded_once(ledger_location):
+    ledger = Ledger(ledger_location)
+    assert ledger.adopt_model("/in", "a" * 64, "/a.onnx") is None  # The inbox's first model.
+    assert ledger.adopt_model("/in", "a" * 64, "/a.onnx") is None  # Still serving: nothing new.
+    assert ledger.adopt_model("/in", "b" * 64, "/b.onnx") == "a" * 64
+    ledger.record_history("/in", "b" * 64, "/b.onnx", "backfill", since="2026-05-01T00:00:00+00:00", folders="d*")
+    assert [(h["model_sha256"][0], h["rule"], h["folders"]) for h in ledger.history("/in")] == [
+        ("a", "forward", None), ("b", "forward", None), ("b", "backfill", "d*")]
+
+
+def test_sizes_and_times_beyond_32_bits_round_trip(ledger_location):
+    ledger = Ledger(ledger_location)
+    _decided(ledger, "big", "/in/day1", "a" * 64, {"huge.wav": 5 * 2**32})
+    [stamp] = ledger.decided_files("/in/day1").values()
+    assert stamp.size == 5 * 2**32

@@ -9,6 +9,8 @@ import time
 
 from support import copy_clips
 
+from toolchain.scoring.files import stamp_files
+from toolchain.scoring.inbox import folders_with_new_files
 from toolchain.scoring.ledger import FileStamp, Ledger
 from toolchain.scoring.watch import InboxWatcher
 
@@ -65,3 +67,29 @@ def test_real_filesystem_events_report_a_new_folder(tiny_onnx, fsdd_dir, tmp_pat
         stop.set()
         thread.join(15)
     assert reported == [tmp_path / "inbox" / "arrived"]
+
+
+def test_an_event_makes_the_next_scan_look_into_a_folder_its_listing_calls_unchanged(tiny_onnx, tmp_path):
+    reported = []
+    watcher = _watcher(tiny_onnx, tmp_path, reported, settle_seconds=0)
+    day = tmp_path / "inbox" / "day1"
+    day.mkdir()
+    (day / "a.wav").write_bytes(b"RIFF first take")
+    an_hour_ago = time.time() - 3600
+    os.utime(day, (an_hour_ago, an_hour_ago))
+    ledger = Ledger.in_dir(tmp_path / "out")
+    ledger.start_run("r", mode="folder", target=str(day), model_path=str(tiny_onnx), model_sha256=watcher._sha)
+    fid = ledger.start_folder("r", str(day.resolve()), str(tmp_path / "out" / "day1"), watcher._sha)
+    ledger.record_files(fid, stamp_files(day, ["a.wav"], content=True))
+    ledger.finish_folder(fid, "completed")
+    watcher.sweep()
+    assert watcher.check() == [] and set(ledger.listings(str(tmp_path / "inbox"))) == {str(day.resolve())}
+
+    (day / "a.wav").write_bytes(b"RIFF second take, written in place")  # The listing cannot tell.
+    inbox = (tmp_path / "inbox").resolve()
+    assert folders_with_new_files(inbox, ledger, watcher._sha, 0, reconcile_folders=0) == []
+    watcher.sweep()
+    assert watcher.check() == []  # A sweep trusts the listing too...
+    watcher.touched(day / "a.wav")  # ...an event does not.
+    assert watcher.check() == [day]
+    assert folders_with_new_files(inbox, ledger, watcher._sha, 0, reconcile_folders=0) == [day.resolve()]

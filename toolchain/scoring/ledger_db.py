@@ -39,9 +39,8 @@ def is_postgres(location: str | Path) -> bool:
 
 
 def describe(location: str | Path) -> str:
-    """`location` fit for a log line or an error: a PostgreSQL URL without its password."""
-    text = str(location)
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", text) if is_postgres(text) else text
+    """`location` fit for a log line or an error: a URL without its password."""
+    return re.sub(r"^([a-zA-Z][\w+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", str(location))
 
 
 def check_ledger_url(url: str) -> str:
