@@ -245,3 +245,15 @@ def tiny_onnx(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny_onnx") / "model.onnx"
     onnx.save(proto, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_successor(tiny_onnx, tmp_path_factory) -> Path:
+    """`tiny_onnx` retrained, as far as the ledger can tell: the same graph in another file (another sha256)."""
+    import onnx
+
+    proto = onnx.load(tiny_onnx)
+    proto.doc_string = "retrained"
+    path = tmp_path_factory.mktemp("tiny_onnx_successor") / "model.onnx"
+    onnx.save(proto, path)
+    return path

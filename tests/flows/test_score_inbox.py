@@ -15,7 +15,9 @@ from support import after_change_time_of, copy_clips, published_csvs, read_rows
 
 from flows.score_folder import RunSettings
 from flows.score_inbox import score_inbox_flow
+from toolchain.io import file_sha256
 from toolchain.scoring.engine_config import EngineConfig
+from toolchain.scoring.files import Backfill
 from toolchain.scoring.ledger import Ledger
 from toolchain.scoring.roots import ALLOWED_ROOTS_ENV
 
@@ -151,3 +153,32 @@ def test_a_file_written_after_the_ready_marker_waits_and_gets_exactly_one_row(pr
     score_inbox_flow(model=str(onnx_model), output_dir=str(out), inbox=str(inbox), engine=ENGINE, run=QUIET_FOR_10_MIN)
     rows = [r for csv_path in published_csvs(out / "day1") for r in read_rows(csv_path)]
     assert [(r["file"], r["status"]) for r in rows if r["file"] == "slow.wav"] == [("slow.wav", "ok")]
+
+
+def test_a_new_model_scores_what_arrives_and_the_backfill_run_takes_the_history(prefect_api, tiny_onnx,
+                                                                              tiny_onnx_successor, fsdd_dir,
+                                                                              tmp_path):
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    old, new = str(tiny_onnx), str(tiny_onnx_successor)
+    history = {name: copy_clips(fsdd_dir, inbox / name, 3 * i, 3) for i, name in enumerate(("day-a", "day-b"))}
+    assert len(score_inbox_flow(model=old, output_dir=str(out), inbox=str(inbox), engine=ENGINE, run=RUN,
+                                drain=True)["folders"]) == 2
+
+    assert score_inbox_flow(model=new, output_dir=str(out), inbox=str(inbox), engine=ENGINE, run=RUN,
+                            drain=True)["folders"] == []  # The model changed: no folder is scored again.
+    arrived = copy_clips(fsdd_dir, inbox / "day-c", 6, 2)
+    scan = score_inbox_flow(model=new, output_dir=str(out), inbox=str(inbox), engine=ENGINE, run=RUN, drain=True)
+    assert [Path(f["folder"]).name for f in scan["folders"]] == ["day-c"]
+
+    before = set(flow_runs_by_name())
+    backfill = score_inbox_flow(model=new, output_dir=str(out), inbox=str(inbox), engine=ENGINE, run=RUN,
+                                backfill=Backfill(folders="day-*"))
+    assert sorted(Path(f["folder"]).name for f in backfill["folders"]) == ["day-a", "day-b"]
+    assert "backfill-inbox" in set(flow_runs_by_name()) - before and not any(
+        name.startswith("score-day") for name in set(flow_runs_by_name()) - before)  # Scored in its own run.
+    for name, names in {**history, "day-c": arrived}.items():  # Every file: one row from each model that
+        rows = [r for csv_path in published_csvs(out / name) for r in read_rows(csv_path)]  # scored it.
+        by_new = sorted(r["file"] for r in rows if r["model_sha256"] == file_sha256(new))
+        by_old = sorted(r["file"] for r in rows if r["model_sha256"] == file_sha256(old))
+        assert by_new == sorted(names) and by_old == (sorted(names) if name in history else []), name
+    assert Ledger.in_dir(out).run(backfill["run_id"]).mode == "backfill"

@@ -2,8 +2,8 @@
 
 Everything is a real process on loopback with its own PREFECT_HOME; all of it is torn down (process groups
 killed) even when an assertion fails. A refused run reads as one line (its state message, one log line). The inbox
-is scanned as soon as serve starts, and the scheduled deployment keeps producing runs from a second serve process
-after the first one stops.
+is scanned as soon as serve starts, the backfill deployment runs, and the scheduled deployment keeps producing runs
+from a second serve process after the first one stops.
 
 FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
 """
@@ -89,6 +89,12 @@ def test_server_serve_and_deployment_run(prefect_env, onnx_model, fsdd_dir, tmp_
         folders = {Path(r.folder).name: r for r in ledger.folder_runs()}
         assert folders["on-demand-day"].state == "completed" and folders["on-demand-day"].flow_run_id
         assert folders["scheduled-day"].state == "completed" and folders["scheduled-day"].flow_run_id
+        assert len([r for r in ledger.folder_runs() if Path(r.folder).name == "scheduled-day"]) == 1
+        # The backfill deployment runs with its defaults: the same model has scored the whole history already.
+        backfill = subprocess.run([prefect, "deployment", "run", "score-inbox/backfill", "--watch",
+                                   "--watch-timeout", "300"], env=env, capture_output=True, text=True, timeout=350)
+        assert backfill.returncode == 0 and "Completed" in backfill.stdout, backfill.stdout[-2000:]
+        assert [r.state for r in Ledger.in_dir(out).runs() if r.mode == "backfill"] == ["completed"]
         assert len([r for r in ledger.folder_runs() if Path(r.folder).name == "scheduled-day"]) == 1
         # A second serve process of the same deployments (the README's way to scale out); then the first stops.
         every_10_s = [("10" if arg == "3600" else arg) for arg in serve.args]
