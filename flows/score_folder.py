@@ -31,7 +31,7 @@ from toolchain.errors import DriftError, ScoringError, ToolchainError
 from toolchain.scoring.engine_config import EngineConfig
 from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS
 from toolchain.scoring.folder import run_folder
-from toolchain.scoring.inbox import DEFAULT_RECONCILE_FOLDERS
+from toolchain.scoring.inbox import DEFAULT_RECONCILE_FILES
 from toolchain.scoring.options import ScoringOptions
 from toolchain.scoring.shards import DEFAULT_SHARD_SIZE
 
@@ -47,14 +47,14 @@ class RunSettings:
     settle_seconds: float = DEFAULT_SETTLE_SECONDS  # Inbox files not covered by _READY wait for this much quiet.
     dask_address: str | None = None  # "tcp://10.0.0.5:8786": score the shards on that Dask cluster.
     fail_on_drift: bool = False  # A drift verdict fails the run (after every output is written and recorded).
-    # Inbox scans: unchanged-looking subfolders whose files are looked at anyway (the oldest-verified first).
-    reconcile_folders: int = DEFAULT_RECONCILE_FOLDERS
+    # Inbox scans: files of unchanged-looking subfolders looked at anyway (the longest unverified first).
+    reconcile_files: int = DEFAULT_RECONCILE_FILES
 
     def __post_init__(self) -> None:
         if self.shard_size < 1:
             raise ScoringError(f"shard_size={self.shard_size} must be at least 1")
-        if self.reconcile_folders < 0:
-            raise ScoringError(f"reconcile_folders={self.reconcile_folders} must not be negative")
+        if self.reconcile_files < 0:
+            raise ScoringError(f"reconcile_files={self.reconcile_files} must not be negative")
         for name in ("retry_delay_seconds", "settle_seconds"):
             if getattr(self, name) < 0:
                 raise ScoringError(f"{name}={getattr(self, name)} must not be negative")

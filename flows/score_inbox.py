@@ -86,7 +86,7 @@ def score_inbox_flow(
             scans.append(scan_inbox(model, inbox, output_dir, steps,
                                     score_in_this_run if here else score_as_child_run, flow_run_id=flow_run.id,
                                     report=publish_inbox_artifact, settle_seconds=run.settle_seconds,
-                                    reconcile_folders=run.reconcile_folders, backfill=backfill))
+                                    reconcile_files=run.reconcile_files, backfill=backfill))
             # Another scan only when this one scored something: a folder that keeps looking new without yielding
             # a CSV (a bug, or files nobody may read) must never turn draining into a loop of empty runs.
             if not drain or not any(o.summary for o in scans[-1].outcomes) or len(scans) >= MAX_DRAIN_SCANS:

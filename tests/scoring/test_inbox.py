@@ -47,13 +47,13 @@ def _scored(ledger: Ledger, folder: Path, sha: str) -> None:
 def looked_into(monkeypatch) -> list[str]:
     """The folders a scan looks into file by file."""
     seen: list[str] = []
-    real = inbox_module.new_files
+    real = inbox_module.look_into
 
     def spy(folder, *args, **kwargs):
         seen.append(Path(folder).name)
         return real(folder, *args, **kwargs)
 
-    monkeypatch.setattr(inbox_module, "new_files", spy)
+    monkeypatch.setattr(inbox_module, "look_into", spy)
     return seen
 
 
@@ -71,22 +71,22 @@ def test_unchanged_folders_are_skipped_and_the_deep_reconcile_finds_rewrites(led
         os.utime(d, (AN_HOUR_AGO, AN_HOUR_AGO))
     for day in sorted(inbox.iterdir()):
         _scored(ledger, day, A)
-    assert _scan(inbox, ledger, reconcile_folders=0) == [] and looked_into == ["day0", "day1", "day2"]
+    assert _scan(inbox, ledger, reconcile_files=0) == [] and looked_into == ["day0", "day1", "day2"]
     looked_into.clear()
-    assert _scan(inbox, ledger, reconcile_folders=0) == [] and looked_into == []  # Listings unchanged.
+    assert _scan(inbox, ledger, reconcile_files=0) == [] and looked_into == []  # Listings unchanged.
 
     (inbox / "day1" / "clip2.wav").write_bytes(b"RIFF new bytes, same name")  # No listing shows this.
-    assert _scan(inbox, ledger, reconcile_folders=0) == []
-    # The deep reconcile looks at one folder a scan, the longest unverified first: day0, then day1.
-    assert _scan(inbox, ledger, reconcile_folders=1) == [] and looked_into == ["day0"]
-    assert _scan(inbox, ledger, reconcile_folders=1) == ["day1"] and looked_into == ["day0", "day1"]
-    assert _scan(inbox, ledger, reconcile_folders=0) == ["day1"]  # Its listing is dropped until it is scored.
+    assert _scan(inbox, ledger, reconcile_files=0) == []
+    # The deep reconcile looks at a few files a scan (at least one folder), the longest unverified first.
+    assert _scan(inbox, ledger, reconcile_files=1) == [] and looked_into == ["day0"]
+    assert _scan(inbox, ledger, reconcile_files=1) == ["day1"] and looked_into == ["day0", "day1"]
+    assert _scan(inbox, ledger, reconcile_files=0) == ["day1"]  # Its listing is dropped until it is scored.
 
     looked_into.clear()
     (inbox / "day2" / "late.wav").write_bytes(b"RIFF late")  # A new file changes the listing.
-    assert _scan(inbox, ledger, reconcile_folders=0) == ["day1", "day2"] and looked_into == ["day1", "day2"]
+    assert _scan(inbox, ledger, reconcile_files=0) == ["day1", "day2"] and looked_into == ["day1", "day2"]
     (site / "y.wav").write_bytes(b"RIFF y")  # Deeper down: the subfolder's time tells.
-    assert _scan(inbox, ledger, reconcile_folders=0) == ["day0", "day1", "day2"]
+    assert _scan(inbox, ledger, reconcile_files=0) == ["day0", "day1", "day2"]
 
 
 def test_a_new_model_scores_only_what_arrives_and_a_backfill_takes_the_history(ledger_location, tmp_path):
@@ -104,3 +104,15 @@ def test_a_new_model_scores_only_what_arrives_and_a_backfill_takes_the_history(l
     assert _scan(inbox, ledger, B, backfill=Backfill(since="2999-01-01")) == []  # Nothing first seen since.
     _scored(ledger, inbox / "day1", B)
     assert _scan(inbox, ledger, B, backfill=Backfill()) == ["day0", "day2"]  # Resumes where it stopped.
+
+
+def test_the_deep_reconcile_is_bounded_by_files_and_rotates(tmp_path, looked_into):
+    inbox, ledger = _inbox(tmp_path, 3, 4), Ledger.in_dir(tmp_path / "out")
+    for day in sorted(inbox.iterdir()):
+        _scored(ledger, day, A)
+    _scan(inbox, ledger, reconcile_files=0)
+    looked_into.clear()
+    _scan(inbox, ledger, reconcile_files=8)  # Two folders of 4 files fit.
+    _scan(inbox, ledger, reconcile_files=8)  # Then the one left, and the longest unverified after it.
+    _scan(inbox, ledger, reconcile_files=3)  # At least one folder, even above the bound.
+    assert looked_into == ["day0", "day1", "day2", "day0", "day1"]

@@ -10,7 +10,7 @@ import sys
 import time
 
 from toolchain.scoring.ledger import FileStamp, Ledger
-from toolchain.scoring.ledger_schema import utc_now
+from toolchain.scoring.ledger_schema import Listing, utc_now
 
 
 def start(ledger: Ledger, run_id: str, **kw) -> None:
@@ -171,11 +171,11 @@ def test_forward_only_counts_any_models_decisions_and_a_backfill_only_its_own(le
 
 def test_listings_of_an_inbox_come_in_one_query_and_stop_at_its_name(ledger_location):
     ledger = Ledger(ledger_location)
-    ledger.record_listing("/in/day1", {"": 5, "sub": 6}, 10)
-    ledger.record_listing("/in/day1", {"": 7}, 11)  # Recorded again: replaced.
-    ledger.record_listing("/in2/day1", {"": 8}, 12)  # Another inbox whose name starts the same way.
-    ledger.record_listing("/in/day2", {"": 9}, 13)
-    assert ledger.listings("/in") == {"/in/day1": ({"": 7}, 11), "/in/day2": ({"": 9}, 13)}
+    ledger.record_listing("/in/day1", Listing({"": 5, "sub": 6}, 10, 3))
+    ledger.record_listing("/in/day1", Listing({"": 7}, 11, 4))  # Recorded again: replaced.
+    ledger.record_listing("/in2/day1", Listing({"": 8}, 12, 1))  # Another inbox whose name starts the same way.
+    ledger.record_listing("/in/day2", Listing({"": 9}, 13, 2 ** 40))
+    assert ledger.listings("/in") == {"/in/day1": Listing({"": 7}, 11, 4), "/in/day2": Listing({"": 9}, 13, 2 ** 40)}
     ledger.forget_listings(["/in/day1"])
     assert set(ledger.listings("/in/")) == {"/in/day2"}
 

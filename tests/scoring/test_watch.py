@@ -87,9 +87,9 @@ def test_an_event_makes_the_next_scan_look_into_a_folder_its_listing_calls_uncha
 
     (day / "a.wav").write_bytes(b"RIFF second take, written in place")  # The listing cannot tell.
     inbox = (tmp_path / "inbox").resolve()
-    assert folders_with_new_files(inbox, ledger, watcher._sha, 0, reconcile_folders=0) == []
+    assert folders_with_new_files(inbox, ledger, watcher._sha, 0, reconcile_files=0) == []
     watcher.sweep()
     assert watcher.check() == []  # A sweep trusts the listing too...
     watcher.touched(day / "a.wav")  # ...an event does not.
     assert watcher.check() == [day]
-    assert folders_with_new_files(inbox, ledger, watcher._sha, 0, reconcile_folders=0) == [day.resolve()]
+    assert folders_with_new_files(inbox, ledger, watcher._sha, 0, reconcile_files=0) == [day.resolve()]

@@ -23,7 +23,7 @@ AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aiff", 
 
 def is_audio_path(path: str | Path) -> bool:
     """True for file names with a known audio extension, case-insensitively (`A.WAV` counts)."""
-    return Path(path).suffix.lower() in AUDIO_EXTENSIONS
+    return os.path.splitext(os.fspath(path))[1].lower() in AUDIO_EXTENSIONS
 
 
 def is_hidden(name: str) -> bool:
@@ -39,12 +39,20 @@ def find_audio_files(folder: str | Path) -> list[Path]:
     hidden (a dot-name). Symlinked folders are not followed (no cycles); symlinked files are listed.
     """
     root = Path(folder).expanduser().absolute()
-    found: list[Path] = []
+    return [root / relative for relative in audio_relative_paths(root)]
+
+
+def audio_relative_paths(folder: str | Path) -> list[str]:
+    """`find_audio_files(folder)` as sorted posix paths relative to `folder`, built from strings (an inbox scan
+    asks this for folders of thousands of files)."""
+    root = os.path.abspath(os.path.expanduser(folder))
+    found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
-        base = Path(dirpath)
-        found.extend(base / name for name in filenames if not is_hidden(name) and is_audio_path(name))
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+        relative = os.path.relpath(dirpath, root)
+        prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
+        found.extend(prefix + name for name in filenames if not is_hidden(name) and is_audio_path(name))
+    return sorted(found)
 
 
 def _wav_truncation(path: Path) -> str | None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolchain.audio.decode import find_audio_files
+from toolchain.audio.decode import audio_relative_paths
 from toolchain.errors import ScoringError
 from toolchain.io import file_sha256
 from toolchain.scoring.ledger import FileStamp, Ledger
@@ -28,8 +29,7 @@ def check_folder(folder: str | Path, what: str = "input folder") -> Path:
 
 def discover_audio_files(folder: str | Path) -> list[str]:
     """Audio files under `folder`, recursively, as sorted posix paths relative to it."""
-    root = check_folder(folder)
-    return [p.relative_to(root).as_posix() for p in find_audio_files(root)]
+    return audio_relative_paths(check_folder(folder))
 
 
 READY_MARKER = "_READY"  # A producer that writes (or touches) this file says: every file older than it is here.
@@ -42,13 +42,13 @@ FUTURE_SLACK_SECONDS = 60.0  # Clocks of producers on other machines drift; an m
 def stamp_files(folder: str | Path, files: Sequence[str], *, content: bool = False) -> list[FileStamp]:
     """Size and mtime of each file (relative posix paths), and with `content` its sha256 ("" when it cannot be
     read); files that vanished meanwhile are left out."""
-    root, stamps = Path(folder), []
+    root, stamps = os.fspath(folder), []
     for f in files:
         try:
-            st = (root / f).stat()
+            st = os.stat(os.path.join(root, f))
         except OSError:
             continue
-        stamps.append(FileStamp(f, st.st_size, st.st_mtime_ns, _sha256_or_empty(root / f) if content else "",
+        stamps.append(FileStamp(f, st.st_size, st.st_mtime_ns, _sha256_or_empty(Path(root) / f) if content else "",
                                 st.st_ctime_ns))
     return stamps
 
@@ -91,14 +91,21 @@ def utc_time(text: str, what: str) -> str:
 
 def new_files(folder: str | Path, ledger: Ledger, model_sha256: str,
               backfill: Backfill | None = None) -> list[FileStamp]:
+    """`look_into(...)`'s undecided files."""
+    return look_into(folder, ledger, model_sha256, backfill)[0]
+
+
+def look_into(folder: str | Path, ledger: Ledger, model_sha256: str,
+              backfill: Backfill | None = None) -> tuple[list[FileStamp], int]:
     """The audio files of `folder` not decided as they are now: new files, and files whose bytes changed.
     Decided means by any model (forward-only: a file scored by an earlier model stays with it), or with
     `backfill` by this model. A file whose size or mtime changed (a re-copy, `touch`) is hashed; the same bytes
-    as when it was decided leave it decided (and its ledger stamp is updated, so it is not hashed again)."""
+    as when it was decided leave it decided (and its ledger stamp is updated, so it is not hashed again).
+    Returns them and how many audio files the folder holds."""
     scored = (ledger.decided_files(str(folder)) if backfill is None else
               ledger.decided_files(str(folder), model_sha256, backfill.since))
-    pending = []
-    for stamp in stamp_files(folder, discover_audio_files(folder)):
+    pending, stamps = [], stamp_files(folder, discover_audio_files(folder))
+    for stamp in stamps:
         before = scored.get(stamp.file)
         if before is not None and before.matches(stamp):
             continue
@@ -108,7 +115,7 @@ def new_files(folder: str | Path, ledger: Ledger, model_sha256: str,
                 ledger.restamp(str(folder), same)
                 continue
         pending.append(stamp)
-    return pending
+    return pending, len(stamps)
 
 
 def ready_files(folder: Path, stamps: Sequence[FileStamp], settle_seconds: float, now: float | None = None,

@@ -4,9 +4,9 @@ or, for a backfill, every matching subfolder holding files the given model has n
 
 A scan costs what arrives, not what is stored: a subfolder whose listing (`toolchain.scoring.listings`) is as it
 was when all its files were last found decided is skipped after one stat per directory, without looking at its
-files; the ledger's listings come in one query. Each scan also looks at the files of the `reconcile_folders`
-subfolders verified longest ago (a file rewritten in place, which no listing shows, is found within
-folders / reconcile_folders scans). Inbox scans are forward-only: a new serving model is recorded in the ledger's
+files; the ledger's listings come in one query. Each scan also looks at the files of the subfolders verified
+longest ago, up to `reconcile_files` files (a file rewritten in place, which no listing shows, is found within
+files in the inbox / reconcile_files scans; the watcher's events find it at once). Inbox scans are forward-only: a new serving model is recorded in the ledger's
 `inbox_history` and scores what no model decided yet; `toolchain backfill` rescores history on request.
 """
 
@@ -29,11 +29,11 @@ from toolchain.scoring.files import (
     DEFAULT_SETTLE_SECONDS,
     Backfill,
     check_folder,
-    new_files,
+    look_into,
     ready_files,
 )
 from toolchain.scoring.folder import FolderOutcome, run_folder
-from toolchain.scoring.ledger import Ledger
+from toolchain.scoring.ledger import Ledger, Listing
 from toolchain.scoring.listings import listing_unchanged, take_listing
 from toolchain.scoring.models import describe_model, load_model_cached
 from toolchain.scoring.options import ScoringOptions
@@ -42,7 +42,7 @@ from toolchain.scoring.runs import scoring_run
 from toolchain.scoring.shards import DEFAULT_SHARD_SIZE
 from toolchain.scoring.steps import LocalSteps, ScoringSteps
 
-DEFAULT_RECONCILE_FOLDERS = 8  # Unchanged-looking folders whose files each scan looks at anyway.
+DEFAULT_RECONCILE_FILES = 4000  # Files of unchanged-looking folders each scan looks at anyway (about 0.1 s).
 
 
 def subfolders(inbox: str | Path, pattern: str = "*",
@@ -69,14 +69,15 @@ def subfolders(inbox: str | Path, pattern: str = "*",
 def folders_with_new_files(inbox: str | Path, ledger: Ledger, model_sha256: str,
                            settle_seconds: float = DEFAULT_SETTLE_SECONDS,
                            log: Callable[[str], None] = lambda message: None, *,
-                           reconcile_folders: int = DEFAULT_RECONCILE_FOLDERS,
+                           reconcile_files: int = DEFAULT_RECONCILE_FILES,
                            backfill: Backfill | None = None) -> list[Path]:
     """Subfolders of `inbox` (sorted by name) holding audio files not decided yet (`new_files`: by any model, or
     with `backfill` by this one, in the subfolders it names) that are done being written; files still being
     written are left for a later scan.
 
-    Without `backfill`, a subfolder whose recorded listing is unchanged is not looked into, except the
-    `reconcile_folders` verified longest ago; a subfolder found with every file decided has its listing recorded.
+    Without `backfill`, a subfolder whose recorded listing is unchanged is not looked into, except those verified
+    longest ago, up to `reconcile_files` files (at least one folder when it is above 0); a subfolder found with
+    every file decided has its listing recorded.
     """
     root = check_folder(inbox, "inbox")
     candidates = subfolders(root, backfill.folders if backfill else "*", log)
@@ -84,18 +85,23 @@ def folders_with_new_files(inbox: str | Path, ledger: Ledger, model_sha256: str,
     look, unchanged = [], []
     for folder in candidates:
         recorded = known.get(str(folder))
-        if recorded is not None and listing_unchanged(folder, recorded[0]):
-            unchanged.append((recorded[1], str(folder), folder))
+        if recorded is not None and listing_unchanged(folder, recorded.directories):
+            unchanged.append((recorded.verified_ns, str(folder), folder, recorded.files))
         else:
             look.append(folder)
-    look += [folder for _, _, folder in sorted(unchanged)[:max(reconcile_folders, 0)]]
+    budget = reconcile_files
+    for _, _, folder, files in sorted(unchanged):  # The deep reconcile: longest unverified first.
+        if budget <= 0 or (files > budget and budget < reconcile_files):
+            break
+        look.append(folder)
+        budget -= files
     ready, dirty = [], []
     for folder in look:
-        listing = take_listing(folder)  # Before the files: a change while they are looked at makes it stale.
-        pending = new_files(folder, ledger, model_sha256, backfill)
+        directories = take_listing(folder)  # Before the files: a change while they are looked at makes it stale.
+        pending, files = look_into(folder, ledger, model_sha256, backfill)
         if not pending:
-            if listing is not None and backfill is None:
-                ledger.record_listing(str(folder), listing, time.time_ns())
+            if directories is not None and backfill is None:
+                ledger.record_listing(str(folder), Listing(directories, time.time_ns(), files))
             continue
         if str(folder) in known:
             dirty.append(str(folder))
@@ -124,7 +130,7 @@ def scan_inbox(model_path: str | Path, inbox: str | Path, out_dir: str | Path, s
                score_subfolder: Callable[[str, str], FolderOutcome], *, flow_run_id: str | None = None,
                report: Callable[[InboxScan], None] = lambda scan: None,
                settle_seconds: float = DEFAULT_SETTLE_SECONDS,
-               reconcile_folders: int = DEFAULT_RECONCILE_FOLDERS, backfill: Backfill | None = None) -> InboxScan:
+               reconcile_files: int = DEFAULT_RECONCILE_FILES, backfill: Backfill | None = None) -> InboxScan:
     """Score each subfolder of `inbox` that holds audio files not decided yet and done being written
     (`folders_with_new_files`), with `score_subfolder(folder, parent_run_id)` (a `run_folder` with
     `skip_scored=True` and the same `backfill`, possibly as a child flow run). One failed folder never stops the
@@ -150,7 +156,7 @@ def scan_inbox(model_path: str | Path, inbox: str | Path, out_dir: str | Path, s
                           f"(`toolchain backfill` rescores them)")
         todo = steps.run("find-unscored", lambda attempt: [
             str(p) for p in folders_with_new_files(inbox, ledger, identity.sha256, settle_seconds, steps.log,
-                                                   reconcile_folders=reconcile_folders,
+                                                   reconcile_files=reconcile_files,
                                                    backfill=backfill)]).value
         what = f"not yet scored by model {identity.sha256[:12]}" if backfill else "no model has scored"
         steps.log(f"inbox {inbox}: {len(todo)} folder(s) with files {what}")

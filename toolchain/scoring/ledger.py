@@ -43,6 +43,7 @@ from toolchain.scoring.ledger_schema import (
     SCHEMA,
     FileStamp,
     FolderRecord,
+    Listing,
     RunRecord,
     postgres_schema,
     utc_now,
@@ -273,21 +274,24 @@ class Ledger:
         return mine
 
     # Listings and history ------------------------------------------------------------------------------------
-    def listings(self, under: str) -> dict[str, tuple[dict[str, int], int]]:
-        """folder -> (listing, verified_ns) for every recorded folder directly or deeper under `under`: one
-        indexed range query for a whole inbox."""
+    def listings(self, under: str) -> dict[str, Listing]:
+        """folder -> its `Listing` for every recorded folder directly or deeper under `under`: one indexed range
+        query for a whole inbox."""
         prefix = under.rstrip("/") + "/"
         with self._connect() as db:
-            rows = db.execute("SELECT folder, listing, verified_ns FROM folder_listings WHERE folder >= ? AND"
-                              " folder < ?", (prefix, prefix[:-1] + "0")).fetchall()  # "0" sorts right after "/".
-        return {r["folder"]: (json.loads(r["listing"]), int(r["verified_ns"])) for r in rows}
+            rows = db.execute("SELECT folder, listing, verified_ns, files FROM folder_listings WHERE folder >= ?"
+                              " AND folder < ?", (prefix, prefix[:-1] + "0")).fetchall()  # "0" sorts after "/".
+        return {r["folder"]: Listing(json.loads(r["listing"]), int(r["verified_ns"]), int(r["files"]))
+                for r in rows}
 
-    def record_listing(self, folder: str, listing: dict[str, int], verified_ns: int) -> None:
+    def record_listing(self, folder: str, listing: Listing) -> None:
         """`folder`'s every audio file is decided, as its directories stood in `listing`."""
         with self._write() as db:
-            db.execute("INSERT INTO folder_listings (folder, listing, verified_ns) VALUES (?,?,?) ON CONFLICT"
-                       " (folder) DO UPDATE SET listing=excluded.listing, verified_ns=excluded.verified_ns",
-                       (folder, json.dumps(listing, sort_keys=True), verified_ns))
+            db.execute("INSERT INTO folder_listings (folder, listing, verified_ns, files) VALUES (?,?,?,?)"
+                       " ON CONFLICT (folder) DO UPDATE SET listing=excluded.listing,"
+                       " verified_ns=excluded.verified_ns, files=excluded.files",
+                       (folder, json.dumps(listing.directories, sort_keys=True), listing.verified_ns,
+                        listing.files))
 
     def forget_listings(self, folders: Iterable[str]) -> None:
         """These folders hold (or may hold) undecided files: the next scan looks at their files one by one."""

@@ -48,6 +48,7 @@ Schema (times are UTC ISO-8601 strings, sha256 values are hex):
     listing       TEXT      JSON {directory relative to the folder ("" for itself): its mtime in ns}: a file
                             created, removed or renamed anywhere in the folder changes one of them
     verified_ns   INTEGER   when its files were last looked at one by one (the deep reconcile takes the oldest)
+    files         INTEGER   how many audio files it held then (what looking at them again costs)
 
   inbox_history             the choices about what an inbox's history is scored by, in order
     id            INTEGER PK
@@ -90,7 +91,7 @@ CREATE INDEX IF NOT EXISTS folder_runs_scored ON folder_runs (folder, model_sha2
 CREATE INDEX IF NOT EXISTS folder_runs_out ON folder_runs (out_folder, state);
 CREATE INDEX IF NOT EXISTS folder_runs_folder ON folder_runs (folder, state);
 CREATE TABLE IF NOT EXISTS folder_listings (
-    folder TEXT PRIMARY KEY, listing TEXT NOT NULL, verified_ns INTEGER NOT NULL
+    folder TEXT PRIMARY KEY, listing TEXT NOT NULL, verified_ns INTEGER NOT NULL, files INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS inbox_history (
     id INTEGER PRIMARY KEY AUTOINCREMENT, inbox TEXT NOT NULL, model_sha256 TEXT NOT NULL, model_path TEXT NOT NULL,
@@ -161,6 +162,16 @@ class RunRecord:
     task_retries: int
     error: str | None
     window_rule: str | None = None  # How files were cut into windows and aggregated (ledgers before it: NULL).
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A folder whose every audio file was decided: its directories' mtimes then ({relative dir: ns}), when its
+    files were looked at (ns since the epoch), and how many there were."""
+
+    directories: dict[str, int]
+    verified_ns: int
+    files: int
 
 
 @dataclass(frozen=True)

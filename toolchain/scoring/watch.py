@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolchain.audio.decode import is_hidden
-from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS, check_folder, new_files, ready_files
-from toolchain.scoring.ledger import FileStamp, Ledger
+from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS, check_folder, look_into, ready_files
+from toolchain.scoring.ledger import FileStamp, Ledger, Listing
 from toolchain.scoring.listings import listing_unchanged, take_listing
 from toolchain.scoring.models import describe_model
 
@@ -80,18 +80,19 @@ class InboxWatcher:
             self._ledger.forget_listings(str(f.resolve()) for f in touched)
         known = self._ledger.listings(str(self.inbox)) if swept - touched - dirty else {}
         unchanged = {f for f in swept if str(f.resolve()) in known
-                     and listing_unchanged(f.resolve(), known[str(f.resolve())][0])}
+                     and listing_unchanged(f.resolve(), known[str(f.resolve())].directories)}
         todo = sorted(touched | dirty | (swept - unchanged))
         reported, waiting = [], set()
         for folder in todo:
             if not folder.is_dir():
                 continue
-            listing = take_listing(folder.resolve())  # Before the files, as an inbox scan does.
-            pending = tuple(new_files(folder.resolve(), self._ledger, self._sha))
+            directories = take_listing(folder.resolve())  # Before the files, as an inbox scan does.
+            found, files = look_into(folder.resolve(), self._ledger, self._sha)
+            pending = tuple(found)
             if not pending:
                 self._reported.pop(folder, None)
-                if listing is not None:
-                    self._ledger.record_listing(str(folder.resolve()), listing, time.time_ns())
+                if directories is not None:
+                    self._ledger.record_listing(str(folder.resolve()), Listing(directories, time.time_ns(), files))
                 continue
             ready = tuple(ready_files(folder.resolve(), pending, self.settle_seconds, now))
             if len(ready) < len(pending):
