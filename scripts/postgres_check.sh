@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# PostgreSQL-backed Prefect, end to end (issue 6.2). A separately invoked check, not part of `make test`:
+# PostgreSQL end to end: Prefect's server and the run ledger on one real PostgreSQL. A separately invoked check
+# (`make test` runs the ledger tests against a throwaway PostgreSQL of its own):
 #
 #   scripts/postgres_check.sh                    # exports a tiny untrained model itself
 #   MODEL=artifacts/demo/run/model.onnx scripts/postgres_check.sh
 #
 # 1. installs PostgreSQL from Debian packages if initdb is missing (apt-get install -y postgresql; needs root);
 # 2. initdb + pg_ctl start a throwaway cluster in a temp dir, as the postgres user, on 127.0.0.1 and a free port,
-#    password-protected (scram-sha-256); creates database `prefect` with the pg_trgm extension;
+#    password-protected (scram-sha-256); creates database `prefect` with the pg_trgm extension, and database
+#    `ledger` for the run ledger;
 # 3. starts `prefect server start` on loopback with its own PREFECT_HOME and
 #    PREFECT_SERVER_DATABASE_CONNECTION_URL=postgresql+asyncpg://prefect:...@127.0.0.1:PORT/prefect;
-# 4. `toolchain serve` serves the deployments; `prefect deployment run 'score-folder/on-demand' --param
-#    'folder="..."' --watch` scores 5 FSDD clips (CC BY-SA 4.0); checks the CSV and that the flow run is a row in
-#    PostgreSQL's flow_run table;
-# 5. tears everything down on any exit (trap): serve, server, PostgreSQL, the temp dir.
+# 4. `toolchain serve` (TOOLCHAIN_LEDGER_URL=postgresql://...@127.0.0.1:PORT/ledger) serves the deployments;
+#    `prefect deployment run 'score-folder/on-demand' --param 'folder="..."' --watch` scores 5 FSDD clips
+#    (CC BY-SA 4.0); checks the CSV, that the flow run is a row in PostgreSQL's flow_run table and the folder run
+#    a completed row in the ledger database (and no ledger.sqlite beside the outputs);
+# 5. two `toolchain backfill --ledger-url ...` processes at once over an inbox of 4 folders: both succeed and
+#    every file has exactly one row;
+# 6. tears everything down on any exit (trap): serve, server, PostgreSQL, the temp dir.
 # Prints "postgres check: PASSED" and exits 0 on success. Takes ~2-4 minutes on 2 cores.
 set -euo pipefail
 
@@ -86,7 +91,9 @@ export PGPASSWORD=$PGPASS
 psql_pg() { psql -h 127.0.0.1 -p "$PGPORT" -U postgres -v ON_ERROR_STOP=1 -qAt "$@"; }
 psql_pg -d postgres -c "CREATE ROLE prefect LOGIN PASSWORD '$PGPASS'" -c "CREATE DATABASE prefect OWNER prefect"
 psql_pg -d prefect -c "CREATE EXTENSION IF NOT EXISTS pg_trgm"  # Prefect's migrations use trigram indexes.
-log "PostgreSQL listening on 127.0.0.1:$PGPORT (database prefect, pg_trgm)"
+psql_pg -d postgres -c "CREATE DATABASE ledger OWNER prefect"
+export TOOLCHAIN_LEDGER_URL="postgresql://prefect:$PGPASS@127.0.0.1:$PGPORT/ledger"
+log "PostgreSQL listening on 127.0.0.1:$PGPORT (database prefect with pg_trgm; database ledger)"
 
 # --- 3. Prefect server on PostgreSQL --------------------------------------------------------------------------
 API_PORT=$(free_port)
@@ -154,4 +161,33 @@ ROWS=$("$BIN/python" -c 'import csv,sys; r=list(csv.DictReader(open(sys.argv[1])
 RUNS=$(psql_pg -d prefect -c "SELECT count(*) FROM flow_run WHERE state_type = 'COMPLETED'")
 [ "$RUNS" -ge 1 ] || die "no COMPLETED flow_run row in PostgreSQL"
 log "CSV $CSV has 5 ok rows; PostgreSQL holds $RUNS completed flow run(s)"
+LEDGER_ROWS=$(psql_pg -d ledger -c "SELECT count(*) FROM folder_runs WHERE state = 'completed' AND csv_path = '$CSV'")
+[ "$LEDGER_ROWS" = 1 ] || die "the ledger database has no completed folder run for $CSV"
+[ ! -e "$OUT/ledger.sqlite" ] || die "$OUT/ledger.sqlite exists: the run recorded beside the outputs, not in PostgreSQL"
+log "the folder run is recorded in the PostgreSQL ledger"
+
+# --- 6. two backfills at once on the PostgreSQL ledger -------------------------------------------------------
+INBOX="$WORK/inbox"
+for i in 0 1 2 3; do
+    mkdir -p "$INBOX/day$i"
+    cp "${CLIPS[@]:$((5 + 3 * i)):3}" "$INBOX/day$i/"
+done
+BACKFILL=("$BIN/toolchain" backfill --model "$MODEL" --inbox "$INBOX" --output-dir "$OUT" --settle-seconds 0
+          --workers 0 --threads 1 --ledger-url "$TOOLCHAIN_LEDGER_URL")
+"${BACKFILL[@]}" > "$WORK/backfill-1.log" 2>&1 & B1=$!
+"${BACKFILL[@]}" > "$WORK/backfill-2.log" 2>&1 & B2=$!
+wait $B1 || die "the first backfill failed: $(tail -3 "$WORK/backfill-1.log")"
+wait $B2 || die "the second backfill failed: $(tail -3 "$WORK/backfill-2.log")"
+COUNTS=$("$BIN/python" - "$OUT" <<'PY'
+import collections, csv, pathlib, sys
+rows = collections.Counter()
+for path in pathlib.Path(sys.argv[1]).glob("day*/predictions_*.csv"):
+    rows.update((path.parent.name, r["file"]) for r in csv.DictReader(path.open()))
+print(len(rows), sorted(set(rows.values())))
+PY
+)
+[ "$COUNTS" = "12 [1]" ] || die "two backfills at once: expected 12 files with one row each, got (files, rows each) = $COUNTS"
+BACKFILLS=$(psql_pg -d ledger -c "SELECT count(*) FROM runs WHERE mode = 'backfill' AND state = 'completed'")
+[ "$BACKFILLS" = 2 ] || die "expected 2 completed backfill runs in the ledger, got $BACKFILLS"
+log "two backfills at once: 12 files, one row each; both runs completed in the PostgreSQL ledger"
 log "postgres check: PASSED"
