@@ -57,6 +57,7 @@ def _backfill(model: Path, inbox: Path, out: Path, *extra: str) -> list[str]:
 @pytest.mark.parametrize("args, message", [
     (["--since", "last spring"], "--since 'last spring' is not a date: pass YYYY-MM-DD"),
     (["--ledger-url", "mysql://scorer:s3cret@db/ledger"], "is not a PostgreSQL URL"),
+    (["--ledger-url", "postgresql://scorer:s3cret@/ledger?host={tmp}&port=1"], "cannot connect"),
     (["--inbox", "{tmp}/nowhere"], "--inbox {tmp}/nowhere does not exist"),
 ])
 def test_bad_input_is_one_line_before_any_work(tiny_onnx, tmp_path, args, message):

@@ -80,10 +80,10 @@ def test_serve_user_errors_are_one_line_before_serving(tiny_onnx, tmp_path, case
 
 
 def test_help_for_every_scoring_command():
-    for command in ("score", "serve", "watch", "flow"):
+    for command in ("score", "serve", "watch", "flow", "backfill"):
         result = runner.invoke(app, [command, "--help"])
-        assert result.exit_code == 0 and "--model" in result.stdout
-    for command in ("score", "serve", "flow"):  # The scoring options, declared once, reach every command.
+        assert result.exit_code == 0 and "--model" in result.stdout and "--ledger-url" in result.stdout
+    for command in ("score", "serve", "flow", "backfill"):  # The scoring options, declared once, reach each one.
         result = runner.invoke(app, [command, "--help"], terminal_width=200)
         for option in ("--batch-size", "--precision", "--hop-seconds", "--health-thresholds", "--fail-on-drift"):
             assert option in result.stdout, (command, option)

@@ -5,9 +5,10 @@ or, for a backfill, every matching subfolder holding files the given model has n
 A scan costs what arrives, not what is stored: a subfolder whose listing (`toolchain.scoring.listings`) is as it
 was when all its files were last found decided is skipped after one stat per directory, without looking at its
 files; the ledger's listings come in one query. Each scan also looks at the files of the subfolders verified
-longest ago, up to `reconcile_files` files (a file rewritten in place, which no listing shows, is found within
-files in the inbox / reconcile_files scans; the watcher's events find it at once). Inbox scans are forward-only: a new serving model is recorded in the ledger's
-`inbox_history` and scores what no model decided yet; `toolchain backfill` rescores history on request.
+longest ago, up to `reconcile_files` files: a file rewritten in place, which no listing shows, is found within
+(files in the inbox / reconcile_files) scans, and at once when the watcher saw it happen. Inbox scans are
+forward-only: a new serving model is recorded in the ledger's `inbox_history` and scores what no model decided yet;
+`toolchain backfill` rescores history on request.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def folders_with_new_files(inbox: str | Path, ledger: Ledger, model_sha256: str,
                            log: Callable[[str], None] = lambda message: None, *,
                            reconcile_files: int = DEFAULT_RECONCILE_FILES,
                            backfill: Backfill | None = None) -> list[Path]:
-    """Subfolders of `inbox` (sorted by name) holding audio files not decided yet (`new_files`: by any model, or
+    """Subfolders of `inbox` (sorted by name) holding audio files not decided yet (`look_into`: by any model, or
     with `backfill` by this one, in the subfolders it names) that are done being written; files still being
     written are left for a later scan.
 

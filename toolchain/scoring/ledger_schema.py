@@ -90,6 +90,9 @@ CREATE INDEX IF NOT EXISTS folder_files_run ON folder_files (folder_run_id);
 CREATE INDEX IF NOT EXISTS folder_runs_scored ON folder_runs (folder, model_sha256, state);
 CREATE INDEX IF NOT EXISTS folder_runs_out ON folder_runs (out_folder, state);
 CREATE INDEX IF NOT EXISTS folder_runs_folder ON folder_runs (folder, state);
+CREATE INDEX IF NOT EXISTS folder_runs_run ON folder_runs (run_id);
+CREATE INDEX IF NOT EXISTS runs_parent ON runs (parent_run_id);
+CREATE INDEX IF NOT EXISTS runs_state ON runs (state, host);
 CREATE TABLE IF NOT EXISTS folder_listings (
     folder TEXT PRIMARY KEY, listing TEXT NOT NULL, verified_ns INTEGER NOT NULL, files INTEGER NOT NULL
 );

@@ -24,8 +24,25 @@ class ModelIdentity:
 
 def describe_model(path: str | Path) -> ModelIdentity:
     """The model's identity and metadata without starting ONNX Runtime; refuses what is not a scoring model (a
-    folder, a model.audio.onnx, a foreign graph or feature config) before any caller writes a ledger row."""
+    folder, a model.audio.onnx, a foreign graph or feature config) before any caller writes a ledger row.
+    Reused while the file is the same (device, inode, size, mtime, ctime): a backfill or an inbox scan asks for
+    every folder, and hashing and parsing a ResNet152 takes a second."""
     path = Path(path).expanduser()
+    try:
+        st = path.stat()
+    except OSError:
+        st = None
+    if st is not None and path.is_file():
+        return _described(str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return _describe(path)
+
+
+@functools.lru_cache(maxsize=4)
+def _described(path: str, dev: int, ino: int, size: int, mtime_ns: int, ctime_ns: int) -> ModelIdentity:
+    return _describe(Path(path))
+
+
+def _describe(path: Path) -> ModelIdentity:
     problem = model_file_problem(path)
     if problem:
         raise ScoringError(f"model {path} {problem}")
