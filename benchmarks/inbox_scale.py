@@ -14,9 +14,9 @@ into every folder and records their listings), three no-op scans (median; each a
 number of folders file by file), a scan by model B after the model change (folders it would score: must be 0), and
 a scan after a new folder arrives (must be exactly that folder).
 
-Backfill (`--backfill-folders N`, needs `--model`): N folders of one FSDD clip each, scored by the model through
-`toolchain backfill`; then the same folders backfilled by a retrained copy (another sha256) with `toolchain backfill`
-killed with SIGKILL once half the folders are done, and run again. Checks that every file has exactly one row
+Backfill (`--backfill-folders N`, needs `--model`): N folders of one FSDD clip each, scored by the model in an inbox
+scan (as `score-inbox` runs do, in this process); then the same folders backfilled by a retrained copy (another
+sha256) with `toolchain backfill` killed with SIGKILL once half the folders are done, and run again. Checks that every file has exactly one row
 from each model. Prints every figure and writes them as JSON (--out).
 
 FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
@@ -40,11 +40,14 @@ from pathlib import Path
 
 from toolchain.cpu import cpu_isa
 from toolchain.io import file_sha256, write_json
+from toolchain.scoring.engine_config import EngineConfig
 from toolchain.scoring.files import stamp_files
-from toolchain.scoring.inbox import DEFAULT_RECONCILE_FILES, folders_with_new_files
+from toolchain.scoring.folder import run_folder
+from toolchain.scoring.inbox import DEFAULT_RECONCILE_FILES, folders_with_new_files, scan_inbox
 from toolchain.scoring.ledger import Ledger
 from toolchain.scoring.ledger_db import LEDGER_URL_ENV, describe
 from toolchain.scoring.listings import RACY_SECONDS
+from toolchain.scoring.steps import LocalSteps
 
 REPO = Path(__file__).resolve().parents[1]
 FSDD = Path(os.environ.get("TOOLCHAIN_FSDD", REPO.parent / "shared" / "data" / "fsdd"))
@@ -134,9 +137,12 @@ def backfill(work: Path, model: Path, n: int) -> dict:
                 "--settle-seconds", "0", "--workers", "0", "--threads", "1"]
 
     t0 = time.perf_counter()
-    subprocess.run(command(model), check=True, capture_output=True)
+    config = EngineConfig(decode_workers=0, intra_op_threads=1)
+    steps = LocalSteps(model, config)
+    scan_inbox(model, inbox, out, steps, lambda sub, parent: run_folder(
+        model, sub, out, steps, skip_scored=True, parent_run_id=parent, settle_seconds=0), settle_seconds=0)
     first_s = time.perf_counter() - t0
-    print(f"model A scored {n} folders in {first_s:.0f} s ({n / first_s:.1f} folders/s)")
+    print(f"model A scored {n} folders (an inbox scan) in {first_s:.0f} s ({n / first_s:.1f} folders/s)")
     ledger = Ledger.in_dir(out)
     proc = subprocess.Popen(command(successor), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

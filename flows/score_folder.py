@@ -113,7 +113,7 @@ def score_folder_flow(
 ) -> dict[str, Any] | State:
     """Score every audio file under `folder` with the ONNX `model` into
     `<output_dir>/<folder name>/predictions_<UTC>.csv` (with its detections and health report), recorded in
-    `<output_dir>/ledger.sqlite`.
+    the ledger (`<output_dir>/ledger.sqlite`, or `TOOLCHAIN_LEDGER_URL`).
 
     `engine`: batch size, provider, precision, device id, decode workers, ORT threads, ...: speed only, never
     results. `options`: window hop, aggregation mean|max, detections' min confidence, output format csv|raven,

@@ -53,7 +53,7 @@ def score_inbox_flow(
 ) -> dict[str, Any] | State:
     """Score each subfolder of `inbox` holding files the ONNX `model` has not scored, each into
     `<output_dir>/<folder name>/predictions_<UTC>.csv` (a follow-up CSV for files that arrived after their
-    folder was scored), recorded in `<output_dir>/ledger.sqlite`. `engine`, `options` and `run` as for
+    folder was scored), recorded in the ledger (`<output_dir>/ledger.sqlite`, or `TOOLCHAIN_LEDGER_URL`). `engine`, `options` and `run` as for
     `score-folder`; `run.settle_seconds`: files not covered by a `_READY` marker are scored once nothing in their
     subfolder changed for this long. One failed folder never stops the others (the run then ends Failed, naming
     them). With `drain`, scan again until a scan scores nothing. With `backfill`, score once what this model has

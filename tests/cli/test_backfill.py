@@ -49,13 +49,22 @@ def _rows_by_model(out: Path) -> dict[str, Counter]:
     return rows
 
 
+def _score_history(model: Path, inbox: Path, out: Path, *extra: str) -> None:
+    """Every folder of `inbox` scored by `model`, as the serving model's inbox runs leave them."""
+    for folder in sorted(inbox.iterdir()):
+        result = runner.invoke(app, ["score", "--model", str(model), "--input", str(folder), "--out", str(out),
+                                     *FAST, *extra])
+        assert result.exit_code == 0, result.output
+
+
 def _backfill(model: Path, inbox: Path, out: Path, *extra: str) -> list[str]:
     return [TOOLCHAIN, "backfill", "--model", str(model), "--inbox", str(inbox), "--output-dir", str(out),
             "--settle-seconds", "0", *FAST, *extra]
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--since", "last spring"], "--since 'last spring' is not a date: pass YYYY-MM-DD"),
+    (["--since", "last spring"], "since 'last spring' is not a date: pass YYYY-MM-DD"),
+    (["--folders", "2026-*"], "matches --folders '2026-*'"),
     (["--ledger-url", "mysql://scorer:s3cret@db/ledger"], "is not a PostgreSQL URL"),
     (["--ledger-url", "postgresql://scorer:s3cret@/ledger?host={tmp}&port=1"], "cannot connect"),
     (["--inbox", "{tmp}/nowhere"], "--inbox {tmp}/nowhere does not exist"),
@@ -72,8 +81,8 @@ def test_bad_input_is_one_line_before_any_work(tiny_onnx, tmp_path, args, messag
 def test_a_killed_backfill_resumes_and_every_file_gets_one_row_from_the_new_model(models, fsdd_dir, tmp_path):
     old, new = models
     inbox, out = _inbox(fsdd_dir, tmp_path), tmp_path / "out"
-    first = subprocess.run(_backfill(old, inbox, out), capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stderr[-2000:]  # The first model scores the whole inbox.
+    _score_history(old, inbox, out)
+    copy_clips(fsdd_dir, inbox / "day9", 30, 1)  # Arrived, not scored yet: the serving model's inbox scans' file.
 
     hold = tmp_path / "held"
     with (tmp_path / "backfill.log").open("w") as log:  # Parked mid-way through the second folder.
@@ -100,23 +109,35 @@ def test_a_killed_backfill_resumes_and_every_file_gets_one_row_from_the_new_mode
     ledger = Ledger.in_dir(out)
     backfills = [r for r in ledger.runs() if r.mode == "backfill" and r.model_sha256 == file_sha256(new)]
     assert [r.state for r in backfills] == ["crashed", "completed"]
-    assert [h["rule"] for h in ledger.history(str(inbox.resolve()))] == ["backfill", "backfill", "backfill"]
+    assert [h["rule"] for h in ledger.history(str(inbox.resolve()))] == ["backfill", "backfill"]
+    assert not (out / "day9").exists()  # No model scored it: not the backfill's to take.
 
 
 def test_two_backfills_at_once_on_one_ledger_give_each_file_one_row(models, fsdd_dir, tmp_path, ledger_location,
                                                                    monkeypatch):
     old, new = models
     inbox, out = _inbox(fsdd_dir, tmp_path, folders=4, files=3), tmp_path / "out"
-    env = dict(os.environ)
     url = [] if ledger_location.endswith(".sqlite") else ["--ledger-url", ledger_location]
-    procs = [subprocess.Popen(_backfill(new, inbox, out, *url), env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    results = [p.communicate(timeout=400) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in results]
-    [counts] = _rows_by_model(out).values()
+    _score_history(old, inbox, out, *url)
+    hold = tmp_path / "held"
+    with (tmp_path / "first.log").open("w") as log:  # Parked inside day0, holding its lock.
+        first = subprocess.Popen(_backfill(new, inbox, out, *url), env=held_env(1, hold), stdout=log, stderr=log,
+                                 start_new_session=True)
+    try:
+        wait_until(hold.exists, 240, "the first backfill to hold in day0", first, tmp_path / "first.log")
+        second = subprocess.run(_backfill(new, inbox, out, *url), capture_output=True, text=True, timeout=300)
+        hold.unlink()  # The first one goes on: day0, then finds the others scored.
+        first.wait(300)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert second.returncode == 1 and "1 folder(s) were being scored by another run" in second.stderr, \
+        second.stderr[-2000:]
+    assert first.returncode == 0, (tmp_path / "first.log").read_text()[-2000:]
+    counts = _rows_by_model(out)[file_sha256(new)]
     assert len(counts) == 12 and set(counts.values()) == {1}
     if url:  # Recorded in PostgreSQL, not beside the outputs.
         assert not (out / "ledger.sqlite").exists()
         monkeypatch.setenv(LEDGER_URL_ENV, ledger_location)
-        runs = [r for r in Ledger.in_dir(out).runs() if r.mode == "backfill"]
-        assert [r.state for r in runs] == ["completed", "completed"]
+    runs = [r for r in Ledger.in_dir(out).runs() if r.mode == "backfill"]
+    assert [r.state for r in runs] == ["completed", "completed"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import toolchain.scoring.inbox as inbox_module
-from toolchain.scoring.files import Backfill, stamp_files
+from toolchain.scoring.files import Backfill, look_into, stamp_files
 from toolchain.scoring.inbox import folders_with_new_files
 from toolchain.scoring.ledger import Ledger
 
@@ -99,7 +99,12 @@ def test_a_new_model_scores_only_what_arrives_and_a_backfill_takes_the_history(l
     assert _scan(inbox, ledger, B) == ["day3"]
     _scored(ledger, inbox / "day3", B)
 
+    (inbox / "day4").mkdir()
+    (inbox / "day4" / "unscored.wav").write_bytes(b"RIFF nobody scored this yet")
+    (inbox / "day0" / "late.wav").write_bytes(b"RIFF nor this")
+    # A backfill takes the history only: what no model has scored is the inbox scans' (the serving model's).
     assert _scan(inbox, ledger, B, backfill=Backfill()) == ["day0", "day1", "day2"]
+    assert [s.file for s in look_into(inbox / "day0", ledger, B, Backfill())[0]] == ["clip0.wav", "clip1.wav"]
     assert _scan(inbox, ledger, B, backfill=Backfill(folders="day[12]")) == ["day1", "day2"]
     assert _scan(inbox, ledger, B, backfill=Backfill(since="2999-01-01")) == []  # Nothing first seen since.
     _scored(ledger, inbox / "day1", B)

@@ -9,7 +9,11 @@ import subprocess
 import sys
 import time
 
-from toolchain.scoring.ledger import FileStamp, Ledger
+import pytest
+
+from toolchain.errors import LedgerError
+from toolchain.scoring.ledger import FileStamp, Ledger, copy_history
+from toolchain.scoring.ledger_db import LEDGER_URL_ENV
 from toolchain.scoring.ledger_schema import Listing, utc_now
 
 
@@ -145,11 +149,11 @@ def test_runs_recorded_before_files_were_count_their_csv_rows(tmp_path):
     assert set(scored) == {"a.wav", "b.wav"} and scored["a.wav"].matches(FileStamp("a.wav", 5, 5))
 
 
-def _decided(ledger: Ledger, run_id: str, folder: str, sha: str, files: dict[str, int]) -> None:
+def _decided(ledger: Ledger, run_id: str, folder: str, sha: str, files: dict[str, int], mtime_ns: int = 1) -> None:
     """A completed run of `folder` by model `sha` that decided `files` (name -> size)."""
     ledger.start_run(run_id, mode="folder", target=folder, model_path="/m", model_sha256=sha)
     fid = ledger.start_folder(run_id, folder, f"/out/{run_id}", sha)
-    ledger.record_files(fid, [FileStamp(f, size, 1) for f, size in files.items()])
+    ledger.record_files(fid, [FileStamp(f, size, mtime_ns) for f, size in files.items()])
     ledger.finish_folder(fid, "completed")
     ledger.finish_run(run_id, "completed")
 
@@ -157,10 +161,7 @@ def _decided(ledger: Ledger, run_id: str, folder: str, sha: str, files: dict[str
 def test_forward_only_counts_any_models_decisions_and_a_backfill_only_its_own(ledger_location):
     ledger = Ledger(ledger_location)
     _decided(ledger, "old", "/in/day1", "a" * 64, {"x.wav": 1, "y.wav": 2})
-    since = utc_now()
-    while utc_now() == since:  # The ledger's times have whole seconds.
-        time.sleep(0.05)
-    since = utc_now()
+    since = _tick()
     _decided(ledger, "new", "/in/day1", "b" * 64, {"z.wav": 3})
     _decided(ledger, "other", "/in/day10", "a" * 64, {"w.wav": 4})
     assert set(ledger.decided_files("/in/day1")) == {"x.wav", "y.wav", "z.wav"}  # Forward-only: any model.
@@ -169,15 +170,35 @@ def test_forward_only_counts_any_models_decisions_and_a_backfill_only_its_own(le
     assert set(ledger.decided_files("/in/day1", "c" * 64, since)) == {"x.wav", "y.wav"}  # z arrived since.
 
 
-def test_listings_of_an_inbox_come_in_one_query_and_stop_at_its_name(ledger_location):
+def _tick() -> str:
+    """A ledger time strictly after every time recorded so far (the ledger's times have whole seconds)."""
+    now = utc_now()
+    while utc_now() == now:
+        time.sleep(0.05)
+    return utc_now()
+
+
+def test_a_backfill_since_a_date_goes_by_when_each_content_was_first_seen(ledger_location):
+    ledger = Ledger(ledger_location)
+    _decided(ledger, "c-v1", "/in/day1", "c" * 64, {"x.wav": 1, "y.wav": 1})
+    _decided(ledger, "a-v2", "/in/day1", "a" * 64, {"x.wav": 2})  # x rewritten, then scored by the new model.
+    since = _tick()
+    _decided(ledger, "a-v3", "/in/day1", "a" * 64, {"y.wav": 3})  # y rewritten after `since`.
+    decided = ledger.decided_files("/in/day1", "c" * 64, since)
+    assert decided["x.wav"].size == 2  # Its current content predates `since`: outside the backfill.
+    assert decided["y.wav"].size == 1  # Content first seen since then: C's stale stamp, so C scores it again.
+
+
+def test_listings_are_looked_up_by_folder_many_at_a_time(ledger_location):
     ledger = Ledger(ledger_location)
     ledger.record_listing("/in/day1", Listing({"": 5, "sub": 6}, 10, 3))
     ledger.record_listing("/in/day1", Listing({"": 7}, 11, 4))  # Recorded again: replaced.
     ledger.record_listing("/in2/day1", Listing({"": 8}, 12, 1))  # Another inbox whose name starts the same way.
     ledger.record_listing("/in/day2", Listing({"": 9}, 13, 2 ** 40))
-    assert ledger.listings("/in") == {"/in/day1": Listing({"": 7}, 11, 4), "/in/day2": Listing({"": 9}, 13, 2 ** 40)}
+    many = ["/in/day1", "/in/day2", "/in/day3"] + [f"/in/other{i}" for i in range(1200)]  # Several queries.
+    assert ledger.listings(many) == {"/in/day1": Listing({"": 7}, 11, 4), "/in/day2": Listing({"": 9}, 13, 2 ** 40)}
     ledger.forget_listings(["/in/day1"])
-    assert set(ledger.listings("/in/")) == {"/in/day2"}
+    assert set(ledger.listings(many)) == {"/in/day2"}
 
 
 def test_a_new_serving_model_is_recorded_once(ledger_location):
@@ -192,6 +213,40 @@ def test_a_new_serving_model_is_recorded_once(ledger_location):
 
 def test_sizes_and_times_beyond_32_bits_round_trip(ledger_location):
     ledger = Ledger(ledger_location)
-    _decided(ledger, "big", "/in/day1", "a" * 64, {"huge.wav": 5 * 2**32})
+    _decided(ledger, "big", "/in/day1", "a" * 64, {"huge.wav": 5 * 2**32}, mtime_ns=2**62)
     [stamp] = ledger.decided_files("/in/day1").values()
-    assert stamp.size == 5 * 2**32
+    assert (stamp.size, stamp.mtime_ns) == (5 * 2**32, 2**62)
+
+
+def test_a_postgres_ledger_serves_one_output_folder_and_never_hides_a_local_history(postgres_ledger_url, tmp_path,
+                                                                                  monkeypatch):
+    monkeypatch.setenv(LEDGER_URL_ENV, postgres_ledger_url)
+    Ledger.in_dir(tmp_path / "out-a")  # Claims the database for out-a.
+    with pytest.raises(LedgerError, match="give each output folder its own database"):
+        Ledger.in_dir(tmp_path / "out-b")
+    monkeypatch.setenv(LEDGER_URL_ENV, "postgress://typo@db/ledger")
+    with pytest.raises(LedgerError, match="TOOLCHAIN_LEDGER_URL .* is not a PostgreSQL URL"):
+        Ledger.in_dir(tmp_path / "out-a")  # Never taken for an SQLite path.
+
+
+def test_a_local_history_is_copied_into_postgres_ids_and_all(postgres_ledger_url, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    local = Ledger.in_dir(out)
+    _decided(local, "r1", "/in/day1", "a" * 64, {"x.wav": 1, "y.wav": 2})
+    _decided(local, "r2", "/in/day2", "a" * 64, {"z.wav": 3})
+    local.record_listing("/in/day1", Listing({"": 5}, 6, 2))
+    local.adopt_model("/in", "a" * 64, "/a.onnx")
+    monkeypatch.setenv(LEDGER_URL_ENV, postgres_ledger_url)
+    with pytest.raises(LedgerError, match="ledger-copy"):
+        Ledger.in_dir(out)  # Recording there now would start from nothing: every folder scored again.
+
+    aside = copy_history(out, postgres_ledger_url)
+    assert aside.name.startswith("ledger.sqlite.copied-") and not (out / "ledger.sqlite").exists()
+    shared = Ledger.in_dir(out)
+    assert set(shared.decided_files("/in/day1")) == {"x.wav", "y.wav"} and shared.listings(["/in/day1"])
+    assert [r.run_id for r in shared.runs()] == ["r1", "r2"] and len(shared.history("/in")) == 1
+    _decided(shared, "r3", "/in/day3", "a" * 64, {"w.wav": 4})  # New rows take ids after the copied ones.
+    assert [r.id for r in shared.folder_runs()] == [1, 2, 3]
+    with pytest.raises(LedgerError, match="already holds runs"):
+        (out / "ledger.sqlite").write_bytes(aside.read_bytes())
+        copy_history(out, postgres_ledger_url)

@@ -83,7 +83,7 @@ def test_an_event_makes_the_next_scan_look_into_a_folder_its_listing_calls_uncha
     ledger.record_files(fid, stamp_files(day, ["a.wav"], content=True))
     ledger.finish_folder(fid, "completed")
     watcher.sweep()
-    assert watcher.check() == [] and set(ledger.listings(str(tmp_path / "inbox"))) == {str(day.resolve())}
+    assert watcher.check() == [] and set(ledger.listings([str(day.resolve())])) == {str(day.resolve())}
 
     (day / "a.wav").write_bytes(b"RIFF second take, written in place")  # The listing cannot tell.
     inbox = (tmp_path / "inbox").resolve()

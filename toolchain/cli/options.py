@@ -36,10 +36,11 @@ SettleOption = Annotated[float, typer.Option(
     "--settle-seconds", min=0, help="Inbox files not covered by a _READY marker (written after it, or no marker) are "
     "scored once nothing in their subfolder changed for this long.")]
 
-LEDGER_URL_HELP = ("PostgreSQL ledger shared by workers on several machines, e.g. postgresql://user:pw@host/db "
-                   "(one database per output folder); default: OUTPUT/ledger.sqlite.")
-LedgerUrlOption = Annotated[str | None, typer.Option("--ledger-url", envvar=LEDGER_URL_ENV, help=LEDGER_URL_HELP,
-                                                     show_envvar=True)]
+LedgerUrlOption = Annotated[str | None, typer.Option(
+    "--ledger-url", envvar=LEDGER_URL_ENV, show_envvar=True,
+    help="PostgreSQL ledger shared by workers on several machines, e.g. postgresql://user@host/db (one database "
+    "per output folder; keep the password in ~/.pgpass or the environment variable, not on the command line); "
+    "default: OUTPUT/ledger.sqlite.")]
 
 
 def use_ledger_url(url: str | None) -> None:
@@ -100,10 +101,8 @@ RESULT_OPTIONS = (
             "written; by default drift is reported only."),
 )
 
-LEDGER_OPTIONS = (
-    _option("ledger_url", str | None, None, "--ledger-url", envvar=LEDGER_URL_ENV, help=LEDGER_URL_HELP,
-            show_envvar=True),
-)
+LEDGER_OPTIONS = (inspect.Parameter("ledger_url", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                     annotation=LedgerUrlOption),)
 
 BUILT = ("engine", "options", "fail_on_drift")  # What the decorated command receives instead of the flags.
 

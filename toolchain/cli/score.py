@@ -183,18 +183,24 @@ def backfill_command(
     options: ScoringOptions = ScoringOptions(),
     fail_on_drift: bool = False,
 ) -> None:
-    """Score the history of INBOX with MODEL: in every subfolder (matching --folders), the files MODEL has not
-    scored, into follow-up CSVs beside the earlier ones, so every file ends with exactly one row from MODEL.
+    """Score the history of INBOX with MODEL: in every subfolder (matching --folders), the files another model
+    scored and MODEL has not, into follow-up CSVs beside the earlier ones, so every file the backfill covers ends
+    with exactly one row from MODEL.
 
     Inbox scans are forward-only: after the serving model changes they score only what no model scored yet, and
     the rows of older files stay with the model that scored them. Backfill is how a new model rescores the
     history, all of it or --since a date. Recorded in the ledger (inbox_history and a run with mode backfill).
-    Killed at any point (Ctrl-C, kill -9), the same command resumes: finished folders are not scored again.
+    Killed at any point (Ctrl-C, kill -9), the same command resumes: finished folders are not scored again. Files no
+    model has scored yet are left to the inbox scans. Exit 1 when a folder was left because another run was
+    scoring it (run again later).
     """
     from toolchain.scoring.files import Backfill
-    from toolchain.scoring.inbox import backfill_inbox
+    from toolchain.scoring.inbox import backfill_inbox, subfolders
 
     plan = Backfill(since=since, folders=folders)
+    if folders != "*" and not subfolders(inbox, folders):
+        raise ScoringError(f"no subfolder of {inbox} matches --folders {folders!r}: pass a pattern of their names, "
+                           "e.g. '2026-05-*'")
     try:
         with rich_progress() as progress:
             scan = backfill_inbox(model, inbox, output_dir, plan, engine, progress, options=options,
@@ -208,10 +214,11 @@ def backfill_command(
     busy = [o.folder for o in scan.outcomes if o.skipped == "busy"]
     console.print(f"backfill of {inbox}: {len(scored)} folder(s) scored, {sum(s.files_total for s in scored)} "
                   f"file(s) ({sum(s.files_error for s in scored)} error); run {scan.run_id}", soft_wrap=True)
-    if busy:
-        console.print(f"[yellow]{len(busy)} folder(s) were being scored by another run[/] (e.g. {busy[0]}): run "
-                      "the same command again later to finish them", soft_wrap=True)
     for summary in scored:
         typer.echo(summary.csv_path)
+    if busy:
+        console.print(f"[yellow]{len(busy)} folder(s) were being scored by another run[/] (e.g. {busy[0]}): run "
+                      "the same command again later to finish them (exit 1)", soft_wrap=True)
+        raise typer.Exit(1)
     if fail_on_drift and any(s.health.get("verdict") == "drift" for s in scored):
         raise typer.Exit(EXIT_DRIFT)

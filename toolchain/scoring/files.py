@@ -71,9 +71,9 @@ class Backfill:
 
     def __post_init__(self) -> None:
         if not self.folders:
-            raise ScoringError("--folders is empty: pass a subfolder name pattern such as '2026-05-*' (or '*')")
+            raise ScoringError("backfill folders is empty: pass a subfolder name pattern such as '2026-05-*' (or '*')")
         if self.since is not None:  # Normalized to the ledger's own time format, so times compare as text.
-            object.__setattr__(self, "since", utc_time(self.since, "--since"))
+            object.__setattr__(self, "since", utc_time(self.since, "backfill since"))
 
 
 def utc_time(text: str, what: str) -> str:
@@ -97,25 +97,41 @@ def new_files(folder: str | Path, ledger: Ledger, model_sha256: str,
 
 def look_into(folder: str | Path, ledger: Ledger, model_sha256: str,
               backfill: Backfill | None = None) -> tuple[list[FileStamp], int]:
-    """The audio files of `folder` not decided as they are now: new files, and files whose bytes changed.
-    Decided means by any model (forward-only: a file scored by an earlier model stays with it), or with
-    `backfill` by this model. A file whose size or mtime changed (a re-copy, `touch`) is hashed; the same bytes
-    as when it was decided leave it decided (and its ledger stamp is updated, so it is not hashed again).
-    Returns them and how many audio files the folder holds."""
-    scored = (ledger.decided_files(str(folder)) if backfill is None else
-              ledger.decided_files(str(folder), model_sha256, backfill.since))
+    """The audio files of `folder` not decided as they are now, and how many audio files the folder holds.
+
+    Without `backfill` (inbox scans, forward-only): files no model has decided about, i.e. new files and files
+    whose bytes changed; a file scored by an earlier model stays with it. With `backfill`: files some model has
+    decided about as they are now and this model has not (files the ledger first recorded before
+    `backfill.since` excepted); files nobody decided yet are left to the inbox scans and their serving model.
+    A file whose size or mtime changed (a re-copy, `touch`) is hashed; the same bytes as when it was decided
+    leave it decided (and its ledger stamp is updated, so it is not hashed again)."""
+    anyone = ledger.decided_files(str(folder))
+    mine = None if backfill is None else ledger.decided_files(str(folder), model_sha256, backfill.since)
     pending, stamps = [], stamp_files(folder, discover_audio_files(folder))
     for stamp in stamps:
-        before = scored.get(stamp.file)
-        if before is not None and before.matches(stamp):
-            continue
-        if before is not None and before.sha256 and before.size == stamp.size:
-            same = dataclasses.replace(stamp, sha256=_sha256_or_empty(Path(folder) / stamp.file))
-            if same.sha256 == before.sha256:
-                ledger.restamp(str(folder), same)
+        decided = _still_decided(folder, ledger, anyone.get(stamp.file), stamp)
+        if mine is None:
+            if decided:
                 continue
+        elif not decided or _still_decided(folder, ledger, mine.get(stamp.file), stamp):
+            continue  # Nobody decided about it yet (the inbox scans' file), or this model has.
         pending.append(stamp)
     return pending, len(stamps)
+
+
+def _still_decided(folder: str | Path, ledger: Ledger, before: FileStamp | None, stamp: FileStamp) -> bool:
+    """Whether the file `stamp`, decided as `before` (None: never), is still as it was: the same size and mtime,
+    or (hashed now) the same bytes, in which case its ledger stamp is updated."""
+    if before is None:
+        return False
+    if before.matches(stamp):
+        return True
+    if before.sha256 and before.size == stamp.size:
+        same = dataclasses.replace(stamp, sha256=_sha256_or_empty(Path(folder) / stamp.file))
+        if same.sha256 == before.sha256:
+            ledger.restamp(str(folder), same)
+            return True
+    return False
 
 
 def ready_files(folder: Path, stamps: Sequence[FileStamp], settle_seconds: float, now: float | None = None,

@@ -60,7 +60,7 @@ def run_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path, 
                options: ScoringOptions = ScoringOptions(),
                settle_seconds: float = DEFAULT_SETTLE_SECONDS, backfill: Backfill | None = None) -> FolderOutcome:
     """Score every audio file under `folder` into `<out_dir>/<folder name>/predictions_<UTC>.csv` (one row per
-    file) and `detections_<UTC>.csv` (one row per window), recorded in `<out_dir>/ledger.sqlite`:
+    file) and `detections_<UTC>.csv` (one row per window), recorded in the ledger (`<out_dir>/ledger.sqlite`, or `TOOLCHAIN_LEDGER_URL`):
     discover -> score shards -> write -> record, each step run by `steps`; `options` says how files are cut into
     windows and what is written.
 

@@ -82,7 +82,7 @@ def folders_with_new_files(inbox: str | Path, ledger: Ledger, model_sha256: str,
     """
     root = check_folder(inbox, "inbox")
     candidates = subfolders(root, backfill.folders if backfill else "*", log)
-    known = {} if backfill else ledger.listings(str(root))
+    known = {} if backfill else ledger.listings(str(f) for f in candidates)
     look, unchanged = [], []
     for folder in candidates:
         recorded = known.get(str(folder))
@@ -104,8 +104,7 @@ def folders_with_new_files(inbox: str | Path, ledger: Ledger, model_sha256: str,
             if directories is not None and backfill is None:
                 ledger.record_listing(str(folder), Listing(directories, time.time_ns(), files))
             continue
-        if str(folder) in known:
-            dirty.append(str(folder))
+        dirty.append(str(folder))  # Looked into at every scan until all of it is decided.
         if ready_files(folder, pending, settle_seconds, log=log):
             ready.append(folder)
     if dirty:
@@ -181,9 +180,10 @@ def backfill_inbox(model_path: str | Path, inbox: str | Path, out_dir: str | Pat
                    settle_seconds: float = DEFAULT_SETTLE_SECONDS,
                    log: Callable[[str], None] = lambda message: None) -> InboxScan:
     """Rescore an inbox's history with this model, in this thread (`toolchain backfill`): every subfolder
-    matching `backfill.folders` gets a CSV of the files this model has not decided about (files first recorded
-    before `backfill.since` excepted), so every file ends with exactly one row from it. Killed at any point, the
-    same call resumes: folders it completed are decided, the one it was in is scored again from its start."""
+    matching `backfill.folders` gets a CSV of the files another model decided about and this one has not (files
+    first recorded before `backfill.since` excepted), so every file the backfill covers ends with exactly one row
+    from it; files no model decided yet are the inbox scans'. Killed at any point, the same call resumes: folders
+    it completed are decided, the one it was in is scored again from its start."""
     check_output_dir(out_dir, "--output-dir")
     check_folder(inbox, "--inbox")
     options.tag(load_model_cached(model_path, config).feature_config)  # Refused before any ledger row.

@@ -25,13 +25,14 @@ import json
 import os
 import socket
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from toolchain.errors import LedgerError, ScoringError
 from toolchain.io import file_sha256
 from toolchain.scoring.ledger_db import (
+    LEDGER_NAME,
     Connection,
     connect,
     describe,
@@ -46,10 +47,12 @@ from toolchain.scoring.ledger_schema import (
     Listing,
     RunRecord,
     postgres_schema,
+    postgres_type,
     utc_now,
 )
 
 _SCHEMA_READY: set[str] = set()  # PostgreSQL ledgers whose schema this process has created or checked.
+_CLAIMED: set[tuple[str, str]] = set()  # (PostgreSQL ledger, output folder) pairs this process has checked.
 
 
 class Ledger:
@@ -83,16 +86,42 @@ class Ledger:
         if self.location in _SCHEMA_READY:
             return
         with self._write() as db:  # One process at a time: concurrent CREATE ... IF NOT EXISTS can collide.
-            db.execute("SELECT pg_advisory_xact_lock(?)", (0x70C1_ED6E,))
+            db.serialize("toolchain ledger schema")
             for statement in postgres_schema().split(";"):
                 if statement.strip():
                     db.execute(statement)
+            for table, column, kind in ADDED_COLUMNS:  # A database written by an older release.
+                db.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {postgres_type(kind)}")
         _SCHEMA_READY.add(self.location)
+
+    def _claim(self, out_dir: str | Path) -> None:
+        """A PostgreSQL ledger serves one output folder (its keys are input folders): the first to record into it
+        claims it; another is refused, and so is an output folder that already has a ledger of its own."""
+        out = str(Path(out_dir).expanduser().resolve())
+        if (self.location, out) in _CLAIMED:
+            return
+        with self._write() as db:
+            db.execute("INSERT INTO ledger_meta (key, value) VALUES ('output_dir', ?) ON CONFLICT (key) DO NOTHING",
+                       (out,))
+            owner = db.execute("SELECT value FROM ledger_meta WHERE key='output_dir'").fetchone()["value"]
+        if owner != out:
+            raise LedgerError(f"ledger {self}: it records the runs of output folder {owner}, not {out}: give each "
+                              "output folder its own database (its keys are input folders, so two output folders "
+                              "would share what counts as scored)")
+        local = Path(out) / LEDGER_NAME
+        if local.exists():
+            raise LedgerError(f"{local} holds this output folder's history, which a PostgreSQL ledger does not: "
+                              f"copy it in first (`toolchain ledger-copy --output-dir {out} --ledger-url URL`), "
+                              "or leave --ledger-url unset")
+        _CLAIMED.add((self.location, out))
 
     @classmethod
     def in_dir(cls, out_dir: str | Path) -> Ledger:
         """The ledger of an output directory (`ledger_location`)."""
-        return cls(ledger_location(out_dir))
+        ledger = cls(ledger_location(out_dir))
+        if ledger.postgres:
+            ledger._claim(out_dir)
+        return ledger
 
     def __str__(self) -> str:
         return describe(self.location)
@@ -166,12 +195,12 @@ class Ledger:
     def start_folder(self, run_id: str, folder: str, out_folder: str, model_sha256: str,
                      flow_run_id: str | None = None) -> int:
         with self._write() as db:
-            row = db.execute(
-                "INSERT INTO folder_runs (run_id, flow_run_id, folder, out_folder, model_sha256, started_at, state)"
-                " VALUES (?,?,?,?,?,?, 'running') RETURNING id",
-                (run_id, flow_run_id, folder, out_folder, model_sha256, utc_now()),
-            ).fetchone()
-            return int(row["id"])
+            insert = ("INSERT INTO folder_runs (run_id, flow_run_id, folder, out_folder, model_sha256, started_at,"
+                      " state) VALUES (?,?,?,?,?,?, 'running')")
+            args = (run_id, flow_run_id, folder, out_folder, model_sha256, utc_now())
+            if db.postgres:
+                return int(db.execute(insert + " RETURNING id", args).fetchone()["id"])
+            return int(db.execute(insert, args).lastrowid)  # RETURNING needs SQLite 3.35.
 
     def set_csv_path(self, folder_run_id: int, csv_path: str) -> None:
         """Called just before the rename that publishes the CSV, so a crash right after it is recoverable."""
@@ -239,9 +268,10 @@ class Ledger:
 
     def decided_files(self, folder: str, model_sha256: str | None = None,
                       since: str | None = None) -> dict[str, FileStamp]:
-        """file -> how it was when it was decided (scored, or skipped with a reason) by a completed run of
+        """file -> how it was when it was last decided (scored, or skipped with a reason) by a completed run of
         `folder`: by any model (`model_sha256` None: the forward-only rule of inbox runs), or by this model
-        (a backfill), counting also the files first recorded before `since` (UTC ISO time) by any model.
+        (a backfill), in which case files whose content (as last decided) the ledger first recorded before
+        `since` (a UTC ISO time) count as decided too: they are outside the backfill.
 
         Runs recorded before files were (older ledgers) contribute the files of their CSV, with an unknown stamp
         that matches the file however it is now.
@@ -254,35 +284,40 @@ class Ledger:
                 (folder,)).fetchall()
         mine: dict[str, FileStamp] = {}  # Later runs override earlier ones (a changed file scored again).
         latest: dict[str, FileStamp] = {}
-        first_seen: dict[str, str] = {}
+        first_seen: dict[str, str] = {}  # When the file's latest content was first recorded.
         for row in rows:
             if row["file"] is not None:
-                found = {row["file"]: FileStamp(row["file"], row["size"], row["mtime_ns"], row["sha256"] or "")}
+                found = [FileStamp(row["file"], row["size"], row["mtime_ns"], row["sha256"] or "")]
             elif row["csv_path"] and Path(row["csv_path"]).is_file():
-                found = {f: FileStamp(f, -1, -1) for f in _csv_files(Path(row["csv_path"]))}
+                found = [FileStamp(f, -1, -1) for f in _csv_files(Path(row["csv_path"]))]
             else:
                 continue
-            latest.update(found)
-            for f in found:
-                first_seen.setdefault(f, row["started_at"])
-            if row["model_sha256"] == model_sha256:
-                mine.update(found)
+            for stamp in found:
+                before = latest.get(stamp.file)
+                if before is None or not _same_content(before, stamp):
+                    first_seen[stamp.file] = row["started_at"]
+                latest[stamp.file] = stamp
+                if row["model_sha256"] == model_sha256:
+                    mine[stamp.file] = stamp
         if model_sha256 is None:
             return latest
-        if since is not None:
-            mine = {**{f: latest[f] for f, when in first_seen.items() if when < since}, **mine}
+        if since is not None:  # Content first seen before `since` is outside the backfill, whoever scored it.
+            mine.update({f: latest[f] for f, when in first_seen.items() if when < since})
         return mine
 
     # Listings and history ------------------------------------------------------------------------------------
-    def listings(self, under: str) -> dict[str, Listing]:
-        """folder -> its `Listing` for every recorded folder directly or deeper under `under`: one indexed range
-        query for a whole inbox."""
-        prefix = under.rstrip("/") + "/"
+    def listings(self, folders: Iterable[str]) -> dict[str, Listing]:
+        """folder -> its `Listing`, for those of `folders` that have one: a few indexed queries for a whole
+        inbox (keys looked up exactly, so a subfolder that links elsewhere is found too)."""
+        folders, found = list(folders), {}
         with self._connect() as db:
-            rows = db.execute("SELECT folder, listing, verified_ns, files FROM folder_listings WHERE folder >= ?"
-                              " AND folder < ?", (prefix, prefix[:-1] + "0")).fetchall()  # "0" sorts after "/".
-        return {r["folder"]: Listing(json.loads(r["listing"]), int(r["verified_ns"]), int(r["files"]))
-                for r in rows}
+            for i in range(0, len(folders), 500):
+                chunk = folders[i:i + 500]
+                rows = db.execute("SELECT folder, listing, verified_ns, files FROM folder_listings WHERE folder IN"
+                                  f" ({','.join('?' * len(chunk))})", chunk).fetchall()
+                found.update({r["folder"]: Listing(json.loads(r["listing"]), int(r["verified_ns"]), int(r["files"]))
+                              for r in rows})
+        return found
 
     def record_listing(self, folder: str, listing: Listing) -> None:
         """`folder`'s every audio file is decided, as its directories stood in `listing`."""
@@ -308,6 +343,7 @@ class Ledger:
         """Record that this model serves `inbox` (forward-only) unless it already did last; returns the model it
         replaced (None: no change, or the inbox's first model)."""
         with self._write() as db:
+            db.serialize(f"inbox {inbox}")
             row = db.execute("SELECT model_sha256 FROM inbox_history WHERE inbox=? AND rule='forward'"
                              " ORDER BY id DESC LIMIT 1", (inbox,)).fetchone()
             if row is not None and row["model_sha256"] == model_sha256:
@@ -339,6 +375,37 @@ class Ledger:
         return [self.folder_run(int(r["id"])) for r in rows]
 
 
+COPIED_TABLES = ("runs", "folder_runs", "folder_files", "folder_listings", "inbox_history")
+
+
+def copy_history(out_dir: str | Path, url: str, log: Callable[[str], None] = lambda message: None) -> Path:
+    """Move an output folder's SQLite ledger into an empty PostgreSQL ledger at `url`: every row of every table
+    (ids kept), in one transaction; then the SQLite file is renamed aside (`ledger.sqlite.copied-<UTC>`, returned)
+    so nothing records into it again. Refused (one line) when there is no SQLite ledger or the database already
+    holds runs."""
+    source = Path(out_dir).expanduser().resolve() / LEDGER_NAME
+    if not source.is_file():
+        raise LedgerError(f"{source} does not exist: pass the --output-dir whose ledger.sqlite holds the history")
+    local, dest = Ledger(source), Ledger(url)  # Both with today's schema (an older SQLite ledger gains columns).
+    with dest._connect() as db:
+        if db.execute("SELECT COUNT(*) AS n FROM runs").fetchone()["n"]:
+            raise LedgerError(f"ledger {dest} already holds runs: copy into a new, empty database")
+    with local._connect() as src, dest._write() as db:
+        src.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        for table in COPIED_TABLES:
+            columns = [r["name"] for r in src.execute(f"PRAGMA table_info({table})")]
+            rows = [tuple(r) for r in src.execute(f"SELECT {', '.join(columns)} FROM {table}")]
+            db.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                           rows)
+            log(f"{table}: {len(rows)} rows")
+        for table in ("folder_runs", "inbox_history"):  # The next ids continue after the copied ones.
+            db.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE(MAX(id), 0) + 1, false)"
+                       f" FROM {table}")
+    aside = source.with_name(f"{LEDGER_NAME}.copied-{utc_now().replace(':', '')}")
+    source.rename(aside)
+    return aside
+
+
 def health_history(out_dir: str | Path, model: str | Path | None = None, last: int = 20) -> list[dict]:
     """The latest `last` completed folder runs in `out_dir`'s ledger (of `model`, an .onnx path, if given), oldest
     first: finished_at, folder, files, verdict, js_distance, expected_accuracy, health_path."""
@@ -363,6 +430,14 @@ def _settle(db: Connection, rows: Iterable[dict]) -> None:
         )
         db.execute("UPDATE folder_runs SET state=?, error=?, files_ok=?, files_error=?, finished_at=?"
                    " WHERE id=?", (state, note, ok, errors, utc_now(), row["id"]))
+
+
+def _same_content(a: FileStamp, b: FileStamp) -> bool:
+    """Two stamps of one file name that describe the same content: the same bytes when both were hashed, else
+    the same size and mtime (an unknown stamp matches any)."""
+    if a.sha256 and b.sha256:
+        return a.sha256 == b.sha256
+    return a.matches(b)
 
 
 def _csv_files(csv_path: Path) -> list[str]:

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from toolchain.errors import LedgerError
 
@@ -30,8 +31,10 @@ _POSTGRES = re.compile(r"^postgres(ql)?(\+psycopg)?://", re.IGNORECASE)
 
 
 def ledger_location(out_dir: str | Path) -> str:
-    """The ledger an output folder records into: `TOOLCHAIN_LEDGER_URL` when set, else `<out_dir>/ledger.sqlite`."""
-    return os.environ.get(LEDGER_URL_ENV, "").strip() or str(Path(out_dir) / LEDGER_NAME)
+    """The ledger an output folder records into: `TOOLCHAIN_LEDGER_URL` when set (it must be a PostgreSQL URL),
+    else `<out_dir>/ledger.sqlite`."""
+    url = os.environ.get(LEDGER_URL_ENV, "").strip()
+    return check_ledger_url(url, LEDGER_URL_ENV) if url else str(Path(out_dir) / LEDGER_NAME)
 
 
 def is_postgres(location: str | Path) -> bool:
@@ -39,15 +42,30 @@ def is_postgres(location: str | Path) -> bool:
 
 
 def describe(location: str | Path) -> str:
-    """`location` fit for a log line or an error: a URL without its password."""
-    return re.sub(r"^([a-zA-Z][\w+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", str(location))
+    """`location` fit for a log line or an error: a URL or connection string without its password."""
+    return scrub(str(location), str(location))
 
 
-def check_ledger_url(url: str) -> str:
-    """`url` if it names a PostgreSQL ledger this process can use, else a one-line `LedgerError`."""
+def scrub(text: str, url: str) -> str:
+    """`text` (an error message, or `url` itself) with every password `url` holds masked: the URL's user-info
+    password (up to its last '@'), `password=` values, and their percent-decoded forms."""
+    secrets = [m.group(2) for m in re.finditer(r"(password\s*=\s*)('[^']*'|[^\s&]+)", url, re.IGNORECASE)]
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        authority = rest.split("?", 1)[0]
+        userinfo = authority.rpartition("@")[0]
+        if ":" in userinfo:
+            secrets.append(userinfo.split(":", 1)[1])
+    for secret in sorted({s for s in secrets for s in (s, unquote(s), s.strip("'")) if s}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def check_ledger_url(url: str, what: str = "--ledger-url") -> str:
+    """`url` if it names a PostgreSQL ledger this process can use, else a one-line `LedgerError` naming `what`."""
     if not is_postgres(url):
-        raise LedgerError(f"--ledger-url {describe(url)} is not a PostgreSQL URL: pass postgresql://user:pw@host/db "
-                          f"(leave it unset for the SQLite ledger in the output folder)")
+        raise LedgerError(f"{what} {describe(url)} is not a PostgreSQL URL: pass postgresql://user@host/db (leave "
+                          f"it unset for the SQLite ledger in the output folder)")
     _psycopg()
     return url
 
@@ -68,7 +86,15 @@ class Connection:
         self.raw, self.postgres = raw, postgres
 
     def _sql(self, sql: str) -> str:
+        # Every `?` is a placeholder: the ledger's SQL has no `?` or `%` inside string literals (values are
+        # always passed as arguments).
         return sql.replace("%", "%%").replace("?", "%s") if self.postgres else sql
+
+    def serialize(self, key: str) -> None:
+        """Inside `write()`: writers with the same `key` take turns until the transaction ends (SQLite's
+        BEGIN IMMEDIATE already serializes every writer)."""
+        if self.postgres:
+            self.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (key,))
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
         return self.raw.execute(self._sql(sql), tuple(args))
@@ -124,13 +150,14 @@ def _connect_postgres(url: str) -> Iterator[Connection]:
     try:
         raw = psycopg.connect(dsn, autocommit=True, row_factory=dict_row, connect_timeout=15)
     except psycopg.Error as exc:
-        raise LedgerError(f"ledger {describe(url)}: cannot connect ({_first_line(exc)}): check --ledger-url / "
-                          f"{LEDGER_URL_ENV} and that the PostgreSQL server is up and reachable") from None
+        raise LedgerError(f"ledger {describe(url)}: cannot connect ({scrub(_first_line(exc), url)}): check "
+                          f"--ledger-url / {LEDGER_URL_ENV} and that the PostgreSQL server is up and reachable"
+                          ) from None
     try:
         yield Connection(raw, postgres=True)
     except psycopg.Error as exc:
-        raise LedgerError(f"ledger {describe(url)}: {_first_line(exc)}: check the database's permissions and "
-                          "health (the ledger needs CREATE, SELECT, INSERT and UPDATE)") from None
+        raise LedgerError(f"ledger {describe(url)}: {scrub(_first_line(exc), url)}: check the database's "
+                          "permissions and health (the ledger needs CREATE, SELECT, INSERT and UPDATE)") from None
     finally:
         raw.close()
 

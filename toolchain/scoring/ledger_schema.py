@@ -59,6 +59,9 @@ Schema (times are UTC ISO-8601 strings, sha256 values are hex):
                             'backfill': this model rescored the history (`since`, `folders`: which part of it)
     since         TEXT      backfill: files first recorded at or after this UTC time (NULL: all)
     folders       TEXT      backfill: subfolder name pattern (NULL: all)
+
+  ledger_meta               key/value facts about the ledger itself; in PostgreSQL, 'output_dir': the output folder
+                            whose runs it records (one database per output folder)
 """
 
 from __future__ import annotations
@@ -101,13 +104,18 @@ CREATE TABLE IF NOT EXISTS inbox_history (
     at TEXT NOT NULL, rule TEXT NOT NULL, since TEXT, folders TEXT
 );
 CREATE INDEX IF NOT EXISTS inbox_history_inbox ON inbox_history (inbox, id);
+CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
 def postgres_schema() -> str:
     """`SCHEMA` for PostgreSQL: 64-bit integers (sizes, ns times), double-precision reals, identity keys."""
-    return (SCHEMA.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
-            .replace("INTEGER", "BIGINT").replace("REAL", "DOUBLE PRECISION"))
+    return postgres_type(SCHEMA.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY"))
+
+
+def postgres_type(sql: str) -> str:
+    """SQLite column types in `sql` as PostgreSQL needs them (INTEGER holds ns times: 64 bits)."""
+    return sql.replace("INTEGER", "BIGINT").replace("REAL", "DOUBLE PRECISION")
 
 
 # Columns added after the first release: (table, column, type). Older ledgers gain them on open.

@@ -30,6 +30,7 @@ from toolchain.scoring.models import describe_model
 RECONCILE_SECONDS = 60.0  # A full sweep this often, whatever the filesystem events said.
 RESEND_SECONDS = 30.0  # Report a folder again when its files are still unscored this long after a report.
 TICK_SECONDS = 0.5
+READ_ONLY_EVENTS = frozenset({"opened", "closed_no_write"})  # watchdog reports reads too (inotify).
 
 
 @dataclass
@@ -78,7 +79,7 @@ class InboxWatcher:
             self._touched, self._dirty, self._swept = set(), set(), set()
         if touched:
             self._ledger.forget_listings(str(f.resolve()) for f in touched)
-        known = self._ledger.listings(str(self.inbox)) if swept - touched - dirty else {}
+        known = self._ledger.listings(str(f.resolve()) for f in swept - touched - dirty)
         unchanged = {f for f in swept if str(f.resolve()) in known
                      and listing_unchanged(f.resolve(), known[str(f.resolve())].directories)}
         todo = sorted(touched | dirty | (swept - unchanged))
@@ -119,6 +120,8 @@ class InboxWatcher:
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event) -> None:
+                if event.event_type in READ_ONLY_EVENTS:  # Scoring reads the files: no change to look for.
+                    return
                 watcher.touched(event.src_path)
                 if getattr(event, "dest_path", ""):
                     watcher.touched(event.dest_path)
