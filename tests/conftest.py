@@ -34,6 +34,15 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(autouse=True)
+def _own_ledger_location(monkeypatch) -> None:
+    """Every test starts with the default ledger location, and gets it back afterwards: `--ledger-url` run through
+    CliRunner sets TOOLCHAIN_LEDGER_URL for its process (so the runs it starts inherit it), which is this one."""
+    from toolchain.scoring.ledger_db import LEDGER_URL_ENV
+
+    monkeypatch.delenv(LEDGER_URL_ENV, raising=False)
+
+
 @pytest.fixture
 def chromium() -> str:
     """Debian's Chromium, which Playwright drives (its own browser download is never used)."""
