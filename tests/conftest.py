@@ -40,7 +40,8 @@ def _own_ledger_location(monkeypatch) -> None:
     CliRunner sets TOOLCHAIN_LEDGER_URL for its process (so the runs it starts inherit it), which is this one."""
     from toolchain.scoring.ledger_db import LEDGER_URL_ENV
 
-    monkeypatch.delenv(LEDGER_URL_ENV, raising=False)
+    monkeypatch.setenv(LEDGER_URL_ENV, "")  # Records the value before (unset: removed again afterwards)...
+    monkeypatch.delenv(LEDGER_URL_ENV)  # ...which `delenv` alone does not when the variable is unset.
 
 
 @pytest.fixture
