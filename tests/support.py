@@ -134,6 +134,13 @@ def stop(proc: subprocess.Popen) -> None:
             continue
 
 
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the process group (kill -9, as a crash or the OOM killer would) and reap it; nothing if it ended."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+
+
 def wait_until(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -9,14 +9,13 @@ FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from support import assert_user_error, copy_clips, held_env, read_rows, wait_until
+from support import assert_user_error, copy_clips, held_env, kill_group, read_rows, wait_until
 from typer.testing import CliRunner
 
 from toolchain.cli import app
@@ -90,12 +89,8 @@ def test_a_killed_backfill_resumes_and_every_file_gets_one_row_from_the_new_mode
                                 start_new_session=True)
     try:
         wait_until(hold.exists, 240, "the backfill to hold after 5 rows", proc, tmp_path / "backfill.log")
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(30)
+        kill_group(proc)
     done = _rows_by_model(out).get(file_sha256(new), Counter())
     assert {folder for folder, _ in done} == {"day0"}  # One folder finished before the kill.
 
@@ -129,8 +124,7 @@ def test_two_backfills_at_once_on_one_ledger_give_each_file_one_row(models, fsdd
         hold.unlink()  # The first one goes on: day0, then finds the others scored.
         first.wait(300)
     finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
+        kill_group(first)
     assert second.returncode == 1 and "1 folder(s) were being scored by another run" in second.stderr, \
         second.stderr[-2000:]
     assert first.returncode == 0, (tmp_path / "first.log").read_text()[-2000:]

@@ -12,7 +12,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import assert_user_error, copy_clips, held_env, published_csvs, read_rows, wait_until
+from support import (
+    assert_user_error,
+    copy_clips,
+    held_env,
+    kill_group,
+    published_csvs,
+    read_rows,
+    wait_until,
+)
 from typer.testing import CliRunner
 
 from toolchain.cli import app
@@ -109,12 +117,8 @@ def test_killed_mid_folder_then_rerun_leaves_one_complete_csv(onnx_model, fsdd_d
         # Mid-folder: 10 scored rows are in the part file on disk (after its header line), no CSV yet.
         parts = list((out / "day1").glob(".parts_*/.part_?????.csv.*.tmp"))  # The predictions part being written.
         rows_on_disk = len(parts[0].read_text().splitlines()) - 1 if parts else 0
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(30)
+        kill_group(proc)
     assert rows_on_disk == 10
     assert published_csvs(out / "day1") == []  # Killed: no predictions_*.csv, partial or otherwise.
     assert list((out / "day1").glob(".parts_*"))  # ...only dot-file leftovers.
