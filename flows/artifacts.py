@@ -43,7 +43,7 @@ def publish_artifacts(summary: FolderSummary) -> None:
             f"| detections | `{summary.detections_path}` |",
             f"| throughput | {summary.files_per_second:.1f} files/s ({summary.seconds:.1f} s scoring) |",
             f"| provider | {summary.provider} |",
-            f"| model sha256 | `{summary.model_sha256}` |",
+            f"| model | {summary.model_version or '(a file)'}, sha256 `{summary.model_sha256}` |",
             f"| run id | `{summary.run_id}` |",
             f"| task retries | {summary.task_retries} |",
             f"| health | **{summary.health.get('verdict', '')}**: {summary.health.get('reason', '')} |",
@@ -51,6 +51,37 @@ def publish_artifacts(summary: FolderSummary) -> None:
         description=f"predictions CSV for {name}",
     )
     publish_health_artifact(summary)
+    publish_shadow_artifact(summary)
+
+
+def publish_shadow_artifact(summary: FolderSummary) -> None:
+    """The challenger's comparison on this folder (keyed per folder: its history is the shadow trend)."""
+    shadow = summary.shadow
+    if not shadow:
+        return
+    name = Path(summary.folder).name
+    if "error" in shadow:
+        markdown = f"# Shadow comparison on `{name}` failed\n\n`{shadow.get('challenger')}`: {shadow['error']}"
+        description = f"{name}: shadow comparison failed"
+    else:
+        champion, challenger, agreement = shadow["champion"], shadow["challenger"], shadow["agreement"]
+
+        def side(s: dict) -> str:
+            accuracy = s.get("expected_accuracy")
+            return (f"{s.get('version') or s['sha256'][:12]} | **{s.get('verdict')}** | "
+                    f"{'-' if accuracy is None else f'{accuracy:.3f}'}")
+
+        agree = "-" if agreement is None else f"{agreement:.1%}"
+        markdown = "\n".join([
+            f"# Shadow comparison on `{name}`", "",
+            f"Agreement: **{agree}** of {shadow['files_compared']} files both models scored.", "",
+            "| model | version | health | expected accuracy |", "|---|---|---|---|",
+            f"| serving | {side(champion)} |", f"| challenger | {side(challenger)} |", "",
+            f"Shadow CSV: `{shadow['shadow_csv']}`; comparison: `{shadow['path']}`",
+            *([f"MLflow run: `{shadow['mlflow_run']}`"] if shadow.get("mlflow_run") else []),
+        ])
+        description = f"{name}: challenger agrees on {agree}"
+    create_markdown_artifact(key=f"shadow-{_slug(name)}", markdown=markdown, description=description)
 
 
 def publish_health_artifact(summary: FolderSummary) -> None:

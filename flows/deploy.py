@@ -38,9 +38,11 @@ from flows.score_inbox import score_inbox_flow
 from flows.watch import arrival_trigger
 from toolchain.errors import ScoringError
 from toolchain.io import check_output_dir
+from toolchain.registry.fetch import cache_root
+from toolchain.registry.refs import is_registry_ref
 from toolchain.scoring.engine_config import EngineConfig
 from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS, Backfill, check_folder
-from toolchain.scoring.models import describe_model
+from toolchain.scoring.models import describe_model, resolve_model
 from toolchain.scoring.options import ScoringOptions
 from toolchain.scoring.roots import ALLOWED_ROOTS_ENV
 
@@ -53,7 +55,7 @@ DEFAULT_INTERVAL_SECONDS = 300.0  # An inbox scan every 5 minutes: new drops app
 
 @dataclass(frozen=True)
 class ServeOptions:
-    model: str  # Absolute path of the .onnx model.
+    model: str  # Absolute path of the .onnx model, or models:/NAME@ALIAS (resolved by every run).
     output_dir: str
     inbox: str | None = None  # Without an inbox only the on-demand deployment is served.
     interval_seconds: float | None = DEFAULT_INTERVAL_SECONDS
@@ -68,7 +70,8 @@ class ServeOptions:
 
 def build_deployments(options: ServeOptions) -> list[RunnerDeployment]:
     """The RunnerDeployments to serve (validated: the model must load its metadata, the inbox must exist)."""
-    options.scoring.tag(describe_model(options.model).metadata.feature_config)
+    # A registered model (models:/NAME@ALIAS) is resolved here once to check it, and again by every run.
+    options.scoring.tag(describe_model(resolve_model(options.model, say=print)).metadata.feature_config)
     check_output_dir(options.output_dir, "--output-dir")
     # Every field of each typed parameter, so the UI's form shows what runs.
     run = RunSettings(settle_seconds=options.settle_seconds, fail_on_drift=options.fail_on_drift)
@@ -139,9 +142,11 @@ def build_deployments(options: ServeOptions) -> list[RunnerDeployment]:
 
 
 def allowed_roots_of(options: ServeOptions) -> tuple[str, ...]:
-    """The folders this server's runs may touch: the inbox, the output directory, the model's folder, and
-    `allow_roots`."""
-    roots = [options.output_dir, str(Path(options.model).parent), *options.allow_roots]
+    """The folders this server's runs may touch: the inbox, the output directory, the model's folder (the local
+    cache of registered versions for a models:/ reference), the challenger's, and `allow_roots`."""
+    models = [m for m in (options.model, options.scoring.challenger) if m]
+    folders = [str(cache_root()) if is_registry_ref(m) else str(Path(m).expanduser().parent) for m in models]
+    roots = [options.output_dir, *folders, *options.allow_roots]
     if options.inbox:
         roots.insert(0, options.inbox)
     return tuple(dict.fromkeys(str(Path(r).expanduser().resolve()) for r in roots))

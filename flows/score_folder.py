@@ -26,12 +26,13 @@ from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.artifacts import publish_artifacts
-from flows.steps import PrefectSteps
+from flows.steps import PrefectSteps, log
 from toolchain.errors import DriftError, ScoringError, ToolchainError
 from toolchain.scoring.engine_config import EngineConfig
 from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS
 from toolchain.scoring.folder import run_folder
 from toolchain.scoring.inbox import DEFAULT_RECONCILE_FILES
+from toolchain.scoring.models import resolve_model
 from toolchain.scoring.options import ScoringOptions
 from toolchain.scoring.shards import DEFAULT_SHARD_SIZE
 
@@ -126,8 +127,9 @@ def score_folder_flow(
     notifications can alert on it; by default drift is reported, never acted on.
     """
     run = run or RunSettings()
-    steps = PrefectSteps(model, engine or EngineConfig(), run.retry_delay_seconds, run.dask_address)
     try:
+        model = str(resolve_model(model, say=log))  # models:/NAME@ALIAS: the version it names now.
+        steps = PrefectSteps(model, engine or EngineConfig(), run.retry_delay_seconds, run.dask_address)
         outcome = run_folder(model, folder, output_dir, steps, shard_size=run.shard_size, skip_scored=skip_scored,
                              flow_run_id=flow_run.id, parent_run_id=parent_run_id,
                              options=options or ScoringOptions(), settle_seconds=run.settle_seconds)

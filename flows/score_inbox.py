@@ -22,12 +22,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.artifacts import publish_artifacts, publish_inbox_artifact
 from flows.score_folder import RunSettings, checked, refused, score_folder_flow
-from flows.steps import PrefectSteps
+from flows.steps import PrefectSteps, log
 from toolchain.errors import ToolchainError
 from toolchain.scoring.engine_config import EngineConfig
 from toolchain.scoring.files import Backfill
 from toolchain.scoring.folder import FolderOutcome, run_folder
 from toolchain.scoring.inbox import scan_inbox
+from toolchain.scoring.models import resolve_model
 from toolchain.scoring.options import ScoringOptions
 from toolchain.scoring.publish import FolderSummary
 
@@ -60,6 +61,10 @@ def score_inbox_flow(
     not scored in the history (`toolchain backfill`); killed, the next backfill run resumes."""
     run = run or RunSettings()
     engine, options = engine or EngineConfig(), options or ScoringOptions()
+    try:
+        model = str(resolve_model(model, say=log))  # models:/NAME@ALIAS: the version it names now, for every folder.
+    except ToolchainError as exc:
+        return refused(exc)
     steps = PrefectSteps(model, engine, run.retry_delay_seconds, run.dask_address)
 
     def score_in_this_run(sub: str, parent: str) -> FolderOutcome:

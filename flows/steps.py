@@ -69,4 +69,9 @@ class PrefectSteps:
             return [f.result() for f in futures]
 
     def log(self, message: str) -> None:
-        get_run_logger().info("%s", message)
+        log(message)
+
+
+def log(message: str) -> None:
+    """One line in the flow run's log (the Prefect UI's Logs tab)."""
+    get_run_logger().info("%s", message)

@@ -39,7 +39,7 @@ def arrival_trigger(inbox: str) -> DeploymentEventTrigger:
     )
 
 
-def watch_inbox(inbox: Path, out_dir: Path, model: Path, settle_seconds: float, reconcile_seconds: float,
+def watch_inbox(inbox: Path, out_dir: Path, model: Path | str, settle_seconds: float, reconcile_seconds: float,
                 log=print, stop: threading.Event | None = None) -> None:
     """Watch until interrupted (or `stop` is set), emitting one event per folder that becomes ready."""
     if not os.environ.get("PREFECT_API_URL"):

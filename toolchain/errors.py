@@ -121,6 +121,15 @@ class FolderBusyError(ScoringError):
     """Another live run holds the output folder's lock."""
 
 
+class RegistryError(ToolchainError):
+    """The model registry or the tracking server cannot do what was asked: unreachable, unknown model, version or
+    alias, a bundle whose gate did not pass, a fetched model whose sha256 is not the registered one."""
+
+
+class RegistryUnreachableError(RegistryError):
+    """The tracking server did not answer (a scoring run may fall back to the version it resolved last)."""
+
+
 class HealthError(ToolchainError):
     """A health setting or record that cannot be used (bad threshold, unreadable reference)."""
 

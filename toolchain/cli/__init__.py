@@ -11,7 +11,7 @@ import sys
 import typer
 import typer.rich_utils
 
-from toolchain.cli import bench, demo, export, flow, health, ledger, score, train
+from toolchain.cli import bench, demo, export, flow, health, ledger, models, score, train
 
 # Piped or logged, rich lays help out in 80 columns and cuts long option names ("--bn-recalibra…"); a terminal
 # keeps its own width. TERMINAL_WIDTH, when set, still wins.
@@ -25,5 +25,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for _module in (train, demo, export, bench, score, flow, health, ledger):
+for _module in (train, demo, export, bench, score, flow, health, ledger, models):
     app.registered_commands.extend(_module.app.registered_commands)
+    app.registered_groups.extend(_module.app.registered_groups)

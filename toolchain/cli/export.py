@@ -9,6 +9,8 @@ import typer
 from rich.table import Table
 
 from toolchain.cli.common import console, rich_progress, user_errors
+from toolchain.cli.models import TrackingUri, print_registered
+from toolchain.cli.models import register as register_model
 from toolchain.errors import ParityError, VariantRejectedError
 from toolchain.export.clips import DEFAULT_PARITY_SAMPLES, DEFAULT_VARIANT_SAMPLES
 from toolchain.export.int8_recipes import DEFAULT_INT8_MODE, Int8Mode
@@ -94,6 +96,11 @@ def export_onnx_command(
         bool, typer.Option("--audio-model/--no-audio-model", help="Also write model.audio.onnx (waveform in, labels "
                            "out: the front end in the graph, for use without Python), behind its own parity gate.")
     ] = True,
+    register: Annotated[
+        str | None, typer.Option("--register", help="Then register the certified bundle (model, kept variants, "
+                                 "audio model, parity reports) as a new version of this MLflow registered model.")
+    ] = None,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Export a checkpoint to a self-describing ONNX model, certified by a parity gate on real clips.
 
@@ -102,6 +109,12 @@ def export_onnx_command(
     kept only when its features match the library's and its labels the checkpoint's on up to --variant-samples clips.
     """
     from toolchain.export.certify import ExportOptions, export_and_certify
+    if register:  # A bad name or an unreachable registry is refused before the export's work.
+        from toolchain.registry.client import connect
+        from toolchain.registry.refs import check_name
+
+        check_name("name", register)
+        connect(tracking_uri)
 
     options = ExportOptions(out=out, parity_data=parity_data, parity_samples=parity_samples, opset=opset,
                             int8=int8, fp16=fp16, int8_mode=int8_mode,
@@ -129,6 +142,8 @@ def export_onnx_command(
         print_audio(result.audio, "wrote")
     for variant in result.variants:
         typer.echo(f"wrote {variant.model_path}")
+    if register:
+        print_registered(register_model(result.model_path, register, tracking_uri))
 
 
 def print_audio(report, done: str) -> None:

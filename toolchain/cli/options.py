@@ -13,7 +13,6 @@ import functools
 import inspect
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -31,7 +30,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 ENGINE = config_defaults(EngineConfig)
 SCORING = config_defaults(ScoringOptions)
 
-ModelOption = Annotated[Path, typer.Option("--model", help="ONNX model written by `toolchain export-onnx`.")]
+ModelOption = Annotated[str, typer.Option(
+    "--model", help="ONNX model written by `toolchain export-onnx`, or a registered version: models:/NAME@ALIAS "
+    "(resolved at every run: promoting a version changes what the next run uses) or models:/NAME/VERSION.")]
 SettleOption = Annotated[float, typer.Option(
     "--settle-seconds", min=0, help="Inbox files not covered by a _READY marker (written after it, or no marker) are "
     "scored once nothing in their subfolder changed for this long.")]
@@ -96,6 +97,10 @@ RESULT_OPTIONS = (
             help="Override health-report thresholds, e.g. 'js_distance=0.15,min_files=100' (names: alpha, "
             "js_distance, psi, ks_statistic, accuracy_drop, low_confidence, failure_share, min_files; see "
             "docs/reference.md)."),
+    _option("challenger", str, SCORING["challenger"], "--challenger",
+            help="Also score every folder with this model in shadow (a path or models:/NAME@challenger): "
+            "shadow_predictions_<UTC>.csv and the comparison shadow_<UTC>.json beside the real outputs, recorded "
+            "in MLflow for `toolchain models compare`; the serving model's outputs are unaffected."),
     _option("fail_on_drift", bool, False, "--fail-on-drift",
             help="Exit 3 (a flow run: fail) when a folder's health verdict is drift, after every output is "
             "written; by default drift is reported only."),
@@ -117,7 +122,7 @@ def build_options(values: dict[str, Any]) -> ScoringOptions:
     return ScoringOptions(hop_seconds=values["hop_seconds"], aggregation=values["aggregation"],
                           min_confidence=values["min_confidence"], format=values["format"],
                           max_duration_s=values["max_duration"],
-                          health=HealthThresholds.parse(values["health_thresholds"]))
+                          health=HealthThresholds.parse(values["health_thresholds"]), challenger=values["challenger"])
 
 
 def scoring_options(func: F) -> F:

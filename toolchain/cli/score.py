@@ -12,12 +12,20 @@ import typer
 from toolchain.cli.common import console, rich_progress, user_errors
 from toolchain.cli.options import LedgerUrlOption, ModelOption, SettleOption, scoring_options, use_ledger_url
 from toolchain.errors import EXIT_DRIFT, EXIT_INTERRUPTED, ScoringError
+from toolchain.registry.refs import is_registry_ref
 from toolchain.scoring.engine_config import EngineConfig
 from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS
 from toolchain.scoring.options import ScoringOptions
 from toolchain.scoring.watch import RECONCILE_SECONDS
 
 app = typer.Typer()
+
+
+def _say(message: str) -> None:
+    """What `toolchain score` shows of the run's log: the registered version a models:/ reference resolved to,
+    warnings and the shadow comparison."""
+    if message.startswith(("models:/", "shadow", "the shadow", "the MLflow")):
+        console.print(message, soft_wrap=True, highlight=False)
 
 
 @app.command("score")
@@ -48,7 +56,7 @@ def score_command(
 
     try:
         with rich_progress() as progress:
-            summary = score_folder(model, input, out, engine, progress, options=options)
+            summary = score_folder(model, input, out, engine, progress, options=options, say=_say)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: no CSV was published for {input} and this run's temporary files are removed; "
                    "run the same command again to score it", err=True)
@@ -59,7 +67,8 @@ def score_command(
         f"{summary.audio_hours * 3600:.1f} s of audio ({summary.window_rule})", soft_wrap=True,
     )
     console.print(f"detections: {summary.detections_path}", soft_wrap=True)
-    console.print(f"provider {summary.provider}; model sha256 {summary.model_sha256}; run {summary.run_id}",
+    version = f"model {summary.model_version}, " if summary.model_version else "model "
+    console.print(f"provider {summary.provider}; {version}sha256 {summary.model_sha256}; run {summary.run_id}",
                   soft_wrap=True)
     if summary.files_error:
         console.print(f"{summary.files_error} file(s) could not be decoded: see the 'error' column")
@@ -120,7 +129,7 @@ def serve_command(
         serve_deployments,
     )
     options = ServeOptions(
-        model=str(model.expanduser().resolve()),
+        model=model if is_registry_ref(model) else str(Path(model).expanduser().resolve()),
         output_dir=str(output_dir.expanduser().resolve()),
         inbox=str(inbox.expanduser().resolve()) if inbox else None,
         interval_seconds=None if cron else (interval or DEFAULT_INTERVAL_SECONDS),
@@ -159,7 +168,7 @@ def watch_command(
 
     use_ledger_url(ledger_url)
     try:
-        watch_inbox(inbox.expanduser(), output_dir.expanduser(), model.expanduser(), settle_seconds,
+        watch_inbox(inbox.expanduser(), output_dir.expanduser(), model, settle_seconds,
                     reconcile_seconds, log=lambda message: console.print(message, soft_wrap=True))
     except KeyboardInterrupt:
         console.print("stopped watching")

@@ -9,6 +9,7 @@ import typer
 
 from toolchain.cli.common import config_defaults, console, rich_progress, user_errors
 from toolchain.errors import EXIT_INTERRUPTED
+from toolchain.registry.tracking import DEFAULT_EXPERIMENT, Tracker
 from toolchain.training.config import (
     Arch,
     Balance,
@@ -81,11 +82,19 @@ def train(
     resume_with_new_data: Annotated[bool, typer.Option(help="With --resume: continue on data other than the "
                                                              "checkpoint's; its validation files stay out of "
                                                              "training.")] = TRAIN["resume_with_new_data"],
+    tracking: Annotated[bool, typer.Option(help="Log the run to MLflow (parameters, data fingerprint, every "
+                                                "epoch's metrics, plots and reports); training goes on without "
+                                                "it when the store cannot be reached.")] = True,
+    tracking_uri: Annotated[Optional[str], typer.Option(
+        envvar="MLFLOW_TRACKING_URI", show_envvar=True, help="MLflow tracking server or store, e.g. "
+        "http://mlflow:5000.", show_default="sqlite:///mlflow.db in the current folder")] = None,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment the run goes into.")] = DEFAULT_EXPERIMENT,
 ) -> None:
     """Fine-tune a ResNet on log-mel spectrograms of labelled audio clips.
 
     The run folder gets best and last checkpoints, metrics.csv, training_curves.png, summary.json,
     and a confusion matrix and classification report for val (and for --test, with its predictions CSV).
+    The run is tracked in MLflow (see `mlflow ui`) unless --no-tracking.
     """
     import dataclasses
 
@@ -119,7 +128,8 @@ def train(
 
     try:
         with rich_progress() as progress:
-            result = run_training(config, progress, on_epoch=report_epoch, on_note=report_note)
+            tracker = Tracker(tracking_uri, experiment, enabled=tracking, note=report_note)
+            result = run_training(config, progress, on_epoch=report_epoch, on_note=report_note, tracker=tracker)
     except KeyboardInterrupt:
         typer.echo(f"interrupted: {_resume_hint(config, bool(finished))}", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -137,6 +147,8 @@ def train(
     width = max(map(len, lines)) + 2
     for name, path in lines.items():
         typer.echo(f"{name + ':':<{width}}{path}")
+    if tracker.enabled and tracker.run_id:
+        typer.echo(f"{'mlflow run:':<{width}}{tracker.run_id} ({tracker.seconds:.1f} s of tracking)")
 
 
 def _resume_hint(config: TrainConfig, epoch_finished: bool) -> str:

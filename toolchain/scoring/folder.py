@@ -16,11 +16,13 @@ not scored as they are now, into a follow-up CSV, so every file that lands gets 
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolchain.errors import FolderBusyError
+from toolchain.errors import FolderBusyError, one_line
 from toolchain.io import check_output_dir
 from toolchain.progress import NullProgress, ProgressReporter
 from toolchain.scoring.engine_config import EngineConfig
@@ -33,11 +35,12 @@ from toolchain.scoring.files import (
     stamp_files,
 )
 from toolchain.scoring.ledger import Ledger
-from toolchain.scoring.models import describe_model, load_model_cached
+from toolchain.scoring.models import describe_model, load_model_cached, resolve_model
 from toolchain.scoring.options import ScoringOptions
 from toolchain.scoring.publish import FolderSummary, record_folder, write_predictions
 from toolchain.scoring.roots import allowed_roots, confine, outside_roots
 from toolchain.scoring.runs import FolderJob, folder_job, scoring_run
+from toolchain.scoring.shadow import shadow_compare
 from toolchain.scoring.shards import DEFAULT_SHARD_SIZE, shard
 from toolchain.scoring.steps import Attempted, LocalSteps, ScoringSteps
 
@@ -78,7 +81,8 @@ def run_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path, 
     config = identity.metadata.feature_config
     window_rule = options.tag(config)  # A hop longer than the model's window is refused here, before any work.
     ledger = Ledger.in_dir(out_dir)
-    steps.log(f"model {model_path} sha256={identity.sha256} ({identity.metadata.arch}, "
+    steps.log(f"model {model_path}{' (' + identity.version + ')' if identity.version else ''} "
+              f"sha256={identity.sha256} ({identity.metadata.arch}, "
               f"{len(identity.metadata.classes)} classes); {window_rule}")
     with scoring_run(out_dir, mode="folder", target=folder, model=identity, flow_run_id=flow_run_id,
                      parent_run_id=parent_run_id, run_id=run_id, window_rule=window_rule) as run_id:
@@ -86,7 +90,8 @@ def run_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path, 
         try:
             with folder_job(ledger, folder, out_dir, run_id, identity.sha256, flow_run_id=flow_run_id,
                             skip_if_scored=skip_scored, settle_seconds=settle_seconds, options=options,
-                            window_rule=window_rule, metadata=identity.metadata, backfill=backfill) as job:
+                            window_rule=window_rule, metadata=identity.metadata, backfill=backfill,
+                            model_version=identity.version) as job:
                 if job is None:
                     steps.log(f"{folder} is already scored: skipped")
                     return FolderOutcome(folder, skipped="already scored")
@@ -143,24 +148,57 @@ def _score_job(job: FolderJob, steps: ScoringSteps, shard_size: int, only_new: b
     written = steps.run("write-csv", lambda attempt: write_predictions(job, results))
     steps.log(f"wrote {written.value}")
     retries = (discovered.attempt - 1) + (written.attempt - 1) + sum(r.attempt - 1 for r in results)
-    return steps.run("record", lambda attempt: record_folder(job, results, written.value,
-                                                            retries + attempt - 1)).value
+    summary = steps.run("record", lambda attempt: record_folder(job, results, written.value,
+                                                               retries + attempt - 1)).value
+    if job.options.challenger:
+        summary = dataclasses.replace(summary, shadow=_shadow(job, summary, steps))
+    return summary
+
+
+def _shadow(job: FolderJob, summary: FolderSummary, steps: ScoringSteps) -> dict[str, Any]:
+    """The challenger's comparison on the files just scored (`toolchain.scoring.shadow`), recorded in MLflow when
+    a registered model is involved; a failure is logged and returned as `{"error": ...}`, never raised: the
+    folder's own outputs are already published."""
+    try:
+        challenger = resolve_model(job.options.challenger, say=steps.log)
+        comparison = steps.run("shadow", lambda attempt: shadow_compare(
+            summary, job.model_version, challenger, steps.config, job.options)).value
+    except Exception as exc:
+        steps.log(f"shadow comparison with {job.options.challenger} failed: {one_line(exc)}; the folder's own "
+                  "outputs are unaffected")
+        return {"error": one_line(exc), "challenger": job.options.challenger}
+    agreement = comparison["agreement"]
+    steps.log(f"shadow: {job.options.challenger} agrees with the serving model on "
+              f"{'-' if agreement is None else f'{agreement:.1%}'} of {comparison['files_compared']} files; health "
+              f"{comparison['champion']['verdict']} (serving) vs {comparison['challenger']['verdict']} -> "
+              f"{comparison['shadow_csv']}")
+    if comparison["challenger"]["version"] or comparison["champion"]["version"]:
+        try:
+            from toolchain.registry.shadow import record_comparison
+
+            comparison["mlflow_run"] = record_comparison(comparison)
+        except Exception as exc:
+            steps.log(f"the shadow comparison is not in MLflow ({one_line(exc)}); it is in {comparison['path']}")
+    return comparison
 
 
 def score_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path,
                  config: EngineConfig = EngineConfig(), progress: ProgressReporter = NullProgress(), *,
                  run_id: str | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
-                 options: ScoringOptions = ScoringOptions()) -> FolderSummary:
-    """`run_folder` with every step in this thread: what `toolchain score` runs.
+                 options: ScoringOptions = ScoringOptions(),
+                 say: Callable[[str], None] = lambda message: None) -> FolderSummary:
+    """`run_folder` with every step in this thread: what `toolchain score` runs. `model_path` may name a
+    registered version (models:/NAME@ALIAS), resolved now; `say` gets the steps' log lines.
 
     Raises `ScoringError` (missing folder, unreadable model, busy folder, a window rule the model cannot take)
     before any CSV is written; bad audio files become error rows.
     """
     check_folder(folder)
     check_output_dir(out_dir, "--out")
+    model_path = resolve_model(model_path, say=say)
     # A model that cannot run, or a window rule it cannot take, is refused before any ledger row is written.
     options.tag(load_model_cached(model_path, config).feature_config)
-    outcome = run_folder(model_path, folder, out_dir, LocalSteps(model_path, config, progress),
+    outcome = run_folder(model_path, folder, out_dir, LocalSteps(model_path, config, progress, say=say),
                          shard_size=shard_size, run_id=run_id, options=options)
     assert outcome.summary is not None  # Only inbox scans (skip_scored) skip folders.
     return outcome.summary

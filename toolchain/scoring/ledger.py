@@ -139,14 +139,15 @@ class Ledger:
     # Runs -----------------------------------------------------------------------------------------------------
     def start_run(self, run_id: str, *, mode: str, target: str, model_path: str, model_sha256: str,
                   checkpoint_sha256: str | None = None, flow_run_id: str | None = None,
-                  parent_run_id: str | None = None, window_rule: str | None = None) -> None:
+                  parent_run_id: str | None = None, window_rule: str | None = None,
+                  model_version: str | None = None) -> None:
         with self._write() as db:
             db.execute(
                 "INSERT INTO runs (run_id, flow_run_id, parent_run_id, mode, target, model_path, model_sha256,"
-                " checkpoint_sha256, host, pid, started_at, state, window_rule)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?, 'running', ?)",
+                " checkpoint_sha256, host, pid, started_at, state, window_rule, model_version)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?, 'running', ?, ?)",
                 (run_id, flow_run_id, parent_run_id, mode, target, model_path, model_sha256, checkpoint_sha256,
-                 socket.gethostname(), os.getpid(), utc_now(), window_rule),
+                 socket.gethostname(), os.getpid(), utc_now(), window_rule, model_version or None),
             )
 
     def set_provider(self, run_id: str, provider: str) -> None:

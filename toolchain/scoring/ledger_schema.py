@@ -11,6 +11,7 @@ Schema (times are UTC ISO-8601 strings, sha256 values are hex):
     target        TEXT      absolute folder (mode folder) or inbox path
     model_path    TEXT      the .onnx path as given
     model_sha256  TEXT      sha256 of the .onnx file: the model's identity
+    model_version TEXT      NAME/VERSION when the model is a registered version (models:/...); NULL for a file
     checkpoint_sha256 TEXT  sha256 of the checkpoint it was exported from (from the model metadata)
     provider      TEXT      ONNX Runtime execution provider that ran (NULL until known)
     host, pid               who ran it (a 'running' run whose pid is gone on this host is marked 'crashed')
@@ -76,7 +77,7 @@ CREATE TABLE IF NOT EXISTS runs (
     host TEXT NOT NULL, pid INTEGER NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,
     state TEXT NOT NULL, folders INTEGER NOT NULL DEFAULT 0, files_ok INTEGER NOT NULL DEFAULT 0,
     files_error INTEGER NOT NULL DEFAULT 0, task_retries INTEGER NOT NULL DEFAULT 0, error TEXT,
-    window_rule TEXT
+    window_rule TEXT, model_version TEXT
 );
 CREATE TABLE IF NOT EXISTS folder_runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL REFERENCES runs(run_id), flow_run_id TEXT,
@@ -119,7 +120,7 @@ def postgres_type(sql: str) -> str:
 
 
 # Columns added after the first release: (table, column, type). Older ledgers gain them on open.
-ADDED_COLUMNS = (("runs", "window_rule", "TEXT"), ("folder_runs", "health_verdict", "TEXT"),
+ADDED_COLUMNS = (("runs", "window_rule", "TEXT"), ("runs", "model_version", "TEXT"), ("folder_runs", "health_verdict", "TEXT"),
                   ("folder_runs", "health_path", "TEXT"), ("folder_runs", "js_distance", "REAL"),
                   ("folder_runs", "expected_accuracy", "REAL"), ("folder_files", "sha256", "TEXT"),
                   ("folder_files", "decision", "TEXT"))
@@ -173,6 +174,7 @@ class RunRecord:
     task_retries: int
     error: str | None
     window_rule: str | None = None  # How files were cut into windows and aggregated (ledgers before it: NULL).
+    model_version: str | None = None  # NAME/VERSION of a registered model; None for a model file.
 
 
 @dataclass(frozen=True)

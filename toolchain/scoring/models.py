@@ -1,16 +1,19 @@
-"""The model a scoring run uses: its identity and metadata read without ONNX Runtime (`describe_model`, which
+"""The model a scoring run uses: the file a model reference names (`resolve_model`), its identity and metadata read without ONNX Runtime (`describe_model`, which
 refuses what is not a scoring model before any ledger row is written), and a loaded model reused across the
 shards of one process (`load_model_cached`)."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from toolchain.errors import ScoringError
 from toolchain.inference.contract import ModelMetadata, model_file_problem, read_scoring_metadata
 from toolchain.io import file_sha256
+from toolchain.registry.fetch import read_registration
+from toolchain.registry.refs import is_registry_ref
 from toolchain.scoring.engine import ScoringModel, load_model
 from toolchain.scoring.engine_config import EngineConfig
 
@@ -20,6 +23,20 @@ class ModelIdentity:
     path: str
     sha256: str  # Of the .onnx file.
     metadata: ModelMetadata
+    version: str = ""  # NAME/VERSION when the file is a registered version fetched from the registry.
+
+
+def resolve_model(model: str | Path, say: Callable[[str], None] = lambda message: None) -> Path:
+    """The local .onnx file `model` names: a path as it is, or a registered version (`models:/NAME@ALIAS`,
+    `models:/NAME/VERSION`) resolved now and fetched into the local cache once (`toolchain.registry.fetch`);
+    `say` gets one line naming the version (and a warning when the registry did not answer)."""
+    if not is_registry_ref(model):
+        return Path(model).expanduser()
+    from toolchain.registry.fetch import fetch_model  # Loads MLflow: only when a registered model is named.
+
+    fetched = fetch_model(str(model), warn=say)
+    say(f"{model} is {fetched.label} (sha256 {fetched.sha256[:12]})")
+    return fetched.path
 
 
 def describe_model(path: str | Path) -> ModelIdentity:
@@ -47,10 +64,14 @@ def _describe(path: Path) -> ModelIdentity:
     if problem:
         raise ScoringError(f"model {path} {problem}")
     metadata = read_scoring_metadata(path)
-    return ModelIdentity(str(path.resolve()), file_sha256(path), metadata)
+    sha256 = file_sha256(path)
+    registered = read_registration(path)
+    version = f"{registered['name']}/{registered['version']}" if registered and registered.get("sha256") == sha256 \
+        else ""
+    return ModelIdentity(str(path.resolve()), sha256, metadata, version)
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=2)  # A shadow comparison alternates between two models.
 def _cached_model(path: str, mtime_ns: int, size: int, config: EngineConfig) -> ScoringModel:
     return load_model(path, config)
 

@@ -14,6 +14,7 @@ from toolchain.audio.windows import WindowRule
 from toolchain.errors import ScoringError
 from toolchain.health.assess import HealthThresholds
 from toolchain.inference.predictions import AGGREGATIONS, Aggregation
+from toolchain.registry.refs import is_registry_ref, parse_ref
 
 
 class OutputFormat(str, Enum):
@@ -34,6 +35,9 @@ class ScoringOptions:
     format: OutputFormat = OutputFormat.csv  # raven adds `raven_<UTC>.selections.txt` per folder run.
     max_duration_s: float | None = None  # Read at most this much of each file (a safety limit); None = all.
     health: HealthThresholds = HealthThresholds()  # When the run's health report says warn or drift.
+    # A second model (a path or models:/NAME@ALIAS) that scores the same files in shadow: shadow_predictions_<UTC>.csv
+    # and the comparison shadow_<UTC>.json beside the real outputs; "" = none.
+    challenger: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.health, dict):  # From JSON (a Prefect parameter, a deployment's defaults).
@@ -49,6 +53,8 @@ class ScoringOptions:
         if not isinstance(self.min_confidence, (int, float)) or not 0.0 <= self.min_confidence <= 1.0 \
                 or math.isnan(self.min_confidence):
             raise ScoringError(f"min_confidence={self.min_confidence!r} must be between 0 and 1")
+        if self.challenger and is_registry_ref(self.challenger):
+            parse_ref(self.challenger)  # A malformed reference is refused before any work.
         _ = self.rule  # Validates hop_seconds and max_duration_s.
 
     @property

@@ -21,10 +21,11 @@ Predictions columns (one row per file): file (posix path relative to the scored 
 (ok | error), error (empty when ok), duration_s (the decoded file), scored_s (seconds its windows cover: the file
 minus leading/trailing silence), windows, aggregation (how the windows' probabilities became the file's: mean |
 max), window_rule (e.g. `windows-v1 5s/2.5s end-aligned`), prob_<class> for every class in the model's order,
-model_sha256 (of the .onnx file), run_id. An error row has no label, times or probabilities.
+model_version (NAME/VERSION of a registered model, empty for a model file), model_sha256 (of the .onnx file),
+run_id. An error row has no label, times or probabilities.
 
 Detections columns (one row per window at or above the run's min_confidence): file, start_s, end_s (seconds in
-the original file), label, confidence, prob_<class>..., model_sha256, run_id.
+the original file), label, confidence, prob_<class>..., model_version, model_sha256, run_id.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from toolchain.io import atomic_write, fsync_dir
 from toolchain.scoring.engine import ScoredRow
 
 CSV_PREFIX = "predictions_"
+SHADOW_PREFIX = "shadow_"  # A challenger's outputs beside the real ones: shadow_predictions_<UTC>.csv, ...
 DETECTIONS_PREFIX = "detections_"
 RAVEN_PREFIX = "raven_"
 HEALTH_PREFIX = "health_"
@@ -57,35 +59,36 @@ TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 
 def csv_columns(classes: Iterable[str]) -> list[str]:
     return ["file", "label", "confidence", "status", "error", "duration_s", "scored_s", "windows", "aggregation",
-            "window_rule", *probability_columns(classes), "model_sha256", "run_id"]
+            "window_rule", *probability_columns(classes), "model_version", "model_sha256", "run_id"]
 
 
 def detection_columns(classes: Iterable[str]) -> list[str]:
-    return ["file", "start_s", "end_s", "label", "confidence", *probability_columns(classes), "model_sha256",
-            "run_id"]
+    return ["file", "start_s", "end_s", "label", "confidence", *probability_columns(classes), "model_version",
+            "model_sha256", "run_id"]
 
 
 def _seconds(value: float) -> str:
     return f"{value:.3f}"
 
 
-def row_values(row: ScoredRow, n_classes: int, model_sha256: str, run_id: str, window_rule: str = "") -> list[str]:
+def row_values(row: ScoredRow, n_classes: int, model_sha256: str, run_id: str, window_rule: str = "",
+               model_version: str = "") -> list[str]:
     if row.status == "ok" and row.probabilities is not None:
         return [row.file, row.label, format_probability(row.confidence), "ok", "", _seconds(row.duration_s),
                 _seconds(row.scored_s), str(len(row.windows)), row.aggregation, window_rule,
-                *map(format_probability, row.probabilities), model_sha256, run_id]
+                *map(format_probability, row.probabilities), model_version, model_sha256, run_id]
     return [row.file, "", "", "error", row.error or "unknown error", "", "", "0", "", window_rule,
-            *([""] * n_classes), model_sha256, run_id]
+            *([""] * n_classes), model_version, model_sha256, run_id]
 
 
 def detection_rows(row: ScoredRow, classes: tuple[str, ...], model_sha256: str, run_id: str,
-                   min_confidence: float = 0.0) -> Iterator[list[str]]:
+                   min_confidence: float = 0.0, model_version: str = "") -> Iterator[list[str]]:
     """One detections row per window of an ok row at or above `min_confidence`."""
     for window in row.windows:
         label, confidence, cells = format_prediction(window.probabilities, classes)
         if float(confidence) >= min_confidence:
             yield [row.file, _seconds(window.start_s), _seconds(window.end_s), label, confidence, *cells,
-                   model_sha256, run_id]
+                   model_version, model_sha256, run_id]
 
 
 def out_folder_for(out_dir: str | Path, folder: str | Path) -> Path:
@@ -122,7 +125,8 @@ class PartSummary:
 
 
 def write_part(path: Path, rows: Iterable[ScoredRow], classes: tuple[str, ...], model_sha256: str,
-               run_id: str, window_rule: str = "", min_confidence: float = 0.0) -> PartSummary:
+               run_id: str, window_rule: str = "", min_confidence: float = 0.0,
+               model_version: str = "") -> PartSummary:
     """Stream `rows` (with a header) into the part file `path` and their windows into its detections part, each
     renamed into place only when complete."""
     labels: Counter[str] = Counter()
@@ -135,8 +139,8 @@ def write_part(path: Path, rows: Iterable[ScoredRow], classes: tuple[str, ...], 
         writer.writerow(csv_columns(classes))
         detections.writerow(detection_columns(classes))
         for row in rows:
-            writer.writerow(row_values(row, len(classes), model_sha256, run_id, window_rule))
-            detections.writerows(detection_rows(row, classes, model_sha256, run_id, min_confidence))
+            writer.writerow(row_values(row, len(classes), model_sha256, run_id, window_rule, model_version))
+            detections.writerows(detection_rows(row, classes, model_sha256, run_id, min_confidence, model_version))
             if row.status == "ok":
                 labels[row.label] += 1
                 windows += len(row.windows)
@@ -251,9 +255,10 @@ def publish_csv(tmp: Path, final: Path) -> Path:
 
 
 def remove_run_files(out_folder: Path, run_id: str | None = None) -> list[Path]:
-    """Remove temporary files of `run_id` (or of every run: stale leftovers); never touches published files."""
+    """Remove temporary files of `run_id` (or of every run: stale leftovers); never touches published files.
+    A shadow comparison's temporary files are named by time, not run: any found under the lock are stale."""
     prefixes = (CSV_PREFIX, DETECTIONS_PREFIX, RAVEN_PREFIX, HEALTH_PREFIX)
-    patterns = [f".{prefix}{run_id or '*'}.*.tmp" for prefix in prefixes]
+    patterns = [f".{prefix}{run_id or '*'}.*.tmp" for prefix in prefixes] + [f".{SHADOW_PREFIX}*.tmp"]
     patterns.append(f".parts_{run_id or '*'}")
     removed = []
     for path in [p for pattern in patterns for p in out_folder.glob(pattern)]:

@@ -89,6 +89,8 @@ class FolderSummary:
     detections_path: str = ""
     window_rule: str = ""
     health: dict[str, Any] = field(default_factory=dict)  # Verdict, reason, report path and key figures.
+    model_version: str = ""  # NAME/VERSION of a registered model, "" for a model file.
+    shadow: dict[str, Any] = field(default_factory=dict)  # The challenger's comparison (`scoring.shadow`), if any.
 
     @property
     def files_total(self) -> int:
@@ -111,6 +113,7 @@ def record_folder(job: FolderJob, shards: Sequence[ShardResult], csv_path: str |
     health = _health_summary(health_path(Path(csv_path)))
     summary = FolderSummary(
         folder=job.folder, csv_path=str(csv_path), run_id=job.run_id, model_sha256=job.model_sha256,
+        model_version=job.model_version,
         provider=shards[0].provider if shards else "", files_ok=sum(s.part.files_ok for s in shards),
         files_error=sum(s.part.files_error for s in shards), seconds=sum(s.seconds for s in shards),
         task_retries=task_retries, label_counts=dict(sorted(labels.items())),

@@ -50,6 +50,7 @@ class FolderJob:
     metadata: ModelMetadata | None = None  # The model's: its classes, sample rate, health reference.
     settle_seconds: float = DEFAULT_SETTLE_SECONDS  # Inbox runs: files newer than the _READY marker wait this long.
     backfill: Backfill | None = None  # Inbox runs: which decisions count (None: any model's, forward-only).
+    model_version: str = ""  # NAME/VERSION of a registered model ("" for a model file): CSV rows name it.
 
     @property
     def sample_rate(self) -> int:
@@ -88,7 +89,7 @@ def folder_job(ledger: Ledger, folder: str | Path, out_dir: str | Path, run_id: 
                flow_run_id: str | None = None, skip_if_scored: bool = False,
                settle_seconds: float = DEFAULT_SETTLE_SECONDS, options: ScoringOptions = ScoringOptions(),
                window_rule: str = "", metadata: ModelMetadata | None = None,
-               backfill: Backfill | None = None) -> Iterator[FolderJob | None]:
+               backfill: Backfill | None = None, model_version: str = "") -> Iterator[FolderJob | None]:
     """Claim a folder: lock it, settle what killed runs left, start its ledger row; yields None when skipped
     (`skip_if_scored` and no file of the folder is both undecided (`backfill`: by this model) and done being
     written).
@@ -106,7 +107,7 @@ def folder_job(ledger: Ledger, folder: str | Path, out_dir: str | Path, run_id: 
             return
         folder_run_id = ledger.start_folder(run_id, str(folder), str(out_folder), model_sha256, flow_run_id)
         job = FolderJob(str(folder), str(out_folder), str(out_dir), run_id, folder_run_id, model_sha256, flow_run_id,
-                        options, window_rule, metadata, settle_seconds, backfill)
+                        options, window_rule, metadata, settle_seconds, backfill, model_version)
         try:
             yield job
         except BaseException as exc:
@@ -125,7 +126,7 @@ def scoring_run(out_dir: str | Path, *, mode: str, target: str | Path, model: Mo
     ledger.reap_dead_runs()
     ledger.start_run(run_id, mode=mode, target=str(target), model_path=model.path, model_sha256=model.sha256,
                      checkpoint_sha256=model.metadata.checkpoint_sha256, flow_run_id=flow_run_id,
-                     parent_run_id=parent_run_id, window_rule=window_rule)
+                     parent_run_id=parent_run_id, window_rule=window_rule, model_version=model.version)
     try:
         yield run_id
     except BaseException as exc:

@@ -53,12 +53,12 @@ def score_shard(model: ScoringModel, job: FolderJob, index: int, files: Sequence
     reference, _ = stored_reference(model.metadata.health_reference, len(model.classes))
     sketch = SketchBuilder(len(model.classes), reference.temperature if reference else 1.0)
     rows = score_files(model, job.folder, files, config, progress, job.options.rule, job.options.aggregation)
-    part = write_part(part_path(Path(job.out_folder), job.run_id, index), _sketched(rows, sketch), model.classes,
-                      model.sha256, job.run_id, job.window_rule, job.options.min_confidence)
+    part = write_part(part_path(Path(job.out_folder), job.run_id, index), sketched(rows, sketch), model.classes,
+                      model.sha256, job.run_id, job.window_rule, job.options.min_confidence, job.model_version)
     return ShardResult(index, part, time.perf_counter() - start, model.provider, attempt, sketch.build())
 
 
-def _sketched(rows: Iterable[ScoredRow], sketch: SketchBuilder) -> Iterator[ScoredRow]:
+def sketched(rows: Iterable[ScoredRow], sketch: SketchBuilder) -> Iterator[ScoredRow]:
     """`rows`, unchanged, each one added to `sketch` on its way to the part file."""
     for row in rows:
         if row.status == "ok" and row.windows:

@@ -27,7 +27,9 @@ class Attempted(Generic[T]):
 class ScoringSteps(Protocol):
     """How `run_folder`'s steps execute. `run` calls `fn(attempt)` (retrying it as the runner sees fit) and says
     which attempt succeeded; `map_shards` scores every shard (anywhere) and returns their results in any order;
-    `log` reports one line."""
+    `log` reports one line; `config` is how models run (a shadow comparison runs its challenger with it)."""
+
+    config: EngineConfig
 
     def run(self, name: str, fn: Callable[[int], T]) -> Attempted[T]: ...
 

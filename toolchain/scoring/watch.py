@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolchain.audio.decode import is_hidden
+from toolchain.errors import ToolchainError
+from toolchain.registry.refs import is_registry_ref
 from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS, check_folder, look_into, ready_files
 from toolchain.scoring.ledger import FileStamp, Ledger, Listing
 from toolchain.scoring.listings import listing_unchanged, take_listing
-from toolchain.scoring.models import describe_model
+from toolchain.scoring.models import describe_model, resolve_model
 
 RECONCILE_SECONDS = 60.0  # A full sweep this often, whatever the filesystem events said.
 RESEND_SECONDS = 30.0  # Report a folder again when its files are still unscored this long after a report.
@@ -35,11 +37,12 @@ READ_ONLY_EVENTS = frozenset({"opened", "closed_no_write"})  # watchdog reports 
 
 @dataclass
 class InboxWatcher:
-    """Watches `inbox` for subfolders ready to score by the model at `model_path` (ledger in `out_dir`)."""
+    """Watches `inbox` for subfolders ready to score by the model at `model_path` (ledger in `out_dir`); a
+    registered model (models:/NAME@ALIAS) is resolved again at every sweep, so a promotion is followed."""
 
     inbox: Path
     out_dir: Path
-    model_path: Path
+    model_path: Path | str
     on_ready: Callable[[Path], None]
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
     reconcile_seconds: float = RECONCILE_SECONDS
@@ -53,7 +56,7 @@ class InboxWatcher:
 
     def __post_init__(self) -> None:
         self.inbox = check_folder(self.inbox)
-        self._sha = describe_model(self.model_path).sha256
+        self._sha = describe_model(resolve_model(self.model_path, say=self.log)).sha256
         self._ledger = Ledger.in_dir(self.out_dir)
 
     def touched(self, path: str | Path) -> None:
@@ -68,6 +71,11 @@ class InboxWatcher:
 
     def sweep(self) -> None:
         """Mark every subfolder for a look (at start, and every `reconcile_seconds`)."""
+        if is_registry_ref(self.model_path):
+            try:
+                self._sha = describe_model(resolve_model(self.model_path)).sha256
+            except ToolchainError as exc:
+                self.log(f"{self.model_path}: {exc}; still watching for {self._sha[:12]}")
         with self._lock:
             self._swept.update(p for p in self.inbox.iterdir() if p.is_dir() and not is_hidden(p.name))
 

@@ -27,6 +27,7 @@ from toolchain.errors import TrainingError
 from toolchain.health.reference import build_reference
 from toolchain.io import check_output_dir, file_sha256, write_json
 from toolchain.progress import NullProgress, ProgressReporter
+from toolchain.registry.tracking import Tracker
 from toolchain.training import reports
 from toolchain.training.augment import NONE as NO_AUGMENTATION
 from toolchain.training.augment import Augmentation
@@ -132,9 +133,12 @@ def train(
     progress: ProgressReporter | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     on_note: Callable[[str], None] | None = None,
+    tracker: Tracker | None = None,
 ) -> TrainResult:
     """Run the recipe end to end; `on_epoch` receives each epoch's metrics row and `on_note` each warning or
-    notice, before training where it can (the CLI prints both).
+    notice, before training where it can (the CLI prints both). `tracker` (`toolchain.registry.tracking`) logs the
+    run to MLflow: parameters and data fingerprint at the start, every epoch's metrics, the outputs at the end; a
+    failed or interrupted run ends as such there too.
 
     Every check that can be made before work starts is: the run folder is writable and holds no earlier run
     (unless `overwrite` or `resume`), the data is readable and consistent, a resume fits this data.
@@ -155,102 +159,113 @@ def train(
     resumed = check_resume(Path(config.resume), config, classes, fingerprint) if config.resume else None
     raw = resumed.raw if resumed else None
 
-    seed_everything(config.seed)  # The fresh fc (and the whole net with --weights none) starts identically.
-    model = build_model(config.arch, len(classes), weights="none" if raw else config.weights,
-                        zero_init_residual=bool(config.zero_init_residual))
-    model = model.to(runtime.device, memory_format=runtime.memory_format)
-    new_data = raw is not None and raw.get("data_fingerprint") != fingerprint
-    held_out = resumed.val_files if new_data else ()
-    data = prepare_data(samples, test_samples, classes, FeatureCache(config.cache_dir, config.feature_config),
-                        val_fraction=config.val_fraction, seed=config.seed, num_workers=config.num_workers,
-                        progress=progress, hashes=hashes, keep_out_of_training=held_out)
-    for message in data.notes:
-        note(message)
+    tracker = tracker or Tracker(enabled=False)
+    tracker.start(run_dir, {**config.to_train_args(), "feature_config": config.feature_config.to_dict()},
+                  {"data_fingerprint": fingerprint, "arch": config.arch, "weights": str(config.weights),
+                   "classes": ",".join(classes)[:4000], "resumed_from": str(config.resume or "")})
+    try:
+        seed_everything(config.seed)  # The fresh fc (and the whole net with --weights none) starts identically.
+        model = build_model(config.arch, len(classes), weights="none" if raw else config.weights,
+                            zero_init_residual=bool(config.zero_init_residual))
+        model = model.to(runtime.device, memory_format=runtime.memory_format)
+        new_data = raw is not None and raw.get("data_fingerprint") != fingerprint
+        held_out = resumed.val_files if new_data else ()
+        data = prepare_data(samples, test_samples, classes, FeatureCache(config.cache_dir, config.feature_config),
+                            val_fraction=config.val_fraction, seed=config.seed, num_workers=config.num_workers,
+                            progress=progress, hashes=hashes, keep_out_of_training=held_out)
+        for message in data.notes:
+            note(message)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=config.lr_factor, patience=config.lr_patience)
-    scaler = runtime.grad_scaler()
-    criterion = nn.CrossEntropyLoss(weight=_class_weights(config, data, classes, runtime),
-                                    label_smoothing=config.label_smoothing)
-    eval_criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    augmentation = _augmentation(config)
-    generator = torch.Generator()
-    train_loader = loader_for(data, data.train, config.batch_size, runtime, generator,
-                              balanced=config.balance == "sampler")
-    val_loader = loader_for(data, data.val, config.batch_size, runtime)
-    best_path, last_path = run_dir / best_checkpoint_name(config.arch), run_dir / last_checkpoint_name(config.arch)
-    state, start_epoch = StopState(), 1
-    if raw is not None:
-        for part, saved in ((model, raw["state_dict"]), (optimizer, raw["optimizer"]),
-                            (scheduler, raw["scheduler"]), (scaler, raw.get("scaler"))):
-            if saved:
-                part.load_state_dict(saved)
-        state, start_epoch = carried_state(raw), int(raw["epoch"]) + 1
-        note(f"resuming {config.resume} at epoch {start_epoch} of {config.epochs} (best so far: epoch "
-             f"{state.best_epoch}, val accuracy {state.best_val_acc:.3f} on the checkpoint's validation split)")
-        if not carry_best(Path(config.resume), run_dir, best_path.name):
-            state.best_val_acc = state.best_score = -1.0  # No earlier best to carry: the first resumed one is.
-        elif new_data:  # The carried score is from another validation split: measure the best on this one.
-            notes.append(remeasure_best(state, best_path, model, val_loader, eval_criterion, runtime, progress,
-                                        config.select_on, scheduler))
-            note(notes[-1])
-    epochs_run, stopped_early = 0, state.epochs_without_improvement >= config.patience
-    for epoch in range(start_epoch, config.epochs + 1):
-        if stopped_early:
-            break
-        started = time.perf_counter()
-        generator.manual_seed(config.seed * 1_000_003 + epoch)  # Resumable shuffle: depends on epoch only.
-        torch.manual_seed(config.seed * 1_000_033 + epoch)  # Augmentation and random windows, per epoch too.
-        scheduled = scheduled_lr(config, epoch)
-        if scheduled is not None:
-            for group in optimizer.param_groups:
-                group["lr"] = scheduled
-        lr = optimizer.param_groups[0]["lr"]
-        tag = f"epoch {epoch}/{config.epochs}"
-        stats = train_one_epoch(model, train_loader, criterion, optimizer, runtime, scaler, progress, f"{tag} train",
-                                augmentation, len(classes))
-        recalibrate_batchnorm(model, train_loader, runtime, progress, config.bn_recalibration_batches,
-                              f"{tag} batchnorm statistics")
-        val = evaluate(model, val_loader, eval_criterion, runtime, progress, f"{tag} val")
-        quality = reports.class_metrics(val.targets, val.predictions, len(classes))
-        score = quality[config.select_on]
-        if config.schedule == "plateau" and epoch > (config.warmup_epochs or 0):
-            scheduler.step(score)
-        row = {"epoch": epoch, "train_loss": stats.loss, "train_acc": stats.accuracy, "val_loss": val.loss,
-               "val_acc": val.accuracy, "val_macro_f1": quality["macro_f1"],
-               "val_balanced_acc": quality["balanced_accuracy"], "lr": lr,
-               "seconds": round(time.perf_counter() - started, 3), "train_data_share": round(stats.data_share, 4)}
-        state.history.append(row)
-        improved = score > state.best_score
-        if improved:
-            state.best_val_acc, state.best_epoch, state.epochs_without_improvement = val.accuracy, epoch, 0
-            state.best_score = score
-        else:
-            state.epochs_without_improvement += 1
-        stopped_early = state.epochs_without_improvement >= config.patience
-        payload = make_payload(model, config.arch, classes, config.feature_config, epoch=epoch,
-                               metrics={k: v for k, v in row.items() if k != "epoch"},
-                               train_args={**config.to_train_args(), "out": str(run_dir)}, val_files=data.val_paths,
-                               data_fingerprint=fingerprint, health_reference=_health_reference(val, epoch))
-        if improved:
-            save_checkpoint(payload, best_path)
-        save_checkpoint({**payload, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "scaler": scaler.state_dict(), **dataclasses.asdict(state)}, last_path)
-        reports.write_metrics_csv(state.history, run_dir / "metrics.csv")
-        epochs_run += 1
-        if on_epoch is not None:
-            on_epoch(row)
-    if not best_path.is_file():
-        raise TrainingError(f"no best checkpoint in {run_dir}: nothing was trained; raise --epochs above "
-                            f"{start_epoch - 1}")
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=config.lr_factor, patience=config.lr_patience)
+        scaler = runtime.grad_scaler()
+        criterion = nn.CrossEntropyLoss(weight=_class_weights(config, data, classes, runtime),
+                                        label_smoothing=config.label_smoothing)
+        eval_criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        augmentation = _augmentation(config)
+        generator = torch.Generator()
+        train_loader = loader_for(data, data.train, config.batch_size, runtime, generator,
+                                  balanced=config.balance == "sampler")
+        val_loader = loader_for(data, data.val, config.batch_size, runtime)
+        best_path, last_path = run_dir / best_checkpoint_name(config.arch), run_dir / last_checkpoint_name(config.arch)
+        state, start_epoch = StopState(), 1
+        if raw is not None:
+            for part, saved in ((model, raw["state_dict"]), (optimizer, raw["optimizer"]),
+                                (scheduler, raw["scheduler"]), (scaler, raw.get("scaler"))):
+                if saved:
+                    part.load_state_dict(saved)
+            state, start_epoch = carried_state(raw), int(raw["epoch"]) + 1
+            note(f"resuming {config.resume} at epoch {start_epoch} of {config.epochs} (best so far: epoch "
+                 f"{state.best_epoch}, val accuracy {state.best_val_acc:.3f} on the checkpoint's validation split)")
+            if not carry_best(Path(config.resume), run_dir, best_path.name):
+                state.best_val_acc = state.best_score = -1.0  # No earlier best to carry: the first resumed one is.
+            elif new_data:  # The carried score is from another validation split: measure the best on this one.
+                notes.append(remeasure_best(state, best_path, model, val_loader, eval_criterion, runtime, progress,
+                                            config.select_on, scheduler))
+                note(notes[-1])
+        epochs_run, stopped_early = 0, state.epochs_without_improvement >= config.patience
+        for epoch in range(start_epoch, config.epochs + 1):
+            if stopped_early:
+                break
+            started = time.perf_counter()
+            generator.manual_seed(config.seed * 1_000_003 + epoch)  # Resumable shuffle: depends on epoch only.
+            torch.manual_seed(config.seed * 1_000_033 + epoch)  # Augmentation and random windows, per epoch too.
+            scheduled = scheduled_lr(config, epoch)
+            if scheduled is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = scheduled
+            lr = optimizer.param_groups[0]["lr"]
+            tag = f"epoch {epoch}/{config.epochs}"
+            stats = train_one_epoch(model, train_loader, criterion, optimizer, runtime, scaler, progress, f"{tag} train",
+                                    augmentation, len(classes))
+            recalibrate_batchnorm(model, train_loader, runtime, progress, config.bn_recalibration_batches,
+                                  f"{tag} batchnorm statistics")
+            val = evaluate(model, val_loader, eval_criterion, runtime, progress, f"{tag} val")
+            quality = reports.class_metrics(val.targets, val.predictions, len(classes))
+            score = quality[config.select_on]
+            if config.schedule == "plateau" and epoch > (config.warmup_epochs or 0):
+                scheduler.step(score)
+            row = {"epoch": epoch, "train_loss": stats.loss, "train_acc": stats.accuracy, "val_loss": val.loss,
+                   "val_acc": val.accuracy, "val_macro_f1": quality["macro_f1"],
+                   "val_balanced_acc": quality["balanced_accuracy"], "lr": lr,
+                   "seconds": round(time.perf_counter() - started, 3), "train_data_share": round(stats.data_share, 4)}
+            state.history.append(row)
+            improved = score > state.best_score
+            if improved:
+                state.best_val_acc, state.best_epoch, state.epochs_without_improvement = val.accuracy, epoch, 0
+                state.best_score = score
+            else:
+                state.epochs_without_improvement += 1
+            stopped_early = state.epochs_without_improvement >= config.patience
+            payload = make_payload(model, config.arch, classes, config.feature_config, epoch=epoch,
+                                   metrics={k: v for k, v in row.items() if k != "epoch"},
+                                   train_args={**config.to_train_args(), "out": str(run_dir)}, val_files=data.val_paths,
+                                   data_fingerprint=fingerprint, health_reference=_health_reference(val, epoch))
+            if improved:
+                save_checkpoint(payload, best_path)
+            save_checkpoint({**payload, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                             "scaler": scaler.state_dict(), **dataclasses.asdict(state)}, last_path)
+            reports.write_metrics_csv(state.history, run_dir / "metrics.csv")
+            epochs_run += 1
+            tracker.epoch(row)
+            if on_epoch is not None:
+                on_epoch(row)
+        if not best_path.is_file():
+            raise TrainingError(f"no best checkpoint in {run_dir}: nothing was trained; raise --epochs above "
+                                f"{start_epoch - 1}")
 
-    outputs, scores = _final_reports(model, best_path, data, eval_criterion, runtime, progress, run_dir,
-                                     state.history)
-    result = TrainResult(run_dir, best_path, last_path, state.best_epoch, state.best_val_acc, epochs_run,
-                         stopped_early, state.history, dict(data.failures), outputs, (*notes, *data.notes))
-    outputs["summary"] = write_json(_summary(result, config, data, scores, runtime), run_dir / "summary.json")
-    return result
+        outputs, scores = _final_reports(model, best_path, data, eval_criterion, runtime, progress, run_dir,
+                                         state.history)
+        result = TrainResult(run_dir, best_path, last_path, state.best_epoch, state.best_val_acc, epochs_run,
+                             stopped_early, state.history, dict(data.failures), outputs, (*notes, *data.notes))
+        summary = _summary(result, config, data, scores, runtime)
+        outputs["summary"] = write_json(summary, run_dir / "summary.json")
+        tracker.finish(outputs, {k: v for k, v in summary.items() if k not in ("train_args", "split")})
+        return result
+    except BaseException as exc:
+        tracker.fail(exc)
+        raise
 
 
 def _health_reference(val: Evaluation, epoch: int) -> dict[str, Any] | None:
