@@ -25,6 +25,7 @@ FSDD = Path(os.environ.get("TOOLCHAIN_FSDD", REPO.parent / "shared" / "data" / "
 # (`-m "not slow"`) leaves it out. Marking by fixture keeps the marker true when a test gains such a dependency.
 SLOW_FIXTURES = frozenset({
     "trained_checkpoint", "exported_model", "onnx_model", "prefect_api", "prefect_env", "dask_cluster", "chromium",
+    "mlflow_server", "mlflow_server_root",
 })
 
 
@@ -42,6 +43,57 @@ def _own_ledger_location(monkeypatch) -> None:
 
     monkeypatch.setenv(LEDGER_URL_ENV, "")  # Records the value before (unset: removed again afterwards)...
     monkeypatch.delenv(LEDGER_URL_ENV)  # ...which `delenv` alone does not when the variable is unset.
+
+
+@pytest.fixture(autouse=True)
+def _own_mlflow(monkeypatch, tmp_path) -> None:
+    """Every test tracks into its own local MLflow store and caches registered models in its own folder (a
+    `toolchain train` run tracks by default; nothing may land in the checkout or the user's home)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
+    monkeypatch.setenv("TOOLCHAIN_MODEL_CACHE", str(tmp_path / "model-cache"))
+    (tmp_path / "mlflow").mkdir(exist_ok=True)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(mlflow_server_root) -> str:
+    """The URL of a real `mlflow server` (SQLite backend, artifacts proxied from a local folder), as a team would
+    run it. Tests that share it use registered-model names of their own."""
+    return (mlflow_server_root / "url").read_text()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_root(tmp_path_factory) -> Iterator[Path]:
+    """The folder of the session's `mlflow server`: its database, its artifact store (`artifacts/`), its log,
+    and `url`."""
+    import sys
+    import urllib.request
+
+    from support import free_port, stop, wait_until
+
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = root / "server.log"
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
+             f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"), "--host",
+             "127.0.0.1", "--port", str(port), "--workers", "1"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(healthy, 240, "mlflow server", server, log)
+        (root / "url").write_text(url)
+        yield root
+    finally:
+        stop(server)
 
 
 @pytest.fixture

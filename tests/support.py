@@ -7,9 +7,12 @@ CC BY-SA 4.0 (attribution kept as its license requires).
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -172,3 +175,19 @@ def assert_user_error(result, *fragments: str) -> None:
     assert len(errors) == 1, result.output
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def certified_bundle(model: Path, dest: Path) -> Path:
+    """`model` copied into `dest` with a parity.json that says it passed, as `toolchain export-onnx` leaves a
+    certified model (for tiny test models that have no checkpoint to run the gate against); returns the copy."""
+    dest.mkdir(parents=True, exist_ok=True)
+    copy = Path(shutil.copy2(model, dest / "model.onnx"))
+    sha = hashlib.sha256(copy.read_bytes()).hexdigest()
+    (dest / "parity.json").write_text(json.dumps({"status": "passed", "model_sha256": sha}))
+    return copy

@@ -6,11 +6,13 @@ load it (about 4 s on a 2-core machine)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from toolchain.errors import RegistryError, RegistryUnreachableError, one_line
@@ -57,6 +59,9 @@ def connect(uri: str | None = None) -> Any:
     _probe(uri)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # A server that dies mid-run fails in seconds.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # Our commands say what they did.
+    os.environ.setdefault("MLFLOW_PRINT_MODEL_URLS_ON_CREATION", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
         import mlflow
     except ImportError as exc:
@@ -82,6 +87,19 @@ def mlflow_errors(doing: str) -> Iterator[None]:
         raise RegistryError(f"cannot {doing}: {first[:300]}") from None
 
 
+def experiment_id(client: Any, name: str) -> str:
+    """The id of experiment `name`, created if new. In a local SQLite store its artifacts go beside the database
+    (`<folder of mlflow.db>/mlruns`), wherever the command runs; a server decides for itself."""
+    found = client.get_experiment_by_name(name)
+    if found:
+        return found.experiment_id
+    uri = str(client.tracking_uri)
+    location = None
+    if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
+        location = (Path(uri.removeprefix("sqlite:///")).expanduser().resolve().parent / "mlruns").as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
 def _is_unreachable(exc: BaseException) -> bool:
     text = f"{type(exc).__name__} {exc}"
     return any(word in text for word in ("ConnectionError", "Max retries exceeded", "Connection refused",
@@ -89,5 +107,7 @@ def _is_unreachable(exc: BaseException) -> bool:
 
 
 def not_found(exc: BaseException) -> bool:
-    """MLflow's RESOURCE_DOES_NOT_EXIST (an unknown model, version or alias)."""
-    return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST" or "RESOURCE_DOES_NOT_EXIST" in str(exc)
+    """MLflow's way of saying an unknown model, version or alias (RESOURCE_DOES_NOT_EXIST; an unset alias is an
+    INVALID_PARAMETER_VALUE "alias ... not found")."""
+    text = f"{getattr(exc, 'error_code', '')} {exc}"
+    return "RESOURCE_DOES_NOT_EXIST" in text or ("INVALID_PARAMETER_VALUE" in text and "not found" in text)

@@ -95,8 +95,10 @@ def _download(client: Any, name: str, version: int, sha256: str, folder: Path) -
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         source = client.get_model_version_download_uri(name, str(version))
-        mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp))
-        model = tmp / "model.onnx"
+        got_path = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp / "d")))
+        os.replace(got_path, tmp / "bundle")  # The download keeps the source's folder name: drop it.
+        shutil.rmtree(tmp / "d", ignore_errors=True)
+        model = tmp / "bundle" / "model.onnx"
         if not model.is_file():
             raise RegistryError(f"models:/{name}/{version} holds no model.onnx ({source}): register a bundle written "
                                 "by `toolchain export-onnx`")
@@ -104,11 +106,12 @@ def _download(client: Any, name: str, version: int, sha256: str, folder: Path) -
         if got != sha256:
             raise RegistryError(f"models:/{name}/{version}'s model.onnx has sha256 {got[:12]}, not the registered "
                                 f"{sha256[:12]}: its stored files were changed; register the bundle again")
-        write_json({"name": name, "version": version, "sha256": sha256, "source": source}, tmp / REGISTRATION_FILE)
+        write_json({"name": name, "version": version, "sha256": sha256, "source": source},
+                   tmp / "bundle" / REGISTRATION_FILE)
         if folder.exists():  # A bundle without its registration: a copy from before a crash.
             shutil.rmtree(folder, ignore_errors=True)
         try:
-            os.replace(tmp, folder)
+            os.replace(tmp / "bundle", folder)
         except OSError:  # Another process renamed its verified copy into place first.
             if (read_registration(folder / "model.onnx") or {}).get("sha256") != sha256:
                 raise

@@ -20,7 +20,7 @@ from typing import Any
 from toolchain.errors import RegistryError
 from toolchain.inference.contract import read_scoring_metadata
 from toolchain.io import file_sha256
-from toolchain.registry.client import connect, describe, mlflow_errors, not_found, tracking_uri
+from toolchain.registry.client import connect, describe, experiment_id, mlflow_errors, not_found, tracking_uri
 from toolchain.registry.refs import check_name
 
 DEFAULT_ALIAS = "champion"
@@ -113,7 +113,7 @@ def register_bundle(model_path: str | Path, name: str, uri: str | None = None) -
             if (mv.tags or {}).get("sha256") == sha:
                 return _info(client.get_model_version(name, mv.version), new=False)
         training = _training_run(model.parent, client, uri)
-        run_id = training or client.create_run(_experiment(client, BUNDLE_EXPERIMENT),
+        run_id = training or client.create_run(experiment_id(client, BUNDLE_EXPERIMENT),
                                                run_name=f"{name} bundle {sha[:12]}").info.run_id
         folder = f"onnx-{sha[:12]}"
         with tempfile.TemporaryDirectory(prefix="toolchain-bundle-") as tmp:
@@ -127,15 +127,10 @@ def register_bundle(model_path: str | Path, name: str, uri: str | None = None) -
                 "n_classes": str(len(metadata.classes)), "checkpoint_sha256": metadata.checkpoint_sha256,
                 "feature_fingerprint": metadata.feature_fingerprint, "exported_at": metadata.exported_at,
                 "training_run": training or "", "files": ",".join(f.name for f in files), **gate_tags}
-        mv = client.create_model_version(name, source=source, run_id=run_id, tags=tags,
+        mv = client.create_model_version(name, source=source, run_id=run_id, tags=tags, await_creation_for=0,
                                          description=f"{metadata.arch}, {len(metadata.classes)} classes, "
                                                      f"sha256 {sha[:12]}")
         return _info(mv)
-
-
-def _experiment(client: Any, name: str) -> str:
-    found = client.get_experiment_by_name(name)
-    return found.experiment_id if found else client.create_experiment(name)
 
 
 def _training_run(run_dir: Path, client: Any, uri: str | None) -> str:

@@ -9,7 +9,7 @@ import statistics
 from collections import Counter
 from typing import Any
 
-from toolchain.registry.client import connect, mlflow_errors
+from toolchain.registry.client import connect, experiment_id, mlflow_errors
 
 SHADOW_EXPERIMENT = "toolchain-shadow"
 
@@ -20,8 +20,7 @@ def record_comparison(comparison: dict[str, Any], uri: str | None = None) -> str
     name = (challenger.get("version") or champion.get("version") or "").split("/")[0]
     client = connect(uri)
     with mlflow_errors("record the shadow comparison"):
-        found = client.get_experiment_by_name(SHADOW_EXPERIMENT)
-        experiment = found.experiment_id if found else client.create_experiment(SHADOW_EXPERIMENT)
+        experiment = experiment_id(client, SHADOW_EXPERIMENT)
         tags = {"model": name, "champion": champion.get("version") or champion["sha256"][:12],
                 "challenger": challenger.get("version") or challenger["sha256"][:12],
                 "folder": comparison["folder"], "scoring_run": comparison["run_id"],

@@ -16,7 +16,7 @@ from typing import Any
 
 from toolchain.errors import one_line
 from toolchain.io import write_json
-from toolchain.registry.client import connect, describe, tracking_uri
+from toolchain.registry.client import connect, describe, experiment_id, tracking_uri
 from toolchain.registry.registry import TRACKING_FILE
 
 DEFAULT_EXPERIMENT = "toolchain-train"
@@ -51,14 +51,13 @@ class Tracker:
             return
         with self._guard("start a run"):
             self.client = connect(self.uri)
-            found = self.client.get_experiment_by_name(self.experiment)
-            experiment_id = found.experiment_id if found else self.client.create_experiment(self.experiment)
-            run = self.client.create_run(experiment_id, run_name=Path(run_dir).name,
+            experiment = experiment_id(self.client, self.experiment)
+            run = self.client.create_run(experiment, run_name=Path(run_dir).name,
                                          tags={"run_folder": str(Path(run_dir).resolve()), **tags})
             self.run_id = run.info.run_id
             self.client.log_batch(self.run_id, params=_params(params))
             write_json({"tracking_uri": self.uri, "run_id": self.run_id, "experiment": self.experiment,
-                        "experiment_id": experiment_id}, Path(run_dir) / TRACKING_FILE)
+                        "experiment_id": experiment}, Path(run_dir) / TRACKING_FILE)
             self.note(f"tracking run {self.run_id} in experiment {self.experiment!r} at {describe(self.uri)}")
 
     def epoch(self, row: Mapping[str, Any]) -> None:

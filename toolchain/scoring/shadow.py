@@ -1,5 +1,5 @@
 """Shadow comparison: a challenger model scores the files the serving model just scored, into
-`shadow_predictions_<UTC>.csv` beside the real CSV (same stamp; with its detections part), with its own health
+`shadow_predictions_<UTC>.csv` and `shadow_detections_<UTC>.csv` beside the real ones (same stamp), with its own health
 report, and the two are compared in `shadow_<UTC>.json`: label agreement over the files both scored, both health
 verdicts and both expected accuracies. Nothing of it enters the ledger's decisions: the serving model's CSV is the
 folder's result, and the comparison is the evidence for `toolchain models promote`.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from toolchain.scoring.engine import score_files
 from toolchain.scoring.engine_config import EngineConfig
 from toolchain.scoring.models import describe_model, load_model_cached
 from toolchain.scoring.options import ScoringOptions
-from toolchain.scoring.outputs import SHADOW_PREFIX, write_part
+from toolchain.scoring.outputs import CSV_PREFIX, DETECTIONS_PREFIX, SHADOW_PREFIX, detections_part, write_part
 from toolchain.scoring.publish import FolderSummary
 from toolchain.scoring.shards import sketched
 
@@ -57,6 +58,8 @@ def shadow_compare(summary: FolderSummary, champion_version: str, challenger_pat
     shadow_csv = csv_path.with_name(SHADOW_PREFIX + csv_path.name)
     write_part(shadow_csv, sketched(rows, sketch), model.classes, model.sha256, summary.run_id,
                options.tag(challenger.metadata.feature_config), options.min_confidence, challenger.version)
+    os.replace(detections_part(shadow_csv), csv_path.with_name(SHADOW_PREFIX + DETECTIONS_PREFIX +
+                                                                csv_path.name.removeprefix(CSV_PREFIX)))
     context = {"folder": summary.folder, "predictions_csv": str(shadow_csv), "run_id": summary.run_id,
                "model_sha256": challenger.sha256, "classes": list(model.classes)}
     health = assess(sketch.build(), reference, options.health, context, why_not).to_dict()
