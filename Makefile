@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # The main job end to end, offline: synthesize labelled clips, train, export + certify ONNX, then score
-# a two-day inbox through the Prefect flow (in-process, no server). ImageNet weights cannot be downloaded offline,
+# a two-day inbox through the Prefect flow (in-process, no server), the model tracked, registered and served by alias
+# from a local MLflow store. ImageNet weights cannot be downloaded offline,
 # so the demo trains from scratch; resnet18 learns the demo classes in a few minutes on 2 cores.
 # Override: make demo DEMO_ARCH=resnet152 DEMO_WEIGHTS=imagenet DEMO_EPOCHS=10
 DEMO := artifacts/demo
@@ -25,15 +26,20 @@ DEMO_ARCH ?= resnet18
 DEMO_WEIGHTS ?= none
 DEMO_EPOCHS ?= 5
 DEMO_DEPTH = $(subst resnet,,$(DEMO_ARCH))
+# The demo's MLflow store and registered-model cache live in its own folder (removed by the next demo).
+demo: export MLFLOW_TRACKING_URI = sqlite:///$(CURDIR)/$(DEMO)/mlflow.db
+demo: export TOOLCHAIN_MODEL_CACHE = $(CURDIR)/$(DEMO)/model-cache
 
 demo: $(STAMP)
 	rm -rf $(DEMO)
+	mkdir -p $(DEMO)
 	$(BIN)/toolchain demo-data --out $(DEMO)/data --per-class 24
 	$(BIN)/toolchain train --data $(DEMO)/data/train --test $(DEMO)/data/test --arch $(DEMO_ARCH) \
 		--weights $(DEMO_WEIGHTS) --epochs $(DEMO_EPOCHS) --out $(DEMO)/run
-	$(BIN)/toolchain export-onnx --checkpoint $(DEMO)/run/resnet_$(DEMO_DEPTH)_model.pth
-	$(BIN)/toolchain flow --model $(DEMO)/run/model.onnx --inbox $(DEMO)/data/inbox --output-dir $(DEMO)/predictions
-	@echo "demo outputs: $(DEMO)/run (checkpoint, plots, reports, model.onnx + parity.json, model.audio.onnx + parity.audio.json) and $(DEMO)/predictions (CSVs and health reports)"
+	$(BIN)/toolchain export-onnx --checkpoint $(DEMO)/run/resnet_$(DEMO_DEPTH)_model.pth --register demo
+	$(BIN)/toolchain models promote demo 1
+	$(BIN)/toolchain flow --model models:/demo@champion --inbox $(DEMO)/data/inbox --output-dir $(DEMO)/predictions
+	@echo "demo outputs: $(DEMO)/run (checkpoint, plots, reports, model.onnx + parity.json, model.audio.onnx + parity.audio.json), $(DEMO)/predictions (CSVs and health reports) and $(DEMO)/mlflow.db (the tracked run and models:/demo; view with: $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI))"
 
 lint: $(STAMP)
 	$(BIN)/ruff check toolchain flows tests benchmarks

@@ -175,7 +175,7 @@ def test_an_interrupted_resume_says_how_to_continue(manifest, tmp_path, monkeypa
     training = importlib.import_module("toolchain.training.train")
     real_train, before_training = training.train, {"interrupt": False}
 
-    def interrupted_train(config, progress=None, on_epoch=None, on_note=None):
+    def interrupted_train(config, progress=None, on_epoch=None, on_note=None, tracker=None):
         def epoch_done(row):
             on_epoch(row)
             raise KeyboardInterrupt
@@ -185,7 +185,7 @@ def test_an_interrupted_resume_says_how_to_continue(manifest, tmp_path, monkeypa
             if before_training["interrupt"] and message.startswith("resuming "):
                 raise KeyboardInterrupt
 
-        return real_train(config, progress, on_epoch=epoch_done, on_note=noted)
+        return real_train(config, progress, on_epoch=epoch_done, on_note=noted, tracker=tracker)
 
     monkeypatch.setattr(training, "train", interrupted_train)
     command = ["train", "--data", str(manifest), "--arch", "resnet18", "--weights", "none", "--epochs", "3",

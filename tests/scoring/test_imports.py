@@ -1,4 +1,5 @@
-"""Scoring never imports torch, training or export: a scoring-only install stays small (checked in a fresh process)."""
+"""Scoring never imports torch, training or export: a scoring-only install stays small (checked in a fresh process).
+MLflow is loaded only by what tracks, registers or names a registered model, never to start scoring."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["toolchain.scoring", "toolchain.scoring.folder", "flows.score_folder"])
-def test_scoring_imports_no_torch_training_or_export(module):
+@pytest.mark.parametrize("module", ["toolchain.scoring", "toolchain.scoring.folder", "flows.score_folder",
+                                    "flows.score_inbox"])
+def test_scoring_imports_no_torch_training_export_or_mlflow(module):
     code = (
         f"import sys, json, {module}\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'mlflow')"
         " or m.startswith(('toolchain.training', 'toolchain.export')))))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -24,7 +26,8 @@ def test_scoring_imports_no_torch_training_or_export(module):
 def test_the_command_line_starts_without_torch():
     """`toolchain score` is a scoring process: the CLI it starts from must not load torch (~400 MB resident) just
     to build the other commands' options."""
-    code = "import sys, toolchain.cli\nprint(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))"
+    code = ("import sys, toolchain.cli\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'mlflow')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -20,9 +20,10 @@ from toolchain.cli.common import user_errors
 from toolchain.cli.options import ModelOption, SettleOption, scoring_options
 from toolchain.errors import EXIT_DRIFT, EXIT_USER_ERROR, DriftError, ScoringError, ToolchainError
 from toolchain.io import check_output_dir
+from toolchain.registry.refs import is_registry_ref
 from toolchain.scoring.engine_config import EngineConfig
 from toolchain.scoring.files import DEFAULT_SETTLE_SECONDS, check_folder
-from toolchain.scoring.models import describe_model
+from toolchain.scoring.models import describe_model, resolve_model
 from toolchain.scoring.options import ScoringOptions
 from toolchain.scoring.shards import DEFAULT_SHARD_SIZE
 
@@ -69,13 +70,14 @@ def flow_command(
     # What can be checked before Prefect starts is: one line and exit 2, not a flow-run traceback.
     check_folder(folder or inbox, "--folder" if folder else "--inbox")
     check_output_dir(output_dir, "--output-dir")
-    options.tag(describe_model(model).metadata.feature_config)
+    options.tag(describe_model(resolve_model(model)).metadata.feature_config)  # The flow resolves it again.
     os.environ.update(prefect_environment(os.environ))
     # Prefect: ~2 s to import, and the settings above must be in place first.
     from flows.score_folder import RunSettings, score_folder_flow
     from flows.score_inbox import score_inbox_flow
 
-    common = {"model": str(model.resolve()), "output_dir": str(output_dir.resolve()), "engine": engine,
+    model = model if is_registry_ref(model) else str(Path(model).expanduser().resolve())
+    common = {"model": model, "output_dir": str(output_dir.resolve()), "engine": engine,
               "options": options, "return_state": True,
               "run": RunSettings(shard_size=shard_size, settle_seconds=settle_seconds, dask_address=dask_address,
                                  fail_on_drift=fail_on_drift)}

@@ -36,7 +36,7 @@ from toolchain.scoring.files import (
 from toolchain.scoring.folder import FolderOutcome, run_folder
 from toolchain.scoring.ledger import Ledger, Listing
 from toolchain.scoring.listings import listing_unchanged, take_listing
-from toolchain.scoring.models import describe_model, load_model_cached
+from toolchain.scoring.models import describe_model, load_model_cached, resolve_model
 from toolchain.scoring.options import ScoringOptions
 from toolchain.scoring.roots import allowed_roots, confine, outside_roots
 from toolchain.scoring.runs import scoring_run
@@ -186,6 +186,7 @@ def backfill_inbox(model_path: str | Path, inbox: str | Path, out_dir: str | Pat
     it completed are decided, the one it was in is scored again from its start."""
     check_output_dir(out_dir, "--output-dir")
     check_folder(inbox, "--inbox")
+    model_path = resolve_model(model_path, say=log)  # models:/NAME@ALIAS: the version it names now.
     options.tag(load_model_cached(model_path, config).feature_config)  # Refused before any ledger row.
     steps = LocalSteps(model_path, config, progress, say=log)
 
