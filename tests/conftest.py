@@ -49,9 +49,10 @@ def _own_ledger_location(monkeypatch) -> None:
 def _own_mlflow(monkeypatch, tmp_path) -> None:
     """Every test tracks into its own local MLflow store and caches registered models in its own folder (a
     `toolchain train` run tracks by default; nothing may land in the checkout or the user's home)."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
-    monkeypatch.setenv("TOOLCHAIN_MODEL_CACHE", str(tmp_path / "model-cache"))
-    (tmp_path / "mlflow").mkdir(exist_ok=True)
+    store = tmp_path.with_name(tmp_path.name + "-mlflow")  # Beside the test's folder: tests list tmp_path.
+    store.mkdir(exist_ok=True)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
+    monkeypatch.setenv("TOOLCHAIN_MODEL_CACHE", str(store / "model-cache"))
 
 
 @pytest.fixture(scope="session")

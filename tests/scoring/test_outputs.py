@@ -45,7 +45,7 @@ def test_parts_assemble_in_the_order_given_and_publish_whole(tmp_path):
     assert rows[0] == {"file": "a.wav", "label": "dog", "confidence": "0.750000", "status": "ok", "error": "",
                        "duration_s": "3.000", "scored_s": "2.500", "windows": "1", "aggregation": "mean",
                        "window_rule": "rule-x", "prob_cat": "0.250000", "prob_dog": "0.750000",
-                       "model_sha256": "sha", "run_id": "run1"}
+                       "model_version": "", "model_sha256": "sha", "run_id": "run1"}
     assert (rows[1]["status"], rows[1]["error"], rows[1]["label"], rows[1]["prob_cat"], rows[1]["windows"]) == (
         "error", "EOFError", "", "", "0")
     # Clean-up removes the run's parts and temporary CSV, never a published one.

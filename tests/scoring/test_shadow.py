@@ -37,7 +37,7 @@ def test_the_challenger_scores_the_same_files_beside_the_real_outputs(tiny_onnx,
     assert (out / f"shadow_detections_{stamp}.csv").is_file()
 
     comparison = json.loads((out / f"shadow_{stamp}.json").read_text())
-    assert comparison == summary.shadow | {"path": comparison["path"]}
+    assert summary.shadow == comparison | {"path": str(out / f"shadow_{stamp}.json")}
     assert (comparison["files"], comparison["files_compared"]) == (4, 3)  # The error row is not compared.
     same = sum(a["label"] == b["label"] for a, b in zip(real_rows, shadow_rows) if a["status"] == "ok")
     assert comparison["agreement"] == round(same / 3, 6)  # Same graph, another file: the same labels.
@@ -56,5 +56,6 @@ def test_a_challenger_that_cannot_run_costs_a_log_line_not_the_folder(tiny_onnx,
                            options=ScoringOptions(challenger=str(tmp_path / "missing.onnx")), say=said.append)
     assert summary.files_ok == 2 and "missing.onnx" in summary.shadow["error"]
     assert [line for line in said if "shadow comparison with" in line and "failed" in line]
-    assert not list((tmp_path / "out" / "day").glob("shadow_*")) and not list((tmp_path / "out" / "day").glob(".*"))
+    assert not list((tmp_path / "out" / "day").glob("shadow_*"))
+    assert not list((tmp_path / "out" / "day").glob(".shadow_*"))
     assert [r.state for r in Ledger.in_dir(tmp_path / "out").folder_runs()] == ["completed"]
