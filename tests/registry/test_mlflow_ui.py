@@ -51,7 +51,6 @@ def test_runs_and_model_versions_show_in_the_mlflow_ui(chromium, mlflow_server, 
             page.goto(f"{mlflow_server}/#/models/ui-kws")
             page.get_by_text("Version 1").first.wait_for(timeout=RENDER_TIMEOUT_MS)
             page.get_by_text("champion").first.wait_for(timeout=RENDER_TIMEOUT_MS)
-            page.wait_for_load_state("networkidle")
             page.screenshot(path=str(SCREENSHOTS / "mlflow_model.png"), full_page=True)
 
             page.goto(f"{mlflow_server}/#/models/ui-kws/versions/1")
