@@ -4,7 +4,8 @@ as artifacts) and writes `tracking.json` into the run folder so a later `export-
 registered version to it.
 
 Tracking never stops training: when the store cannot be opened, or a call fails half way, the tracker says so in
-one line (through `note`) and turns itself off. `seconds` is the time its calls took (the tracking overhead)."""
+one line (through `note`) and turns itself off. `seconds` is the time its calls took on the training thread (the
+tracking overhead); epoch metrics go through MLflow's logging thread and are waited for at the end."""
 
 from __future__ import annotations
 
@@ -33,6 +34,14 @@ class Tracker:
         self.client: Any = None
         self.run_id = ""
         self.seconds = 0.0
+        self._pending: list[Any] = []  # Epoch metrics queued to MLflow's logging thread.
+
+    def _flush(self) -> None:
+        """Wait until the queued epoch metrics are stored (raising what storing them raised)."""
+        pending, self._pending = self._pending, []
+        for operation in pending:
+            if operation is not None:
+                operation.wait()
 
     @contextmanager
     def _guard(self, doing: str) -> Iterator[None]:
@@ -69,12 +78,14 @@ class Tracker:
             step, now = int(row["epoch"]), int(time.time() * 1000)
             metrics = [Metric(k, float(v), now, step) for k, v in row.items()
                        if k != "epoch" and isinstance(v, (int, float))]
-            self.client.log_batch(self.run_id, metrics=metrics)
+            # Queued to MLflow's logging thread: the next epoch starts now, not after a database or HTTP round trip.
+            self._pending.append(self.client.log_batch(self.run_id, metrics=metrics, synchronous=False))
 
     def finish(self, outputs: Mapping[str, Any], summary: Mapping[str, Any], status: str = "FINISHED") -> None:
         if not self.enabled or not self.run_id:
             return
         with self._guard("log the run's outputs"):
+            self._flush()
             for path in _files(outputs):
                 folder = "plots" if path.suffix == ".png" else "reports"
                 self.client.log_artifact(self.run_id, str(path), folder)
@@ -90,6 +101,7 @@ class Tracker:
         if not self.enabled or not self.run_id:
             return
         with self._guard("end the run"):
+            self._flush()
             self.client.set_tag(self.run_id, "error", one_line(exc))
             self.client.set_terminated(self.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
 
