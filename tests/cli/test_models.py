@@ -96,6 +96,7 @@ def test_registry_mistakes_are_one_line(tiny_checkpoint, tmp_path):
     assert not (tmp_path / "m").exists()  # Refused before the export's work.
     assert_user_error(runner.invoke(app, ["models", "promote", "nothing-here", "1"]), "nothing-here/1 does not exist")
     assert_user_error(runner.invoke(app, ["models", "rollback", "nothing-here"]), "nothing-here@champion is not set")
+    assert_user_error(runner.invoke(app, ["models", "show", "x' OR name='y"]), "is not usable")
     assert_user_error(runner.invoke(app, ["score", "--model", "models:/x", "--input", str(tmp_path)]),
                       "is not models:/NAME@ALIAS")
     dead = f"http://127.0.0.1:{free_port()}"

@@ -147,6 +147,7 @@ def _training_run(run_dir: Path, client: Any, uri: str | None) -> str:
 def get_version(name: str, version: int | None = None, alias: str | None = None,
                 uri: str | None = None, client: Any = None) -> ModelVersionInfo:
     """One version, by number or alias; a `RegistryError` naming what is missing."""
+    check_name("name", name)
     client = client or connect(uri)
     what = f"models:/{name}@{alias}" if alias else f"models:/{name}/{version}"
     with mlflow_errors(f"look up {what} on {describe(tracking_uri(uri))}"):
@@ -175,6 +176,7 @@ def list_models(uri: str | None = None) -> list[dict[str, Any]]:
 
 def model_versions(name: str, uri: str | None = None) -> list[ModelVersionInfo]:
     """Every version of `name`, newest first."""
+    check_name("name", name)
     client = connect(uri)
     with mlflow_errors(f"show {name}"):
         try:
@@ -199,6 +201,7 @@ def alias_history(name: str, alias: str, client: Any) -> list[int]:
 def promote(name: str, version: int, alias: str = DEFAULT_ALIAS, uri: str | None = None) -> tuple[int | None, int]:
     """Point `alias` at `version` (recorded in the alias's history); returns (previous version or None, version).
     Runs that resolve `models:/NAME@ALIAS` use it from their next run on."""
+    check_name("name", name)
     check_name("alias", alias)
     client = connect(uri)
     target = get_version(name, version=version, uri=uri, client=client)
@@ -216,6 +219,7 @@ def promote(name: str, version: int, alias: str = DEFAULT_ALIAS, uri: str | None
 
 def rollback(name: str, alias: str = DEFAULT_ALIAS, uri: str | None = None) -> tuple[int, int]:
     """Point `alias` back at the version it pointed at before the current one; returns (from, to)."""
+    check_name("name", name)
     check_name("alias", alias)
     client = connect(uri)
     with mlflow_errors(f"roll back {name}@{alias}"):

@@ -10,6 +10,7 @@ from collections import Counter
 from typing import Any
 
 from toolchain.registry.client import connect, experiment_id, mlflow_errors
+from toolchain.registry.refs import check_name
 
 SHADOW_EXPERIMENT = "toolchain-shadow"
 
@@ -40,6 +41,7 @@ def record_comparison(comparison: dict[str, Any], uri: str | None = None) -> str
 
 def comparisons(name: str, last: int = 20, uri: str | None = None) -> list[dict[str, Any]]:
     """The last `last` shadow comparisons recorded for registered model `name`, newest first."""
+    check_name("name", name)
     client = connect(uri)
     with mlflow_errors(f"read the shadow comparisons of {name}"):
         found = client.get_experiment_by_name(SHADOW_EXPERIMENT)
