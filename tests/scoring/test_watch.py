@@ -93,3 +93,24 @@ def test_an_event_makes_the_next_scan_look_into_a_folder_its_listing_calls_uncha
     watcher.touched(day / "a.wav")  # ...an event does not.
     assert watcher.check() == [day]
     assert folders_with_new_files(inbox, ledger, watcher._sha, 0, reconcile_files=0) == [day.resolve()]
+
+
+def test_a_registered_model_is_resolved_again_at_every_sweep(tiny_onnx, tiny_onnx_successor, tmp_path):
+    from support import certified_bundle
+
+    from toolchain.registry.registry import promote, register_bundle
+    from toolchain.scoring.models import describe_model
+
+    # The test's own local MLflow store (tests/conftest.py): registry without a server.
+    register_bundle(certified_bundle(tiny_onnx, tmp_path / "v1"), "watched")
+    register_bundle(certified_bundle(tiny_onnx_successor, tmp_path / "v2"), "watched")
+    promote("watched", 1)
+    (tmp_path / "inbox").mkdir()
+    said: list[str] = []
+    watcher = InboxWatcher(tmp_path / "inbox", tmp_path / "out", "models:/watched@champion", lambda p: None,
+                           log=said.append)
+    assert watcher._sha == describe_model(tiny_onnx).sha256
+    assert any("models:/watched@champion is watched/1" in line for line in said)
+    promote("watched", 2)
+    watcher.sweep()
+    assert watcher._sha == describe_model(tiny_onnx_successor).sha256
