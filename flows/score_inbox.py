@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
+from prefect.exceptions import MissingResult
 from prefect.runtime import flow_run
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -28,6 +29,7 @@ from toolchain.scoring.engine_config import EngineConfig
 from toolchain.scoring.files import Backfill
 from toolchain.scoring.folder import FolderOutcome, run_folder
 from toolchain.scoring.inbox import scan_inbox
+from toolchain.scoring.ledger import Ledger
 from toolchain.scoring.models import resolve_model
 from toolchain.scoring.options import ScoringOptions
 from toolchain.scoring.publish import FolderSummary
@@ -80,7 +82,15 @@ def score_inbox_flow(
         child = dataclasses.replace(run, fail_on_drift=False)
         state = score_folder_flow(model=model, folder=sub, output_dir=output_dir, engine=engine, options=options,
                                   run=child, skip_scored=True, parent_run_id=parent, return_state=True)
-        result = state.result()  # Raises the child's exception when it failed.
+        try:
+            result = state.result()  # Raises the child's exception when it failed.
+        except MissingResult:
+            if not state.is_completed():
+                raise
+            # A busy server can hand back its own copy of the child's final state, without the returned data:
+            # the child completed, and the ledger holds what it did.
+            log(f"{sub}: the child run completed but its result did not come back; read from the ledger")
+            return recorded_outcome(output_dir, sub, str(state.state_details.flow_run_id))
         summary = FolderSummary(**_summary_fields(result)) if "csv_path" in result else None
         return FolderOutcome(sub, summary, result.get("skipped", ""))
 
@@ -101,6 +111,22 @@ def score_inbox_flow(
         return checked(result["folders"], result, run.fail_on_drift)
     except ToolchainError as exc:
         return refused(exc)
+
+
+def recorded_outcome(output_dir: str, folder: str, child_flow_run_id: str) -> FolderOutcome:
+    """What a completed child flow run did with `folder`, as the ledger recorded it."""
+    rows = [r for r in Ledger.in_dir(output_dir).folder_runs(str(Path(folder).resolve()))
+            if r.flow_run_id == child_flow_run_id and r.state == "completed"]
+    if not rows:
+        return FolderOutcome(folder, skipped="already scored")  # It found nothing to do: no folder run.
+    r = rows[-1]
+    if not r.csv_path:
+        return FolderOutcome(folder, skipped="nothing to score")
+    health = {"verdict": r.health_verdict, "reason": "", "path": r.health_path, "js_distance": r.js_distance,
+              "expected_accuracy": r.expected_accuracy}
+    return FolderOutcome(folder, FolderSummary(
+        folder=r.folder, csv_path=r.csv_path, run_id=r.run_id, model_sha256=r.model_sha256, provider="",
+        files_ok=r.files_ok, files_error=r.files_error, seconds=0.0, task_retries=r.task_retries, health=health))
 
 
 def _summary_fields(result: dict[str, Any]) -> dict[str, Any]:

@@ -182,3 +182,18 @@ def test_a_new_model_scores_what_arrives_and_the_backfill_run_takes_the_history(
         by_old = sorted(r["file"] for r in rows if r["model_sha256"] == file_sha256(old))
         assert by_new == sorted(names) and by_old == (sorted(names) if name in history else []), name
     assert Ledger.in_dir(out).run(backfill["run_id"]).mode == "backfill"
+
+
+def test_a_child_run_whose_result_did_not_come_back_is_read_from_the_ledger(tiny_onnx, fsdd_dir, tmp_path):
+    from flows.score_inbox import recorded_outcome
+    from toolchain.scoring.folder import run_folder
+    from toolchain.scoring.steps import LocalSteps
+
+    folder = tmp_path / "inbox" / "day"
+    copy_clips(fsdd_dir, folder, 0, 2)
+    steps = LocalSteps(tiny_onnx, EngineConfig(decode_workers=0, intra_op_threads=1))
+    scored = run_folder(tiny_onnx, folder, tmp_path / "out", steps, flow_run_id="child-1").summary
+    again = recorded_outcome(str(tmp_path / "out"), str(folder), "child-1")
+    assert again.summary is not None and again.summary.csv_path == scored.csv_path
+    assert (again.summary.files_ok, again.summary.health["verdict"]) == (2, scored.health["verdict"])
+    assert recorded_outcome(str(tmp_path / "out"), str(folder), "another-run").skipped == "already scored"
