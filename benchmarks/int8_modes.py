@@ -39,6 +39,7 @@ from toolchain.export.int8_build import build_int8, prepare_for_int8
 from toolchain.export.int8_recipes import Int8Mode, Int8Recipe
 from toolchain.export.onnx_graph import layer_nodes
 from toolchain.export.parity import compare_logits, softmax
+from toolchain.export.variant_gate import judge, label_indices
 from toolchain.inference.contract import read_metadata
 from toolchain.inference.session import open_session, run_batches
 from toolchain.training.checkpoint import load_checkpoint
@@ -186,7 +187,7 @@ def main() -> None:
 
     rows = []
     for i, (recipe, clips) in enumerate(parsed):
-        flips, agreements, int8_acc, mean_dp, rel_err = [], [], [], [], []
+        flips, agreements, int8_acc, mean_dp, rel_err, verdicts = [], [], [], [], [], []
         for seed in range(args.calibration_seeds):
             calibration = pool[seed * clips:(seed + 1) * clips]
             path = build_int8(prepared, args.out / f"accuracy.{i}.onnx", calibration, recipe)
@@ -195,6 +196,9 @@ def main() -> None:
             flips.append(int(np.sum(logits.argmax(1) != reference.argmax(1))))
             agreements.append(compare_logits(reference, logits)["top1_agreement"])
             int8_acc.append(accuracy(logits, labels, classes))
+            decision = judge(reference, logits, label_indices(labels, classes))  # The export's default rule.
+            verdicts.append({"certified": decision.kept, "rule": decision.rule,
+                             **{k: decision.figures.get(k) for k in ("confident_agreement", "accuracy_drop_bound")}})
             mean_dp.append(float(np.abs(softmax(logits) - softmax(reference)).mean()))
             # Logit error relative to the logit vector: continuous, so it ranks recipes where flips are too few.
             rel_err.append(float(np.mean(np.linalg.norm(logits - reference, axis=1)
@@ -203,7 +207,8 @@ def main() -> None:
                "n": len(evaluation), "flips": flips, "agreement": float(np.mean(agreements)),
                "min_agreement": float(np.min(agreements)), "acc_fp32": accuracy(reference, labels, classes),
                "acc_int8": None if None in int8_acc else float(np.mean(int8_acc)),
-               "mean_abs_prob_diff": float(np.mean(mean_dp)), "rel_logit_err": float(np.mean(rel_err))}
+               "mean_abs_prob_diff": float(np.mean(mean_dp)), "rel_logit_err": float(np.mean(rel_err)),
+               "gate": verdicts}
         rows.append((recipe, row))
         print(json.dumps(row), flush=True)
     if args.speed_model:

@@ -14,6 +14,9 @@ from typer.testing import CliRunner
 
 from toolchain.cli import app
 from toolchain.cli.bench import parse_batch_sizes
+from toolchain.export.variant_gate import VariantCriterion
+
+KEEP_ANY = VariantCriterion(min_agreement=0.0, max_accuracy_drop=0.99, min_confident_agreement=0.0)
 
 runner = CliRunner()
 
@@ -37,7 +40,7 @@ def test_bench_sweeps_batch_sizes_and_records_the_best(exported_model, features,
 
     model = tmp_path / "model.onnx"  # With a certified INT8 beside it (the real build; no bar to pass).
     shutil.copy(exported_model.model_path, model)
-    quantize_int8(model, variant_path(model, "int8"), features, features, min_agreement=0.0,
+    quantize_int8(model, variant_path(model, "int8"), features, features, criterion=KEEP_ANY,
                   report_path=tmp_path / "parity.int8.json")
     out = tmp_path / "bench.json"
     recording = tmp_path / "recording.wav"  # 20 s of a quiet noise floor: 39 windows of the model's 1-s clips.

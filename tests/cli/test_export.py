@@ -5,6 +5,7 @@ Audio: Free Spoken Digit Dataset (Jakobovski/free-spoken-digit-dataset), CC BY-S
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -20,7 +21,7 @@ from support import assert_user_error
 from typer.testing import CliRunner
 
 from toolchain.cli import app
-from toolchain.inference.contract import report_path, variant_path
+from toolchain.inference.contract import read_metadata, report_path, variant_path, write_metadata
 from toolchain.training.checkpoint import save_checkpoint
 
 runner = CliRunner()
@@ -71,6 +72,31 @@ def test_export_writes_model_reports_and_variants_by_rule(exported_model, parity
     assert not list(out.glob(".*"))  # No temporary files left behind.
     audio = json.loads((out / "parity.audio.json").read_text())  # The audio model, by default, on the 20 clips.
     assert audio["passed"] and audio["n_clips"] == 20 and (out / "model.audio.onnx").is_file()
+    # Each variant records the rule it was judged by: INT8 by labels (the CSV has them), FP16 by agreement.
+    rules = {p: json.loads((out / f"parity.{p}.json").read_text())["criterion"]["rule"] for p in ("int8", "fp16")}
+    assert rules == {"int8": "labelled", "fp16": "agreement"}
+    assert "int8 gate: labelled: accuracy drop <= 1 pt" in " ".join(result.output.split())
+
+    # verify-onnx judges every kept variant again, under the rule its metadata records.
+    verify = ["verify-onnx", "--model", str(out / "model.onnx"), "--checkpoint", checkpoint, "--parity-data",
+              str(parity_csv), "--parity-samples", "3"]
+    kept_variants = [p for p, was_kept in kept.items() if was_kept]
+    verified = runner.invoke(app, verify)
+    assert verified.exit_code == 0, verified.output
+    for precision in kept_variants:
+        assert read_metadata(out / f"model.{precision}.onnx").gate["rule"] == rules[precision]
+        assert f"{precision} gate: {rules[precision]}: " in verified.output
+    if not kept_variants:
+        return
+    # A variant whose recorded rule it no longer meets fails verification, and stays where it is.
+    target = out / f"model.{kept_variants[0]}.onnx"
+    proto = onnx.load(str(target))
+    meta = read_metadata(target)
+    write_metadata(proto, dataclasses.replace(meta, gate={**meta.gate, "min_agreement": 1.01,
+                                                          "min_confident_agreement": 1.01}))
+    onnx.save_model(proto, str(target))
+    assert_user_error(runner.invoke(app, verify), f"{target} no longer meets its gate", "verifying deletes nothing")
+    assert target.is_file()
 
 
 def test_no_audio_model_skips_it(exported_model, parity_csv, tmp_path):

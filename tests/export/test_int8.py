@@ -16,16 +16,20 @@ from toolchain.cpu import cpu_isa
 from toolchain.errors import VariantRejectedError
 from toolchain.export import int8
 from toolchain.export.int8 import quantize_int8
-from toolchain.export.int8_recipes import FLOAT_ENDS, STREAM_OP_TYPES, Int8Mode, Int8Recipe, auto_order
+from toolchain.export.int8_recipes import FLOAT_ENDS, SKIP_OP_TYPES, STREAM_OP_TYPES, Int8Mode, Int8Recipe, auto_order
+from toolchain.export.variant_gate import VariantCriterion
 from toolchain.inference.contract import INPUT_NAME, OUTPUT_NAME, read_metadata
 from toolchain.inference.session import open_session
+
+KEEP_ANY = VariantCriterion(min_agreement=0.0, max_accuracy_drop=0.99, min_confident_agreement=0.0)
+KEEP_NONE = VariantCriterion(min_agreement=1.01, min_confident_agreement=1.01)  # No share reaches 101 %.
 
 
 def test_int8_kept_when_agreement_meets_threshold(exported_model, clip_features, tmp_path, weight_producers):
     features, labels, calibration = clip_features
     out, report_path = tmp_path / "model.int8.onnx", tmp_path / "parity.int8.json"
     report = quantize_int8(exported_model.model_path, out, calibration, features, labels=labels,
-                           min_agreement=0.0, report_path=report_path)
+                           criterion=KEEP_ANY, report_path=report_path)
     assert report.kept and out.is_file() and report.model_path == str(out)
     assert 0.0 <= report.top1_agreement <= 1.0 and report.n_clips == len(features)
     assert report.accuracy_fp32 is not None and report.accuracy_variant is not None  # Labels were known.
@@ -39,8 +43,12 @@ def test_int8_kept_when_agreement_meets_threshold(exported_model, clip_features,
 
     data = json.loads(report_path.read_text())
     assert data["status"] == "kept" and data["top1_agreement"] == report.top1_agreement
+    assert data["criterion"]["rule"] == "labelled" and set(data["decision"]) >= {
+        "accuracy_drop_bound", "confident_agreement", "flips_by_fp32_confidence", "accuracy_fp32"}
     meta = read_metadata(out)
     assert meta.precision == "int8" and meta.classes == read_metadata(exported_model.model_path).classes
+    assert meta.gate == data["criterion"]  # The model says which rule certified it.
+    assert read_metadata(exported_model.model_path).gate is None
     ops = {node.op_type for node in onnx.load(str(out)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # Really QDQ, not a renamed fp32 copy.
     (logits,) = open_session(out).run([OUTPUT_NAME], {INPUT_NAME: features[:3]})
@@ -53,13 +61,17 @@ def test_int8_deleted_when_agreement_below_threshold(exported_model, clip_featur
     out, report_path = tmp_path / "model.int8.onnx", tmp_path / "parity.int8.json"
     out.write_bytes(b"stale variant from an earlier export")
     # Agreement is a fraction: no model reaches 101 %, so the rule must reject whatever was measured.
-    with pytest.raises(VariantRejectedError, match="int8 model deleted: top-1 agreement") as info:
+    # Labelled clips: the labelled rule, whose confident-clip agreement cannot reach 101 %.
+    with pytest.raises(VariantRejectedError,
+                       match=r"int8 model deleted: .*agreement on the \d clips fp32 is confident about") as info:
         quantize_int8(exported_model.model_path, out, calibration, features, labels=labels,
-                      min_agreement=1.01, report_path=report_path, fallback=False)
+                      criterion=KEEP_NONE, report_path=report_path, fallback=False)
     assert not out.exists()
     assert "\n" not in str(info.value) and "also rejected: u8s8 (conv1, fc in float): " in str(info.value)
     data = json.loads(report_path.read_text())
     assert data["status"] == "deleted" and data["threshold"] == 1.01 and data["top1_agreement"] is not None
+    assert data["criterion"]["rule"] == "labelled" and data["criterion"]["min_confident_agreement"] == 1.01
+    assert data["decision"]["confident_agreement"] < 1.01 and "accuracy_drop_bound" in data["decision"]
     # `auto` tried every recipe of this CPU's order; the report is the last attempt's and lists the earlier ones.
     assert data["settings"]["mode"] == auto_order()[-1].mode.value
     assert [r.split(":")[0] for r in data["settings"]["rejected"]] == [r.describe() for r in auto_order()[:-1]]
@@ -70,7 +82,7 @@ def test_explicit_mode_is_used_alone(exported_model, clip_features, tmp_path):
     features, _, calibration = clip_features
     with pytest.raises(VariantRejectedError) as info:
         quantize_int8(exported_model.model_path, tmp_path / "q.onnx", calibration, features, mode=Int8Mode.u8u8,
-                      min_agreement=1.01, report_path=tmp_path / "r.json")
+                      criterion=KEEP_NONE, report_path=tmp_path / "r.json")
     assert "also rejected" not in str(info.value)
     assert json.loads((tmp_path / "r.json").read_text())["settings"]["mode"] == "u8u8"
 
@@ -87,7 +99,7 @@ def test_unknown_keep_float_layer_is_refused_without_leaving_a_file(exported_mod
     out = tmp_path / "model.int8.onnx"
     with pytest.raises(VariantRejectedError, match="'layer9' is not in the model") as info:
         quantize_int8(exported_model.model_path, out, calibration, features, labels=labels,
-                      recipes=(Int8Recipe(keep_float=("layer9",)),), min_agreement=0.0,
+                      recipes=(Int8Recipe(keep_float=("layer9",)),), criterion=KEEP_ANY,
                       report_path=tmp_path / "r.json")
     assert "\n" not in str(info.value) and not out.exists()
     assert json.loads((tmp_path / "r.json").read_text())["status"] == "deleted"
@@ -97,9 +109,9 @@ def test_recipe_settings_are_recorded_and_a_failing_recipe_is_deleted(exported_m
     features, labels, calibration = clip_features
     out, report_path = tmp_path / "model.int8.onnx", tmp_path / "parity.int8.json"
     recipe = Int8Recipe(Int8Mode.u8s8_reduce, calibrate="percentile", percentile=99.99, keep_float=("conv1", "fc"))
-    with pytest.raises(VariantRejectedError, match="top-1 agreement"):
+    with pytest.raises(VariantRejectedError, match="agreement"):
         quantize_int8(exported_model.model_path, out, calibration, features, labels=labels, recipes=(recipe,),
-                      min_agreement=1.01, report_path=report_path)
+                      criterion=KEEP_NONE, report_path=report_path)
     assert not out.exists()
     settings = json.loads(report_path.read_text())["settings"]
     assert settings["keep_float"] == ["conv1", "fc"] and settings["calibration"] == "Percentile"
@@ -113,7 +125,7 @@ def test_fallback_keeps_sensitive_layers_float_then_gives_up_loudly(exported_mod
     features, labels, calibration = clip_features
     out, report_path = tmp_path / "model.int8.onnx", tmp_path / "parity.int8.json"
     with pytest.raises(VariantRejectedError, match="fallback: 1 most sensitive layer.s. in float") as info:
-        quantize_int8(exported_model.model_path, out, calibration, features, labels=labels, min_agreement=1.01,
+        quantize_int8(exported_model.model_path, out, calibration, features, labels=labels, criterion=KEEP_NONE,
                       report_path=report_path)  # auto, and 101 %: no recipe passes, then the fallback runs.
     assert not out.exists() and "\n" not in str(info.value)
     record = json.loads(report_path.read_text())["settings"]["float_fallback"]
@@ -130,7 +142,7 @@ def test_fallback_keeps_sensitive_layers_float_then_gives_up_loudly(exported_mod
         return
     assert record["stopped"] == "every fallback step missed the gate"
     stream = [t for t in record["tried"] if t["op_types"] != "all"]
-    assert all(t["op_types"] == list(STREAM_OP_TYPES) and set(t["float"]) <= set(record["stream_layers"])
-               for t in stream)
+    assert all(t["op_types"] == list(SKIP_OP_TYPES if t["float_skips"] else STREAM_OP_TYPES)
+               and set(t["float"]) <= set(record["stream_layers"]) for t in stream)
     # The skip paths in float (every conv INT8), then the deeper half of the stream, then all of it.
     assert [(len(t["float"]), t["float_skips"]) for t in stream] == [(0, True), (6, False), (11, False)]

@@ -11,7 +11,7 @@ import pytest
 
 from toolchain.errors import VariantRejectedError
 from toolchain.export.int8_build import build_int8, prepare_for_int8
-from toolchain.export.int8_recipes import Int8Recipe
+from toolchain.export.int8_recipes import SKIP_OP_TYPES, STREAM_OP_TYPES, Int8Recipe
 from toolchain.export.onnx_graph import layer_nodes, stream_layers
 from toolchain.inference.contract import INPUT_NAME, OUTPUT_NAME
 from toolchain.inference.session import open_session
@@ -52,3 +52,39 @@ def test_the_residual_stream_is_what_each_block_reads_and_its_skip_carries(expor
     assert stream == [name for block in blocks for name in (f"{block}.conv1", f"{block}.downsample.0")
                       if name in stream]  # Graph order.
     assert set(stream) == {f"{b}.conv1" for b in blocks} | {f"layer{s}.0.downsample.0" for s in (2, 3, 4)}
+
+
+def _optimized_ops(model, tmp_path) -> dict[str, int]:
+    """Op counts of the graph ONNX Runtime's CPU EP runs (after its QDQ fusions)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / f"{model.stem}.optimized.onnx")
+    ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    ops: dict[str, int] = {}
+    for node in onnx.load(options.optimized_model_filepath).graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    return ops
+
+
+def test_quantized_relus_leave_only_the_skip_paths_conversions(exported_model, clip_features, tmp_path):
+    """With the skip paths in float, a Relu left out of the quantization sits between two Q/DQ pairs that ORT
+    cannot fuse; quantized, it folds into its conv, and the stream keeps its float path all the same."""
+    _, _, calibration = clip_features
+    prepared = prepare_for_int8(exported_model.model_path, tmp_path / "pre.onnx")
+    built = {ops: build_int8(prepared, tmp_path / f"{'-'.join(ops)}.onnx", calibration,
+                             Int8Recipe(op_types=ops, float_skips=True)) for ops in (STREAM_OP_TYPES, SKIP_OP_TYPES)}
+    adds = {}
+    for ops, path in built.items():
+        graph = onnx.load(str(path)).graph
+        made_by = {out: n.op_type for n in graph.node for out in n.output}
+        adds[ops] = sorted(tuple(sorted(made_by.get(i, "input") for i in n.input)) for n in graph.node
+                           if n.op_type == "Add")
+    assert adds[SKIP_OP_TYPES] == adds[STREAM_OP_TYPES]  # The same float skip paths.
+    assert any("Relu" in pair for pair in adds[SKIP_OP_TYPES])  # An Add reads the float stream (a float Relu).
+    before, after = (_optimized_ops(built[ops], tmp_path) for ops in (STREAM_OP_TYPES, SKIP_OP_TYPES))
+    blocks = len(adds[SKIP_OP_TYPES])
+    assert before["QuantizeLinear"] > 2 * blocks, before  # Requantized inside every block.
+    # About one Q per block is left (the 8-bit copy of the float stream the next convs read), not three.
+    assert after["QuantizeLinear"] <= blocks + 2, after
+    assert after["DequantizeLinear"] <= before["DequantizeLinear"] - blocks, (before, after)

@@ -14,6 +14,7 @@ import onnx
 import pytest
 
 from toolchain.errors import ScoringError, VariantRejectedError
+from toolchain.export.variant_gate import VariantCriterion
 from toolchain.export.variants import convert_fp16
 from toolchain.inference.contract import PREFIX, variant_path
 from toolchain.inference.providers import (
@@ -21,6 +22,9 @@ from toolchain.inference.providers import (
     CUDA_EP,
 )
 from toolchain.scoring.precision import choose_model_file
+
+KEEP_ANY = VariantCriterion(min_agreement=0.0, max_accuracy_drop=0.99, min_confident_agreement=0.0)
+KEEP_NONE = VariantCriterion(min_agreement=1.01, min_confident_agreement=1.01)  # No share reaches 101 %.
 
 
 def test_cpu_runs_the_given_file_even_beside_a_certified_variant(certified, tmp_path):
@@ -65,7 +69,7 @@ def test_rejected_variant_is_never_used(onnx_model, features, tmp_path):
     model = tmp_path / "model.onnx"
     shutil.copy(onnx_model, model)
     with pytest.raises(VariantRejectedError):  # No agreement reaches 101 %: the real rule rejects it.
-        convert_fp16(model, variant_path(model, "fp16"), features, min_agreement=1.01, report_path=tmp_path / "parity.fp16.json")
+        convert_fp16(model, variant_path(model, "fp16"), features, criterion=KEEP_NONE, report_path=tmp_path / "parity.fp16.json")
     assert not variant_path(model, "fp16").exists()
     shutil.copy(onnx_model, variant_path(model, "fp16"))  # A stray file with the variant's name must not be trusted.
     choice = choose_model_file(model, on_cuda=True)
@@ -100,7 +104,7 @@ def test_cpu_runs_the_certified_int8_variant_unless_fp32_is_asked(onnx_model, fe
     model = tmp_path / "model.onnx"
     shutil.copy(onnx_model, model)
     assert "no model.int8.onnx beside model.onnx" in choose_model_file(model, on_cuda=False).reason
-    quantize_int8(model, variant_path(model, "int8"), features, features, min_agreement=0.0,
+    quantize_int8(model, variant_path(model, "int8"), features, features, criterion=KEEP_ANY,
                   report_path=tmp_path / "parity.int8.json")  # The real build and report; no bar to pass.
     choice = choose_model_file(model, on_cuda=False)
     assert choice.path == variant_path(model, "int8") and "parity.int8.json certifies" in choice.reason

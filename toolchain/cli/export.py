@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,7 +14,7 @@ from toolchain.cli.models import TrackingUri, print_registered
 from toolchain.cli.models import register as register_model
 from toolchain.errors import ParityError, VariantRejectedError
 from toolchain.export.clips import DEFAULT_PARITY_SAMPLES, DEFAULT_VARIANT_SAMPLES
-from toolchain.export.int8_recipes import DEFAULT_INT8_MODE, Int8Mode
+from toolchain.export.int8_recipes import DEFAULT_INT8_MODE, INT8_CRITERION, Int8Mode
 
 if TYPE_CHECKING:  # The export modules load torch: imported when a command runs, not when the CLI starts.
     from toolchain.export.parity import ParityReport
@@ -50,23 +51,39 @@ def parity_table(report: ParityReport) -> Table:
     return table
 
 
-def variant_table(reports: tuple[VariantReport, ...]) -> Table:
+def variant_table(reports: tuple[VariantReport, ...], verdicts: tuple[str, str] = ("yes", "deleted")) -> Table:
+    """One row per variant: agreement overall and on fp32's confident clips, accuracy and the bound on its drop
+    (labelled clips only), speed; the rule each was judged by is printed under it (`print_rules`)."""
     table = Table(title="Reduced-precision variants vs the fp32 ONNX model")
-    for column in ("variant", "EP", "top-1 agree (clips)", "max Δprob", "accuracy fp32→var", "clips/s fp32→var", "kept"):
+    columns = ("variant", "EP", "top-1 agree (clips)", "confident agree (clips)", "accuracy fp32→var",
+               "drop ≤ (95%)", "clips/s fp32→var", "kept")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("variant", "EP", "kept") else "right")
 
     def fmt(value: float | None, spec: str) -> str:
         return "-" if value is None else format(value, spec)
 
     for r in reports:
+        d = r.decision
+        confident = f"{fmt(d.get('confident_agreement'), '.1%')} ({d['confident_clips']})" \
+            if "confident_clips" in d else "-"
+        drop = d.get("accuracy_drop_bound")
         table.add_row(
             r.precision, r.provider.removesuffix("ExecutionProvider"),
-            f"{fmt(r.top1_agreement, '.1%')} ({r.n_clips})", fmt(r.max_abs_prob_diff, ".1e"),
-            f"{fmt(r.accuracy_fp32, '.0%')}→{fmt(r.accuracy_variant, '.0%')}",
+            f"{fmt(r.top1_agreement, '.1%')} ({r.n_clips})", confident,
+            f"{fmt(r.accuracy_fp32, '.1%')}→{fmt(r.accuracy_variant, '.1%')}",
+            "-" if drop is None else f"{drop * 100:.1f} pt",
             f"{fmt(r.clips_per_s_fp32, '.1f')}→{fmt(r.clips_per_s_variant, '.1f')}",
-            "[green]yes[/]" if r.kept else "[red]deleted[/]",
+            f"[green]{verdicts[0]}[/]" if r.kept else f"[red]{verdicts[1]}[/]",
         )
     return table
+
+
+def print_rules(reports: tuple[VariantReport, ...]) -> None:
+    """Each variant's rule in one line: what certified it (or would have)."""
+    for r in reports:
+        if r.criterion:
+            console.print(f"{r.precision} gate: {r.criterion['description']}", soft_wrap=True, highlight=False)
 
 
 def _print_notes(report: ParityReport) -> None:
@@ -92,6 +109,11 @@ def export_onnx_command(
     int8_mode: Annotated[
         Int8Mode, typer.Option("--int8-mode", help="INT8 activation/weight types (u8u8 keeps accuracy without VNNI).")
     ] = DEFAULT_INT8_MODE,
+    int8_confidence: Annotated[
+        float, typer.Option("--int8-confidence", min=0.01, max=0.99,
+                            help="With labelled clips, fp32 top probability from which a flip counts as a changed "
+                            "decision (INT8 must keep 99.5 % of those, and accuracy within 1 point).")
+    ] = INT8_CRITERION.confidence,
     audio_model: Annotated[
         bool, typer.Option("--audio-model/--no-audio-model", help="Also write model.audio.onnx (waveform in, labels "
                            "out: the front end in the graph, for use without Python), behind its own parity gate.")
@@ -118,6 +140,7 @@ def export_onnx_command(
 
     options = ExportOptions(out=out, parity_data=parity_data, parity_samples=parity_samples, opset=opset,
                             int8=int8, fp16=fp16, int8_mode=int8_mode,
+                            int8_criterion=dataclasses.replace(INT8_CRITERION, confidence=int8_confidence),
                             variant_samples=variant_samples, audio_model=audio_model)
     try:
         with rich_progress() as progress:
@@ -132,11 +155,13 @@ def export_onnx_command(
         if partial is not None:
             console.print(parity_table(partial.parity))
             console.print(variant_table(partial.variants))
+            print_rules(partial.variants)
         raise
     console.print(parity_table(result.parity))
     _print_notes(result.parity)
     if result.variants:
         console.print(variant_table(result.variants))
+        print_rules(result.variants)
     typer.echo(f"wrote {result.model_path} (parity report {result.parity_path})")
     if result.audio is not None:
         print_audio(result.audio, "wrote")
@@ -164,7 +189,8 @@ def verify_onnx_command(
         Path | None, typer.Option("--report", help="Also write the parity report as JSON to this path.")
     ] = None,
 ) -> None:
-    """Re-run the parity gate on an existing model/checkpoint pair; exits non-zero when they disagree."""
+    """Re-run the parity gate on an existing model/checkpoint pair, then the gates of model.audio.onnx and of the
+    INT8/FP16 variants beside it (each under the rule it was certified by); exits non-zero when one fails."""
     try:
         with rich_progress() as progress:
             from toolchain.export.certify import verify_model
@@ -185,4 +211,15 @@ def verify_onnx_command(
         audio = verify_audio_model(model, checkpoint, parity_data=parity_data, progress=progress)
     if audio is not None:
         print_audio(audio, "audio model verified:")
+    from toolchain.export.certify import verify_variants
+
+    with rich_progress() as progress:
+        variants = verify_variants(model, checkpoint, parity_data=parity_data, progress=progress)
+    if variants:
+        console.print(variant_table(variants, verdicts=("passes", "FAILS")))
+        print_rules(variants)
+    failing = [v for v in variants if not v.kept]
+    if failing:
+        raise VariantRejectedError("; ".join(f"{v.model_path} no longer meets its gate: {v.reason}" for v in failing)
+                                   + " (verifying deletes nothing)")
 

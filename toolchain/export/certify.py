@@ -29,15 +29,18 @@ from toolchain.export.clips import (
 )
 from toolchain.export.exporter import export_onnx, publishing
 from toolchain.export.int8 import quantize_int8
-from toolchain.export.int8_recipes import DEFAULT_INT8_MODE, INT8_MIN_AGREEMENT, Int8Mode
+from toolchain.export.int8_recipes import DEFAULT_INT8_MODE, INT8_CRITERION, Int8Mode
 from toolchain.export.parity import (
     DEFAULT_BATCH_SIZES,
     ParityReport,
     ParityThresholds,
     check_parity,
 )
-from toolchain.export.variants import VariantReport, convert_fp16
-from toolchain.inference.contract import MODEL_NAME, report_path, variant_path
+from toolchain.export.variant_gate import VariantCriterion, judge, label_indices
+from toolchain.export.variants import VariantReport, convert_fp16, evaluate_variant
+from toolchain.inference.contract import MODEL_NAME, read_metadata, report_path, variant_path
+from toolchain.inference.providers import CPU_EP, CUDA_EP
+from toolchain.inference.session import candidate_providers
 from toolchain.io import check_output_file, write_json
 from toolchain.progress import NullProgress, ProgressReporter
 from toolchain.training.checkpoint import load_checkpoint
@@ -56,7 +59,7 @@ class ExportOptions:
     thresholds: ParityThresholds = ParityThresholds()
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
     int8_mode: Int8Mode = DEFAULT_INT8_MODE
-    int8_min_agreement: float = INT8_MIN_AGREEMENT
+    int8_criterion: VariantCriterion = INT8_CRITERION  # With labelled clips: accuracy bound + confident agreement.
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES
     variant_samples: int = DEFAULT_VARIANT_SAMPLES  # Clips a variant is judged on (at most what the source holds).
     audio_model: bool = True  # Also model.audio.onnx (waveform in), behind its own gate.
@@ -155,7 +158,7 @@ def _variants(out: Path, ckpt, selection: ClipSelection, options: ExportOptions,
         try:
             reports.append(quantize_int8(
                 out, variant_path(out, "int8"), calibration, features, labels=labels, mode=options.int8_mode,
-                min_agreement=options.int8_min_agreement, report_path=report_path(out, "int8"),
+                criterion=options.int8_criterion, report_path=report_path(out, "int8"),
                 progress=progress,
             ))
         except VariantRejectedError as exc:
@@ -247,3 +250,41 @@ def verify_audio_model(model_path: str | Path, checkpoint_path: str | Path, *, p
     selection = select_clips(ckpt, parity_data, parity_samples=DEFAULT_PARITY_SAMPLES, variant_samples=samples)
     return check_audio_model(audio, ckpt, selection.evaluation or selection.parity, clip_source=selection.source,
                              report_path=report_path(Path(model_path), "audio"), progress=progress)
+
+
+def verify_variants(model_path: str | Path, checkpoint_path: str | Path, *, parity_data: str | Path | None = None,
+                    samples: int = DEFAULT_VARIANT_SAMPLES,
+                    progress: ProgressReporter | None = None) -> tuple[VariantReport, ...]:
+    """Judge again the INT8/FP16 variants beside `model_path` against it, each under the rule its metadata
+    records (`variant_gate.VariantCriterion.from_record`), on up to `samples` clips; () when there are none.
+    Verifying neither writes reports nor deletes files: a report's `kept` says whether the variant still passes."""
+    model_path = Path(model_path)
+    found = [(precision, variant_path(model_path, precision)) for precision in ("int8", "fp16")]
+    found = [(precision, path) for precision, path in found if path.is_file()]
+    if not found:
+        return ()
+    progress = progress or NullProgress()
+    ckpt = load_checkpoint(checkpoint_path)
+    selection = select_clips(ckpt, parity_data, parity_samples=DEFAULT_PARITY_SAMPLES, variant_samples=samples)
+    features, used, _ = featurize_clips(selection.evaluation or selection.parity, ckpt.feature_config, progress,
+                                        key="variant-features")
+    labels = [c.label for c in used]
+    truth = label_indices(labels, read_metadata(model_path).classes)
+    reports = []
+    for precision, path in found:
+        meta = read_metadata(path)
+        criterion = VariantCriterion.from_record(meta.gate)
+        if meta.gate is None and precision == "fp16":
+            criterion = VariantCriterion(use_labels=False)
+        provider = CUDA_EP if precision == "fp16" and CUDA_EP in candidate_providers() else CPU_EP
+        progress.start("verify-variant", f"{precision}: judging again on {len(features)} clips", None)
+        try:
+            reference, logits, figures = evaluate_variant(model_path, path, features, labels, provider)
+        finally:
+            progress.finish("verify-variant")
+        decision = judge(reference, logits, truth, criterion)
+        reports.append(VariantReport(
+            precision=precision, model_path=str(path), kept=decision.kept, reason=decision.reason,
+            threshold=criterion.min_agreement, n_clips=len(features), criterion=criterion.record(truth is not None),
+            decision=decision.figures, **figures))
+    return tuple(reports)

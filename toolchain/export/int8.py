@@ -31,9 +31,10 @@ from toolchain.export.int8_build import build_int8, prepare_for_int8
 from toolchain.export.int8_recipes import (
     DEFAULT_INT8_MODE,
     FALLBACK_STEPS,
-    INT8_MIN_AGREEMENT,
+    INT8_CRITERION,
     MIN_FALLBACK_SPEEDUP,
     SENSITIVITY_CLIPS,
+    SKIP_OP_TYPES,
     STREAM_OP_TYPES,
     Int8Mode,
     Int8Recipe,
@@ -42,6 +43,7 @@ from toolchain.export.int8_recipes import (
 )
 from toolchain.export.int8_sensitivity import layer_sensitivity
 from toolchain.export.onnx_graph import layer_nodes, match_layers, stream_layers
+from toolchain.export.variant_gate import VariantCriterion
 from toolchain.export.variants import VariantReport, build_and_judge
 from toolchain.inference.providers import CPU_EP
 from toolchain.io import write_json
@@ -58,7 +60,7 @@ def quantize_int8(
     mode: Int8Mode = DEFAULT_INT8_MODE,
     calibrate: str | None = None,
     recipes: Sequence[Int8Recipe] | None = None,
-    min_agreement: float = INT8_MIN_AGREEMENT,
+    criterion: VariantCriterion = INT8_CRITERION,
     report_path: str | Path | None = None,
     progress: ProgressReporter | None = None,
     fallback: bool = True,
@@ -66,8 +68,9 @@ def quantize_int8(
     """Static QDQ INT8 (per-channel weights, calibrated on `calibration` clips) -> `out_path`, judged.
 
     `calibration` and `evaluation`: float32 (n, channels, n_mels, frames) features, ideally disjoint.
-    Kept only when top-1 agreement with the fp32 model on `evaluation` is >= `min_agreement`; otherwise the file
-    is deleted and `VariantRejectedError` raised (its `.report` says why). The report (JSON at `report_path`) is
+    Kept only when it meets `criterion` against the fp32 model on `evaluation` (`toolchain.export.variant_gate`:
+    with `labels` for every clip, the accuracy-drop bound and the confident clips' agreement; otherwise top-1
+    agreement); otherwise the file is deleted and `VariantRejectedError` raised (its `.report` says why). The report (JSON at `report_path`) is
     written either way. `recipes` (default: `recipes_for(mode, calibrate)`; `mode=auto` is AUTO_ORDER) are tried
     in order and the first that passes is kept; the report lists the rejected attempts under
     `settings["rejected"]`. When all fail, `fallback` and `mode` is auto, the first recipe is retried with its most
@@ -82,14 +85,14 @@ def quantize_int8(
     for i, attempt in enumerate(recipes):
         try:
             report = quantize_one(Path(fp32_path), Path(out_path), calibration, evaluation, labels, attempt,
-                                  min_agreement, report_path, progress or NullProgress())
+                                  criterion, report_path, progress or NullProgress())
         except VariantRejectedError as exc:
             if i == len(recipes) - 1:
                 if not fallback or exc.report is None:
                     raise _with_attempts(exc, rejected, report_path) from None
                 rejected.append(f"{attempt.describe()}: {exc.report.reason}")
                 return float_fallback(Path(fp32_path), Path(out_path), calibration, evaluation, labels, recipes[0],
-                                      min_agreement, report_path, progress or NullProgress(), rejected)
+                                      criterion, report_path, progress or NullProgress(), rejected)
             rejected.append(f"{attempt.describe()}: {exc.report.reason if exc.report else exc}")
             continue
         if rejected:
@@ -118,7 +121,7 @@ def quantize_one(
     evaluation: np.ndarray,
     labels: list[str | None] | None,
     recipe: Int8Recipe,
-    min_agreement: float,
+    criterion: VariantCriterion,
     report_path: str | Path | None,
     progress: ProgressReporter,
 ) -> VariantReport:
@@ -139,7 +142,7 @@ def quantize_one(
                 "auto_order": [r.describe() for r in auto_order(isa)]}
     progress.start("int8", f"INT8 {recipe.describe()}: evaluating against fp32", None)
     try:
-        return build_and_judge("int8", fp32_path, out_path, build, evaluation, labels, CPU_EP, min_agreement, settings,
+        return build_and_judge("int8", fp32_path, out_path, build, evaluation, labels, CPU_EP, criterion, settings,
                                Path(report_path) if report_path else None)
     finally:
         progress.finish("int8")
@@ -153,7 +156,7 @@ def _speedup(report: VariantReport | None) -> float | None:
 
 def float_fallback(
     fp32_path: Path, out_path: Path, calibration: np.ndarray, evaluation: np.ndarray,
-    labels: list[str | None] | None, recipe: Int8Recipe, min_agreement: float, report_path: str | Path | None,
+    labels: list[str | None] | None, recipe: Int8Recipe, criterion: VariantCriterion, report_path: str | Path | None,
     progress: ProgressReporter, rejected: list[str],
 ) -> VariantReport:
     """`recipe` again with its most sensitive layers (`int8_sensitivity.layer_sensitivity`) in float, 1, 2, 4, ...
@@ -182,7 +185,7 @@ def float_fallback(
                 for k in sorted({min(step, len(candidates)) for step in FALLBACK_STEPS} - {0})]
     if stream:
         attempts.append(("the skip paths in float (the Adds read the float stream, every conv stays INT8)", [],
-                         STREAM_OP_TYPES, True))
+                         SKIP_OP_TYPES, True))
     attempts += [(f"the residual stream in float (the Adds and {len(part)} of its {len(stream)} reader convs)", part,
                   STREAM_OP_TYPES, False)
                  for part in dict.fromkeys((tuple(stream[len(stream) // 2:]), tuple(stream))) if part]
@@ -191,7 +194,7 @@ def float_fallback(
         attempt = dataclasses.replace(recipe, keep_float=(*recipe.keep_float, *floats), op_types=op_types,
                                       float_skips=skips)
         try:
-            report = quantize_one(fp32_path, out_path, calibration, evaluation, labels, attempt, min_agreement,
+            report = quantize_one(fp32_path, out_path, calibration, evaluation, labels, attempt, criterion,
                                   report_path, progress)
         except VariantRejectedError as exc:
             last = exc
@@ -199,6 +202,7 @@ def float_fallback(
             record["tried"].append({"what": what, "float": list(floats), "op_types": list(op_types) or "all",
                                     "float_skips": skips,
                                     "agreement": exc.report.top1_agreement if exc.report else None,
+                                    "reason": exc.report.reason if exc.report else str(exc),
                                     "speedup": speedup})
             if speedup is not None and speedup < MIN_FALLBACK_SPEEDUP:
                 record["stopped"] = f"{speedup:.2f}x over fp32 with {what}, below {MIN_FALLBACK_SPEEDUP}x: " \
@@ -218,6 +222,7 @@ def float_fallback(
         if report_path:
             write_json(final.to_dict(), Path(report_path))
     tried = "; ".join(f"{t['what']}: {t['agreement']:.2%}" for t in record["tried"] if t["agreement"] is not None)
-    raise VariantRejectedError(f"int8 model deleted: no recipe reached {min_agreement:.2%} agreement (also "
+    rule = final.criterion.get("description", "the gate") if final is not None else "the gate"
+    raise VariantRejectedError(f"int8 model deleted: no recipe met {rule} (also "
                                f"rejected: {'; '.join(rejected)}); fallback: {tried or 'none tried'}"
                                f" ({record['stopped']})", report=final)

@@ -20,6 +20,7 @@ import onnx
 from toolchain.errors import OutputPathError, VariantRejectedError, one_line
 from toolchain.export.exporter import publishing, save_model_atomic
 from toolchain.export.parity import compare_logits
+from toolchain.export.variant_gate import VariantCriterion, judge, label_indices
 from toolchain.export.versions import library_versions
 from toolchain.inference.contract import read_metadata, write_metadata
 from toolchain.inference.providers import CPU_EP, CUDA_EP
@@ -28,7 +29,8 @@ from toolchain.io import write_json
 from toolchain.progress import NullProgress, ProgressReporter
 
 EVAL_BATCH = 16  # Throughput figures use the scorer's default batch.
-FP16_MIN_AGREEMENT = 0.99  # Same bar as INT8: fp16 must be a drop-in for fp32 on CUDA.
+# fp16 must be a drop-in for fp32 on CUDA: judged by agreement alone, labels or not.
+FP16_CRITERION = VariantCriterion(min_agreement=0.99, use_labels=False)
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class VariantReport:
     model_path: str
     kept: bool
     reason: str  # Why it was kept or deleted, one line.
-    threshold: float  # Minimum top-1 agreement with fp32.
+    threshold: float  # Minimum top-1 agreement with fp32 (the rule without labels).
     provider: str  # Execution provider the variant was evaluated on.
     n_clips: int
     top1_agreement: float | None = None
@@ -46,6 +48,10 @@ class VariantReport:
     accuracy_variant: float | None = None
     clips_per_s_fp32: float | None = None
     clips_per_s_variant: float | None = None
+    # The rule applied (`variant_gate.VariantCriterion.record`) and its figures (`variant_gate.Decision.figures`:
+    # flips by fp32 confidence; with labels the accuracy-drop bound and the confident clips' agreement).
+    criterion: dict[str, Any] = field(default_factory=dict)
+    decision: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     created_at: str = ""
@@ -69,22 +75,23 @@ def _accuracy(logits: np.ndarray, labels: list[str | None], classes: tuple[str, 
     return float(np.mean([p == t for p, t in zip(predicted, labels)]))
 
 
-def _save_variant_metadata(fp32_path: Path, variant_path: Path, precision: str) -> None:
-    """Copy the fp32 model's metadata onto the variant, with its precision (ORT's tools drop metadata_props)."""
-    meta = dataclasses.replace(read_metadata(fp32_path), precision=precision)
+def _save_variant_metadata(fp32_path: Path, variant_path: Path, precision: str, gate: dict[str, Any]) -> None:
+    """Copy the fp32 model's metadata onto the variant, with its precision and the rule it is judged by (ORT's
+    tools drop metadata_props)."""
+    meta = dataclasses.replace(read_metadata(fp32_path), precision=precision, gate=gate)
     proto = onnx.load(str(variant_path))
     write_metadata(proto, meta)
     save_model_atomic(proto, variant_path)
 
 
-def _evaluate(
+def evaluate_variant(
     fp32_path: Path,
     variant_path: Path,
     features: np.ndarray,
     labels: list[str | None] | None,
     provider: str,
-) -> dict[str, Any]:
-    """Figures of the variant against the fp32 model, both in fresh sessions on the saved files."""
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(fp32 logits, variant logits, figures) on `features`, both models in fresh sessions on the saved files."""
     classes = read_metadata(fp32_path).classes
     reference, fp32_speed = _timed_logits(open_session(fp32_path, CPU_EP), features)
     session = open_session(variant_path, provider)
@@ -93,7 +100,7 @@ def _evaluate(
         raise VariantRejectedError(f"{provider} fell back to {actual}; cannot evaluate the variant there")
     logits, variant_speed = _timed_logits(session, features)
     figures = compare_logits(reference, logits)
-    return {
+    return reference, logits, {
         "provider": provider,
         "top1_agreement": figures["top1_agreement"],
         "max_abs_prob_diff": figures["max_abs_prob_diff"],
@@ -104,12 +111,6 @@ def _evaluate(
     }
 
 
-def _judge_variant(agreement: float, n_clips: int, threshold: float) -> tuple[bool, str]:
-    if agreement >= threshold:
-        return True, f"top-1 agreement with fp32 {agreement:.2%} >= {threshold:.2%}"
-    return False, f"top-1 agreement with fp32 {agreement:.2%} < {threshold:.2%} on {n_clips} clips; use the fp32 model.onnx"
-
-
 def build_and_judge(
     precision: str,
     fp32_path: Path,
@@ -118,7 +119,7 @@ def build_and_judge(
     evaluation: np.ndarray,
     labels: list[str | None] | None,
     provider: str,
-    threshold: float,
+    criterion: VariantCriterion,
     settings: dict[str, Any],
     report_path: Path | None,
 ) -> VariantReport:
@@ -129,22 +130,27 @@ def build_and_judge(
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     if len(evaluation) == 0:
         raise VariantRejectedError(f"no evaluation clips for the {precision} model: pass real audio with --parity-data")
+    classes = read_metadata(fp32_path).classes
+    truth = label_indices(labels, classes)
+    gate = criterion.record(truth is not None)
     base = {
-        "precision": precision, "model_path": str(out_path), "threshold": threshold, "provider": provider,
-        "n_clips": len(evaluation), "settings": settings, "versions": library_versions(),
+        "precision": precision, "model_path": str(out_path), "threshold": criterion.min_agreement,
+        "provider": provider, "n_clips": len(evaluation), "criterion": gate, "settings": settings,
+        "versions": library_versions(),
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     try:
         with publishing(out_path, unpublished=[report_path] if report_path else []) as pending:
             try:
                 build(pending)
-                _save_variant_metadata(fp32_path, pending, precision)
-                figures = _evaluate(fp32_path, pending, evaluation, labels, provider)
+                _save_variant_metadata(fp32_path, pending, precision, gate)
+                reference, logits, figures = evaluate_variant(fp32_path, pending, evaluation, labels, provider)
             except Exception as exc:  # ORT's quantizer and EPs raise many types; the variant is rejected in one line.
                 report = VariantReport(**base, kept=False, reason=f"could not build or run it ({one_line(exc)})")
             else:
-                kept, reason = _judge_variant(figures["top1_agreement"], len(evaluation), threshold)
-                report = VariantReport(**{**base, **figures}, kept=kept, reason=reason)
+                decision = judge(reference, logits, truth, criterion)
+                report = VariantReport(**{**base, **figures}, kept=decision.kept, reason=decision.reason,
+                                       decision=decision.figures)
             if report_path is not None:
                 write_json(report.to_dict(), report_path)
             if not report.kept:
@@ -164,14 +170,14 @@ def convert_fp16(
     evaluation: np.ndarray,
     *,
     labels: list[str | None] | None = None,
-    min_agreement: float = FP16_MIN_AGREEMENT,
+    criterion: VariantCriterion = FP16_CRITERION,
     report_path: str | Path | None = None,
     progress: ProgressReporter | None = None,
 ) -> VariantReport:
     """Float16 weights and compute with float32 I/O (`features`/`logits` unchanged) -> `out_path`, judged.
 
     Meant for the CUDA EP; evaluated there when a CUDA device is usable, otherwise on the CPU EP (where ORT runs
-    it, but its throughput says nothing about a GPU). Same keep/delete rule as INT8.
+    it, but its throughput says nothing about a GPU). Kept on top-1 agreement with fp32 alone (FP16_CRITERION).
     """
     progress = progress or NullProgress()
     provider = CUDA_EP if CUDA_EP in candidate_providers() else CPU_EP
@@ -191,6 +197,6 @@ def convert_fp16(
     progress.start("fp16", f"FP16: converting and evaluating on {provider.removesuffix('ExecutionProvider')}", None)
     try:
         return build_and_judge("fp16", Path(fp32_path), Path(out_path), build, evaluation, labels, provider,
-                               min_agreement, settings, Path(report_path) if report_path else None)
+                               criterion, settings, Path(report_path) if report_path else None)
     finally:
         progress.finish("fp16")

@@ -58,6 +58,9 @@ class ModelMetadata:
     # What "normal" output looks like (`toolchain.health.reference.Reference.to_dict()`), None for models exported
     # before it existed or from checkpoints that lack it: their runs' health says "no reference".
     health_reference: dict[str, Any] | None = None
+    # A reduced-precision variant: the rule it was certified under (`toolchain.export.variant_gate`: "rule",
+    # "description" and the thresholds); None for fp32 models and variants exported before it was recorded.
+    gate: dict[str, Any] | None = None
 
     @property
     def feature_fingerprint(self) -> str:
@@ -79,6 +82,8 @@ class ModelMetadata:
         }
         if self.health_reference is not None:
             values["health_reference"] = self.health_reference
+        if self.gate is not None:
+            values["gate"] = self.gate
         return {PREFIX + k: json.dumps(v, sort_keys=True) for k, v in values.items()}
 
     @classmethod
@@ -105,6 +110,7 @@ class ModelMetadata:
             exported_at=str(values.get("exported_at", "")),
             health_reference=values.get("health_reference") if isinstance(values.get("health_reference"), dict)
             else None,
+            gate=values.get("gate") if isinstance(values.get("gate"), dict) else None,
         )
 
 

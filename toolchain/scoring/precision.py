@@ -41,8 +41,8 @@ def _certificate(model: Path, kind: str, fix: str, judge) -> str:
     """"" when `model.<kind>.onnx` beside `model` is certified by `parity.<kind>.json`, else why not, in one line.
 
     Every certificate needs: the file; its report, readable, a JSON object that `judge(report, file)` accepts
-    (`judge` returns "" or the reason); and the file's metadata equal to `model`'s apart from precision (a re-export
-    without the variant leaves a stale one behind, with another export time)."""
+    (`judge` returns "" or the reason); and the file's metadata equal to `model`'s apart from precision and the gate
+    it records (a re-export without the variant leaves a stale one behind, with another export time)."""
     variant, report = variant_path(model, kind), report_path(model, kind)
     if not variant.is_file():
         return f"no {variant.name} beside {model.name} ({fix})"
@@ -59,7 +59,7 @@ def _certificate(model: Path, kind: str, fix: str, judge) -> str:
         base, candidate = read_metadata(model), read_metadata(variant)
     except ModelMetadataError as exc:
         return f"cannot compare {variant.name} with {model.name}: {exc}"
-    if dataclasses.replace(candidate, precision=base.precision) != base:
+    if dataclasses.replace(candidate, precision=base.precision, gate=base.gate) != base:
         return f"{variant.name} was exported from another {model.name} (metadata differ): {fix}"
     return ""
 
