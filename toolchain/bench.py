@@ -127,18 +127,45 @@ def _ort_logits(session, features: np.ndarray, batch_size: int) -> np.ndarray:
 
 
 def sweep_batch_sizes(model, features: np.ndarray, sizes: tuple[int, ...]) -> dict[int, float]:
-    """clips/s of `engine.infer_logits` (the exact call scoring makes per batch) at each size, same features.
+    """clips/s of `engine.infer_logits` (the exact call scoring makes per batch, as many at once as the engine's
+    runners) at each size, same features.
 
     One warm-up batch per size first: on CUDA that is where cuDNN's exhaustive search for the new shape runs.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from toolchain.scoring.engine import infer_logits
 
     rates: dict[int, float] = {}
-    for size in sizes:
-        infer_logits(model, features[:size], size)
-        _, seconds = _timed(lambda: [infer_logits(model, b, size) for b in _batches(features, size)])
-        rates[size] = _rate(len(features), seconds)
+    with ThreadPoolExecutor(model.runners) as runners:
+        for size in sizes:
+            infer_logits(model, features[:size], size)
+            _, seconds = _timed(lambda: list(runners.map(lambda b: infer_logits(model, b, size),
+                                                         _batches(features, size))))
+            rates[size] = _rate(len(features), seconds)
     return rates
+
+
+def frontend_rate(path: Path, config, rule) -> tuple[int, float]:
+    """(windows, windows/s) of the front end alone on one long file: decode, resample and log-mel, on one core
+    (this thread, one BLAS thread), as one decode worker computes them."""
+    from threadpoolctl import threadpool_limits
+
+    from toolchain.scoring.workers import ordered_windows
+
+    def windows() -> int:
+        return sum(len(r.windows.features) for _, r in ordered_windows([str(path)], config, rule, 0, 1)
+                   if r.windows is not None)
+
+    with threadpool_limits(1):
+        n, seconds = _timed(windows)
+    return n, _rate(n, seconds)
+
+
+def window_limit(model_rate: float, frontend_rate_one_core: float, cores: int) -> float:
+    """The windows/s a perfect pipeline reaches when the front end and the model share `cores`: each window costs
+    cores / model_rate core-seconds of model (measured on every core) plus 1 / frontend_rate of front end."""
+    return cores / (cores / model_rate + 1.0 / frontend_rate_one_core)
 
 
 MATMUL_SIZE = 2048  # Large enough for the BLAS's peak on a few cores, small enough for a second's timing.
@@ -171,6 +198,7 @@ def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress
 
     from toolchain.audio.features import features_from_path, stack_channels
     from toolchain.audio.reference import reference_features_from_path
+    from toolchain.audio.windows import WindowRule
     from toolchain.scoring.engine import load_model, score_files
     from toolchain.scoring.engine_config import EngineConfig
     from toolchain.scoring.precision import audio_certificate
@@ -265,8 +293,17 @@ def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress
         if row.status != "ok":
             raise ScoringError(f"--long-file {config.long_file} did not decode: {row.error}")
         result.throughput["f_engine_long_file_windows"] = _rate(len(row.windows), seconds)
+        # The limit: the same model alone (as the engine runs it) and the front end alone on one core, sharing
+        # the cores perfectly. The engine's windows/s against it says what the pipeline loses.
+        model_rate = sweep[bs] if bs in sweep else sweep_batch_sizes(engine_model, features, (bs,))[bs]
+        _, fe_rate = frontend_rate(Path(config.long_file), fcfg, WindowRule())
+        limit = window_limit(model_rate, fe_rate, threads)
         result.long_file = {"path": str(config.long_file), "duration_s": row.duration_s,
-                            "scored_s": row.scored_s, "windows": len(row.windows), "seconds": seconds}
+                            "scored_s": row.scored_s, "windows": len(row.windows), "seconds": seconds,
+                            "model": str(engine_model.path), "model_only_windows_per_s": model_rate,
+                            "frontend_windows_per_s_one_core": fe_rate, "limit_windows_per_s": limit,
+                            "limit_over_model_only": limit / model_rate}
+        result.ratios["f_over_limit"] = result.throughput["f_engine_long_file_windows"] / limit
     step("long file")
     progress.finish("bench")
 

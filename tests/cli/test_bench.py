@@ -69,6 +69,16 @@ def test_bench_sweeps_batch_sizes_and_records_the_best(exported_model, features,
     assert "best batch size" in result.stderr and "engine model only, batch 8" in result.stderr
     assert figures["long_file"]["windows"] == 39 and figures["long_file"]["duration_s"] == 20.0
     assert figures["throughput"]["f_engine_long_file_windows"] > 0 and figures["ratios"]["f_over_c"] > 0
+    # The limit beside it: model only and the front end on one core, sharing the cores; consistent figures.
+    from toolchain.bench import window_limit
+
+    lf = figures["long_file"]
+    assert lf["limit_windows_per_s"] == pytest.approx(window_limit(
+        lf["model_only_windows_per_s"], lf["frontend_windows_per_s_one_core"], figures["machine"]["cores"]))
+    assert lf["limit_windows_per_s"] < lf["model_only_windows_per_s"] and lf["model"] == figures["engine_model"]
+    assert figures["ratios"]["f_over_limit"] == pytest.approx(
+        figures["throughput"]["f_engine_long_file_windows"] / lf["limit_windows_per_s"])
+    assert "long file: limit on" in result.output
 
 
 def test_bench_refuses_a_sweep_larger_than_its_clips(exported_model, tmp_path):

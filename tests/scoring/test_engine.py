@@ -218,6 +218,42 @@ def test_fp16_model_scores_through_the_engine_and_names_itself(certified, fsdd_d
     assert {r["model_sha256"] for r in rows} == {model.sha256}
 
 
+def test_concurrent_model_calls_change_nothing_but_the_speed(onnx_model, fsdd_dir, tmp_path):
+    """Several model calls in flight (the CPU default is two): the same rows, in input order, as one call at a
+    time, over short clips, a bad file and a long recording streamed in parts, batches cutting across files."""
+    import soundfile
+
+    from toolchain.audio.windows import LONG_FILE_SECONDS
+
+    clips = [fsdd_dir / r["filename"] for r in fsdd_rows(fsdd_dir) if r["speaker"] == "nicolas" and r["take"] == "12"]
+    files = [clip.name for clip in clips]
+    long_rate = 8_000
+    rng = np.random.default_rng(3)  # A noise floor with bursts: a file the engine streams in parts.
+    recording = rng.normal(0, 1e-3, int((LONG_FILE_SECONDS + 30) * long_rate)).astype(np.float32)
+    recording[::long_rate * 7] = 0.5
+    soundfile.write(tmp_path / "long.wav", recording, long_rate)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF\x00\x00")
+    for clip in clips:
+        (tmp_path / clip.name).write_bytes(clip.read_bytes())
+    names = [files[0], "broken.wav", *files[1:4], "long.wav", *files[4:]]
+    results = {}
+    for runners in (1, 3):
+        config = EngineConfig(batch_size=3, decode_workers=1, intra_op_threads=1, runners=runners)
+        model = load_model(onnx_model, config)
+        assert model.runners == runners
+        results[runners] = list(score_files(model, tmp_path, names, config))
+    assert [r.file for r in results[3]] == names == [r.file for r in results[1]]
+    assert [r.status for r in results[3]] == ["ok", "error", "ok", "ok", "ok", "ok", *["ok"] * (len(names) - 6)]
+    long_row = results[3][5]
+    assert len(long_row.windows) > 50
+    for a, b in zip(results[1], results[3]):
+        assert (a.label, a.error, len(a.windows)) == (b.label, b.error, len(b.windows))
+        if a.status == "ok":
+            np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6)
+            np.testing.assert_allclose([w.probabilities for w in a.windows], [w.probabilities for w in b.windows],
+                                       atol=1e-6)
+
+
 def test_engine_io_binding_switch_changes_nothing_but_the_call(onnx_model, fsdd_dir):
     plain = load_model(onnx_model, EngineConfig(**CPU_ONLY))
     bound = load_model(onnx_model, EngineConfig(io_binding="on", **CPU_ONLY))

@@ -55,7 +55,8 @@ def bench(
     long_file: Annotated[
         Path | None,
         typer.Option("--long-file", exists=True, dir_okay=False, help="Also score this long recording whole and "
-                     "report the engine's windows/s against (c), ORT fp32 model-only (ratio f_over_c)."),
+                     "report the engine's windows/s against (c), ORT fp32 model-only (ratio f_over_c), and against the limit "
+                     "the model and the front end sharing the cores could reach (f_over_limit)."),
     ] = None,
     out: Annotated[Path, typer.Option(help="Where to write the JSON figures.")] = Path("artifacts/bench.json"),
 ) -> None:
@@ -102,8 +103,14 @@ def bench(
         table.add_row(f"engine model only, batch {size}", f"{value:.2f}")
     table.add_row("best batch size (engine model only)", str(result.best_batch_size))
     if result.long_file:
-        table.add_row("long file: seconds of audio / windows", f"{result.long_file['duration_s']:.0f} / "
-                      f"{result.long_file['windows']}")
+        lf = result.long_file
+        table.add_row("long file: seconds of audio / windows", f"{lf['duration_s']:.0f} / {lf['windows']}")
+        table.add_row("long file: model only / front end (1 core), windows/s",
+                      f"{lf['model_only_windows_per_s']:.2f} / {lf['frontend_windows_per_s_one_core']:.2f}")
+        table.add_row(f"long file: limit on {result.machine['cores']} cores, windows/s",
+                      f"{lf['limit_windows_per_s']:.2f} ({lf['limit_over_model_only']:.0%} of model only)")
+        table.add_row("long file: engine, windows/s (share of the limit)",
+                      f"{result.throughput['f_engine_long_file_windows']:.2f} ({result.ratios['f_over_limit']:.0%})")
     console.print(table)
     console.print(f"scoring (--precision auto) runs {result.engine_model}: {result.engine_model_reason}",
                   soft_wrap=True)

@@ -65,7 +65,10 @@ ENGINE_OPTIONS = (
     _option("batch_size", int, ENGINE["batch_size"], "--batch-size", min=1, help="Clips per ONNX Runtime call."),
     _option("workers", int | None, None, "--workers", min=0,
             help="Decode worker processes (0 = decode inline); default: one per four cores."),
-    _option("threads", int | None, None, "--threads", min=1, help="ONNX Runtime intra-op threads; default: all cores."),
+    _option("threads", int | None, None, "--threads", min=1,
+            help="ONNX Runtime intra-op threads per model call; default: the cores, shared by the calls."),
+    _option("runners", int | None, None, "--runners", min=1,
+            help="Model calls in flight at once; default: 2 on a CPU, 1 on a GPU."),
     _option("provider", Provider, Provider(ENGINE["provider"]), "--provider",
             help="auto = CUDA when it really starts, else CPU."),
     _option("precision", Precision, Precision(ENGINE["precision"]), "--precision",
@@ -115,6 +118,7 @@ BUILT = ("engine", "options", "fail_on_drift")  # What the decorated command rec
 def build_engine(values: dict[str, Any]) -> EngineConfig:
     return EngineConfig(batch_size=values["batch_size"], provider=values["provider"],
                         decode_workers=values["workers"], intra_op_threads=values["threads"],
+                        runners=values["runners"],
                         precision=values["precision"], device_id=values["device_id"], frontend=values["frontend"])
 
 

@@ -5,8 +5,8 @@ metadata (`toolchain.inference.contract`) gives the class labels and the feature
 library cannot reproduce is refused before any audio is read.
 
 Pipeline: decode + featurize (`toolchain.audio`) in spawned worker processes (`toolchain.scoring.workers`), at
-most `max_in_flight` files ahead of the model, while the main thread runs batched ONNX Runtime inference (ORT
-releases the GIL). Rows come out as an iterator in the order of the input list, so memory stays bounded whatever
+most `max_in_flight` files ahead of the model, while batched ONNX Runtime inference runs in up to
+`ScoringModel.runners` threads at once (ORT releases the GIL). Rows come out as an iterator in the order of the input list, so memory stays bounded whatever
 the number of files, and a caller can score any explicit list of files (a shard) on its own. How to run the model
 (batch size, provider, threads, precision, front end) is an `EngineConfig` (`toolchain.scoring.engine_config`).
 
@@ -21,6 +21,7 @@ import dataclasses
 import re
 from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +56,7 @@ from toolchain.inference.providers import (
 from toolchain.inference.session import open_session, run_logits, softmax
 from toolchain.io import file_sha256
 from toolchain.progress import NullProgress, ProgressReporter
-from toolchain.scoring.engine_config import EngineConfig, resolve_threads
+from toolchain.scoring.engine_config import EngineConfig, resolve_runners, resolve_threads
 from toolchain.scoring.precision import (
     ModelChoice,
     audio_certificate,
@@ -80,6 +81,7 @@ class ScoringModel:
     io_binding: bool = False
     device_id: int = 0
     graph_frontend: bool = False  # `path` is a model.audio.onnx: windows go in as samples.
+    runners: int = 1  # Model calls in flight at once (`engine_config.resolve_runners`).
 
     @property
     def on_cuda(self) -> bool:
@@ -170,7 +172,8 @@ def load_model(path: str | Path, config: EngineConfig = EngineConfig()) -> Scori
     sha = source_sha if choice.path == path else file_sha256(choice.path)
     io_binding = config.io_binding == "on" or (config.io_binding == "auto" and provider == CUDA_EP)
     return ScoringModel(choice.path, sha, meta, provider, session, workers, threads, source_sha, choice.reason,
-                        io_binding and config.frontend == "python", config.device_id, config.frontend == "graph")
+                        io_binding and config.frontend == "python", config.device_id, config.frontend == "graph",
+                        resolve_runners(config, on_gpu=provider == CUDA_EP))
 
 
 def _frontend_file(path: Path, config: EngineConfig) -> ModelChoice | None:
@@ -283,19 +286,35 @@ def score_files(
     in_flight = config.max_in_flight or 2 * config.batch_size
     open_files: deque[_File] = deque()
     batch: list[tuple[_File, np.ndarray]] = []
+    # Model calls in flight (`ScoringModel.runners`), oldest first: their windows' files wait for them.
+    running: deque[tuple[list[_File], Future]] = deque()
+    runner = ThreadPoolExecutor(model.runners, thread_name_prefix="model") if model.runners > 1 else None
 
     windows_done = 0
 
-    def run_batch(n: int) -> None:
+    def collect(states: list[_File], logits: np.ndarray) -> None:
         nonlocal windows_done
+        for state, p in zip(states, softmax(logits)):
+            state.probabilities.append(p)
+        windows_done += len(states)  # A long file is one file for minutes: its windows show the progress.
+        progress.advance("score", 0, description=f"scoring {len(files)} files on {model.provider}: "
+                         f"{windows_done} windows")
+
+    def run_batch(n: int) -> None:
         chunk, batch[:] = batch[:n], batch[n:]
         inputs = [f for _, f in chunk] if model.graph_frontend else [stack_channels(f, cfg) for _, f in chunk]
         stacked = np.stack(inputs).astype(np.float32, copy=False)
-        for (state, _), p in zip(chunk, softmax(infer_logits(model, stacked, config.batch_size))):
-            state.probabilities.append(p)
-        windows_done += len(chunk)  # A long file is one file for minutes: its windows show the progress.
-        progress.advance("score", 0, description=f"scoring {len(files)} files on {model.provider}: "
-                         f"{windows_done} windows")
+        states = [state for state, _ in chunk]
+        if runner is None:
+            collect(states, infer_logits(model, stacked, config.batch_size))
+            return
+        running.append((states, runner.submit(infer_logits, model, stacked, config.batch_size)))
+        while len(running) > model.runners:  # Every runner busy and one more batch ready: wait for the oldest.
+            drain_one()
+
+    def drain_one() -> None:
+        states, call = running.popleft()
+        collect(states, call.result())
 
     def finished() -> Iterator[ScoredRow]:
         while open_files and open_files[0].done:
@@ -320,9 +339,15 @@ def score_files(
                     batch.extend((state, f) for f in w.features)
                 while len(batch) >= config.batch_size:
                     run_batch(config.batch_size)
+                while running and running[0][1].done():  # Calls done meanwhile: their files may be complete.
+                    drain_one()
                 yield from finished()
             while batch:
                 run_batch(config.batch_size)
+            while running:
+                drain_one()
             yield from finished()
     finally:
+        if runner is not None:
+            runner.shutdown(wait=True, cancel_futures=True)
         progress.finish("score")
