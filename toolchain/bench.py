@@ -140,9 +140,11 @@ def sweep_batch_sizes(model, features: np.ndarray, sizes: tuple[int, ...]) -> di
     with ThreadPoolExecutor(model.runners) as runners:
         for size in sizes:
             infer_logits(model, features[:size], size)
-            _, seconds = _timed(lambda: list(runners.map(lambda b: infer_logits(model, b, size),
-                                                         _batches(features, size))))
-            rates[size] = _rate(len(features), seconds)
+            batches = list(_batches(features, size))
+            while len(batches) < 4 * model.runners:  # Enough calls that the runners are rarely left waiting.
+                batches += batches
+            _, seconds = _timed(lambda: list(runners.map(lambda b: infer_logits(model, b, size), batches)))
+            rates[size] = _rate(sum(len(b) for b in batches), seconds)
     return rates
 
 

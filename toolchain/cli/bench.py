@@ -105,11 +105,11 @@ def bench(
     if result.long_file:
         lf = result.long_file
         table.add_row("long file: seconds of audio / windows", f"{lf['duration_s']:.0f} / {lf['windows']}")
-        table.add_row("long file: model only / front end (1 core), windows/s",
+        table.add_row("long file: model / front end (1 core), w/s",
                       f"{lf['model_only_windows_per_s']:.2f} / {lf['frontend_windows_per_s_one_core']:.2f}")
-        table.add_row(f"long file: limit on {result.machine['cores']} cores, windows/s",
+        table.add_row(f"long file: limit on {result.machine['cores']} cores, w/s",
                       f"{lf['limit_windows_per_s']:.2f} ({lf['limit_over_model_only']:.0%} of model only)")
-        table.add_row("long file: engine, windows/s (share of the limit)",
+        table.add_row("long file: engine, w/s (share of limit)",
                       f"{result.throughput['f_engine_long_file_windows']:.2f} ({result.ratios['f_over_limit']:.0%})")
     console.print(table)
     console.print(f"scoring (--precision auto) runs {result.engine_model}: {result.engine_model_reason}",
