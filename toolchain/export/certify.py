@@ -37,7 +37,7 @@ from toolchain.export.parity import (
     check_parity,
 )
 from toolchain.export.variant_gate import VariantCriterion, judge, label_indices
-from toolchain.export.variants import VariantReport, convert_fp16, evaluate_variant
+from toolchain.export.variants import FP16_CRITERION, VariantReport, convert_fp16, evaluate_variant
 from toolchain.inference.contract import MODEL_NAME, read_metadata, report_path, variant_path
 from toolchain.inference.providers import CPU_EP, CUDA_EP
 from toolchain.inference.session import candidate_providers
@@ -273,9 +273,9 @@ def verify_variants(model_path: str | Path, checkpoint_path: str | Path, *, pari
     reports = []
     for precision, path in found:
         meta = read_metadata(path)
-        criterion = VariantCriterion.from_record(meta.gate)
-        if meta.gate is None and precision == "fp16":
-            criterion = VariantCriterion(use_labels=False)
+        # Variants exported before the rule was recorded: the rule export applies today.
+        criterion = VariantCriterion.from_record(meta.gate) if meta.gate is not None else (
+            FP16_CRITERION if precision == "fp16" else INT8_CRITERION)
         provider = CUDA_EP if precision == "fp16" and CUDA_EP in candidate_providers() else CPU_EP
         progress.start("verify-variant", f"{precision}: judging again on {len(features)} clips", None)
         try:

@@ -70,8 +70,8 @@ def quantize_int8(
     `calibration` and `evaluation`: float32 (n, channels, n_mels, frames) features, ideally disjoint.
     Kept only when it meets `criterion` against the fp32 model on `evaluation` (`toolchain.export.variant_gate`:
     with `labels` for every clip, the accuracy-drop bound and the confident clips' agreement; otherwise top-1
-    agreement); otherwise the file is deleted and `VariantRejectedError` raised (its `.report` says why). The report (JSON at `report_path`) is
-    written either way. `recipes` (default: `recipes_for(mode, calibrate)`; `mode=auto` is AUTO_ORDER) are tried
+    agreement); otherwise the file is deleted and `VariantRejectedError` raised (its `.report` says why). The
+    report (JSON at `report_path`) is written either way. `recipes` (default: `recipes_for(mode, calibrate)`; `mode=auto` is AUTO_ORDER) are tried
     in order and the first that passes is kept; the report lists the rejected attempts under
     `settings["rejected"]`. When all fail, `fallback` and `mode` is auto, the first recipe is retried with its most
     sensitive layers in float (`float_fallback`); the report's `settings["float_fallback"]` says what was measured

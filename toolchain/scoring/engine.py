@@ -6,8 +6,9 @@ library cannot reproduce is refused before any audio is read.
 
 Pipeline: decode + featurize (`toolchain.audio`) in spawned worker processes (`toolchain.scoring.workers`), at
 most `max_in_flight` files ahead of the model, while batched ONNX Runtime inference runs in up to
-`ScoringModel.runners` threads at once (ORT releases the GIL). Rows come out as an iterator in the order of the input list, so memory stays bounded whatever
-the number of files, and a caller can score any explicit list of files (a shard) on its own. How to run the model
+`ScoringModel.runners` threads at once (ORT releases the GIL). Rows come out as an iterator in the order of the
+input list, so memory stays bounded whatever the number of files, and a caller can score any explicit list of
+files (a shard) on its own. How to run the model
 (batch size, provider, threads, precision, front end) is an `EngineConfig` (`toolchain.scoring.engine_config`).
 
 On a GPU (`toolchain.inference.providers` and `toolchain.scoring.precision` hold those decisions): the CUDA EP with cuDNN's exhaustive algorithm search,
