@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# The GPU check (issue 17): one script, about 8 minutes on a lent GPU machine, that writes one JSON of figures.
+# The GPU check: one script, about 8 minutes on a lent GPU machine, that writes one JSON of figures.
 # A separately invoked check: `make test` runs it only as a small CPU rehearsal (tests/scripts/test_gpu_check.py).
 #
 #   scripts/gpu_check.sh                                           # random-init ResNet152, 5-s clips, on CUDA
 #   CHECKPOINT=artifacts/runs/X/resnet_152_model.pth scripts/gpu_check.sh          # a trained model instead
 #   GPU_CHECK_PROVIDER=cpu ARCH=resnet18 CLIPS=40 BATCH_SIZES=4,8 scripts/gpu_check.sh  # CPU rehearsal
 #
-# It installs nothing: it runs the repo's own environment (BIN, default .venv/bin: `make venv` installs torch
-# 2.14.1+cu130 and onnxruntime-gpu 1.31 as pyproject.toml pins them), on FSDD clips (CC BY-SA 4.0) from FSDD.
+# It installs nothing. It runs the repo's own environment (BIN, default .venv/bin: `make venv` installs torch
+# 2.14.1+cu130 and onnxruntime-gpu 1.31 as pyproject.toml pins them), or, with PYTHON set, that interpreter with
+# the repository put on PYTHONPATH (a GPU machine without a package index: its own torch, the rest from the
+# offline kit, scripts/gpu_kit.sh: `PYTHON=python3 PYTHONPATH=/tmp/site scripts/gpu_check.sh`), on FSDD clips
+# (CC BY-SA 4.0) from FSDD.
 # 1. preflight: nvidia-smi names the GPU, torch sees CUDA, ONNX Runtime's CUDA EP really starts (not a silent
 #    CPU fallback); any miss fails here, in seconds, naming what is missing;
 # 2. a checkpoint: CHECKPOINT, or a random-init ARCH over FSDD's 10 digits at the default 5-s feature shape;
@@ -23,6 +26,12 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-$REPO/.venv/bin}
+if [ -n "${PYTHON:-}" ]; then  # Another interpreter: the repository's code comes from PYTHONPATH.
+    PY=$PYTHON
+    export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$REPO"
+else
+    PY=$BIN/python
+fi
 FSDD=${TOOLCHAIN_FSDD:-$REPO/../shared/data/fsdd}
 PROVIDER=${GPU_CHECK_PROVIDER:-cuda}
 ARCH=${ARCH:-resnet152}
@@ -37,7 +46,12 @@ log() { echo "[gpu-check] $(date -u +%H:%M:%S) $*"; }
 die() { echo "gpu check: FAILED: $*" >&2; exit 1; }
 
 case "$PROVIDER" in cuda|cpu) ;; *) die "GPU_CHECK_PROVIDER=$PROVIDER: use cuda (the check) or cpu (a rehearsal)";; esac
-[ -x "$BIN/toolchain" ] || die "no toolchain in $BIN: run 'make venv' or set BIN to an environment with the repo"
+if [ -n "${PYTHON:-}" ]; then
+    "$PY" -c 'import toolchain' 2>/dev/null || die "PYTHON=$PYTHON cannot import toolchain from $REPO"
+else
+    [ -x "$BIN/toolchain" ] || die "no toolchain in $BIN: run 'make venv', set BIN to an environment with the repo, or set PYTHON"
+fi
+toolchain() { "$PY" -m toolchain "$@"; }
 [ -d "$FSDD/recordings" ] || die "no FSDD at $FSDD: set TOOLCHAIN_FSDD to the folder holding recordings/"
 [ -z "$CHECKPOINT" ] || [ -f "$CHECKPOINT" ] || die "CHECKPOINT=$CHECKPOINT is not a file"
 mkdir -p "$(dirname "$OUT_JSON")"
@@ -49,7 +63,7 @@ if [ "$PROVIDER" = cuda ]; then
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$WORK/gpu.txt" \
         || die "nvidia-smi sees no GPU"
 fi
-"$BIN/python" - "$PROVIDER" "$WORK/probe.onnx" >"$WORK/preflight.json" <<'EOF' \
+"$PY" - "$PROVIDER" "$WORK/probe.onnx" >"$WORK/preflight.json" <<'EOF' \
     || die "preflight: $(tail -1 "$WORK/preflight.json")"
 import json, sys
 import onnx, onnxruntime, torch
@@ -83,7 +97,7 @@ if [ -n "$CHECKPOINT" ]; then
     CKPT=$MODEL_DIR/$(basename "$CHECKPOINT")
 else
     CKPT=$MODEL_DIR/resnet_${ARCH#resnet}_model.pth
-    "$BIN/python" - "$ARCH" "$CKPT" "$FSDD" <<'EOF' || die "could not build a $ARCH checkpoint"
+    "$PY" - "$ARCH" "$CKPT" "$FSDD" <<'EOF' || die "could not build a $ARCH checkpoint"
 import sys
 from pathlib import Path
 import torch
@@ -101,10 +115,10 @@ EOF
 fi
 
 log "3/6 export-onnx --fp16 (parity on every usable provider)"
-"$BIN/toolchain" export-onnx --checkpoint "$CKPT" --parity-data "$FSDD" --parity-samples 16 --fp16 \
+toolchain export-onnx --checkpoint "$CKPT" --parity-data "$FSDD" --parity-samples 16 --fp16 \
     --variant-samples 200 >"$WORK/export.log" 2>&1 || { tail -20 "$WORK/export.log" >&2; die "export-onnx failed"; }
 MODEL=$MODEL_DIR/model.onnx
-"$BIN/python" - "$MODEL_DIR/parity.json" "$PROVIDER" <<'EOF' || die "the parity gate did not pass on $PROVIDER"
+"$PY" - "$MODEL_DIR/parity.json" "$PROVIDER" <<'EOF' || die "the parity gate did not pass on $PROVIDER"
 import json, sys
 report, provider = json.load(open(sys.argv[1])), sys.argv[2]
 ep = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}[provider]
@@ -114,7 +128,7 @@ EOF
 
 log "4/6 bench --batch-sizes $BATCH_SIZES on $CLIPS clips"
 BENCH_CLIPS=$(( CLIPS < 512 ? CLIPS : 512 ))  # The reference notebook loop is slow; 512 clips time every stage well.
-"$BIN/toolchain" bench --checkpoint "$CKPT" --model "$MODEL" --data "$FSDD/recordings" --clips "$BENCH_CLIPS" \
+toolchain bench --checkpoint "$CKPT" --model "$MODEL" --data "$FSDD/recordings" --clips "$BENCH_CLIPS" \
     --batch-sizes "$BATCH_SIZES" --out "$WORK/bench.json" >"$WORK/bench.log" 2>&1 \
     || { tail -20 "$WORK/bench.log" >&2; die "bench failed"; }
 
@@ -123,12 +137,12 @@ mkdir -p "$WORK/inbox/clips"
 find "$FSDD/recordings" -name '*.wav' | sort >"$WORK/all.txt"  # (head in the pipe would SIGPIPE sort)
 head -n "$CLIPS" "$WORK/all.txt" | while read -r f; do ln -s "$f" "$WORK/inbox/clips/$(basename "$f")"; done
 SCORE_START=$(date +%s.%N)
-"$BIN/toolchain" score --model "$MODEL" --input "$WORK/inbox/clips" --out "$WORK/scored" --provider "$PROVIDER" \
+toolchain score --model "$MODEL" --input "$WORK/inbox/clips" --out "$WORK/scored" --provider "$PROVIDER" \
     --batch-size 64 >"$WORK/score.log" 2>&1 || { tail -20 "$WORK/score.log" >&2; die "toolchain score failed"; }
 SCORE_END=$(date +%s.%N)
 
 log "6/6 figures"
-"$BIN/python" - "$WORK" "$OUT_JSON" "$PROVIDER" "$SCORE_START" "$SCORE_END" "$START" <<'EOF' \
+"$PY" - "$WORK" "$OUT_JSON" "$PROVIDER" "$SCORE_START" "$SCORE_END" "$START" <<'EOF' \
     || die "could not gather the figures"
 import csv, json, sys, time
 from pathlib import Path

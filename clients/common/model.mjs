@@ -88,6 +88,60 @@ export function decodeWav(bytes) {
   return { sampleRate: format.sampleRate, samples };
 }
 
+// A band-limited resampler: mono Float32Array at `from` Hz -> at `to` Hz (length ceil(n * to / from), as the Python
+// decoder's soxr gives). Windowed sinc (Kaiser, beta 9: ~90 dB stopband), `ZEROS` zero crossings either side, cut
+// off at 95 % of the lower Nyquist so nothing above the output's Nyquist folds back. For a rational ratio L/M with
+// L <= MAX_PHASES (every common rate pair: 8 kHz -> 22.05 kHz is 441/160) the filter is tabulated per phase.
+const ZEROS = 32, ROLLOFF = 0.95, BETA = 9, MAX_PHASES = 4096;
+
+function besselI0(x) {
+  let sum = 1, term = 1;
+  for (let k = 1; k < 64 && term > 1e-12 * sum; k++) {
+    term *= (x / (2 * k)) ** 2;
+    sum += term;
+  }
+  return sum;
+}
+
+function gcd(a, b) { while (b) [a, b] = [b, a % b]; return a; }
+
+export function resample(samples, from, to) {
+  if (!(Number.isInteger(from) && Number.isInteger(to) && from > 0 && to > 0)) {
+    throw new Error(`cannot resample ${from} Hz to ${to} Hz: rates must be positive whole numbers`);
+  }
+  if (from === to) return samples;
+  const g = gcd(from, to), L = to / g, M = from / g;
+  const cutoff = ROLLOFF * Math.min(1, to / from) / 2;  // Cycles per input sample.
+  const half = Math.ceil(ZEROS / (2 * cutoff));  // Taps either side, in input samples.
+  const norm = besselI0(BETA);
+  const tap = (u) => {  // The filter at `u` input samples from the output instant.
+    if (Math.abs(u) >= half) return 0;
+    const x = 2 * cutoff * u;
+    const sinc = x === 0 ? 1 : Math.sin(Math.PI * x) / (Math.PI * x);
+    const r = u / half;
+    return 2 * cutoff * sinc * besselI0(BETA * Math.sqrt(1 - r * r)) / norm;
+  };
+  const taps = 2 * half;
+  const table = L <= MAX_PHASES ? new Float32Array(L * taps) : null;
+  if (table) {
+    for (let p = 0; p < L; p++) {
+      for (let j = 0; j < taps; j++) table[p * taps + j] = tap(p / L + half - 1 - j);
+    }
+  }
+  const n = Math.ceil(samples.length * L / M), out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const position = i * M, k0 = Math.floor(position / L), phase = position - k0 * L;  // t = k0 + phase / L.
+    let sum = 0;
+    for (let j = 0; j < taps; j++) {
+      const k = k0 - half + 1 + j;
+      if (k < 0 || k >= samples.length) continue;
+      sum += samples[k] * (table ? table[phase * taps + j] : tap(phase / L + half - 1 - j));
+    }
+    out[i] = sum;
+  }
+  return out;
+}
+
 // One waveform (mono, at the model's rate) -> the feeds of model.audio.onnx (batch of one; trim on by default).
 export function feeds(ort, samples) {
   return {

@@ -1,8 +1,9 @@
 // The page: load model.audio.onnx (?model=URL, default ./model.audio.onnx), decode a picked or dropped audio file
-// with Web Audio at the model's sample rate, run it with onnxruntime-web (WASM, one thread), show label and bars.
+// (WAV as the Node client does, any other format with Web Audio) at the model's sample rate, run it with
+// onnxruntime-web (WASM, one thread), show label and bars.
 // Everything happens in this browser; the model computes its own log-mel features.
 import * as ort from './node_modules/onnxruntime-web/dist/ort.min.mjs';
-import { feeds, modelMetadata, top } from '../common/model.mjs';
+import { decodeWav, feeds, modelMetadata, resample, top } from '../common/model.mjs';
 
 ort.env.wasm.wasmPaths = new URL('./node_modules/onnxruntime-web/dist/', import.meta.url).href;
 ort.env.wasm.numThreads = 1;  // Threads need cross-origin isolation, which a plain static server does not give.
@@ -32,12 +33,17 @@ async function loadModel() {
   document.body.dataset.state = 'ready';
 }
 
-// Any format the browser decodes -> mono Float32Array at the model's rate (decodeAudioData resamples to the
-// context's rate; channels are averaged).
+// Any format the browser decodes -> mono Float32Array at the model's rate. A WAV file is decoded and resampled
+// exactly as the Node client does (same results); other formats by decodeAudioData, which resamples to the
+// context's rate with the browser's own resampler; channels are averaged.
 async function decode(file) {
   const rate = meta.input_contract.sample_rate;
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  let wav = null;
+  try { wav = decodeWav(bytes); } catch { /* Not a WAV this decoder reads: Web Audio's turn. */ }
+  if (wav) return resample(wav.samples, wav.sampleRate, rate);
   const context = new OfflineAudioContext(1, 1, rate);
-  const audio = await context.decodeAudioData(await file.arrayBuffer());
+  const audio = await context.decodeAudioData(bytes.buffer);
   const mono = new Float32Array(audio.length);
   for (let c = 0; c < audio.numberOfChannels; c++) {
     const channel = audio.getChannelData(c);
@@ -46,7 +52,14 @@ async function decode(file) {
   return mono;
 }
 
+function clear() {
+  $('label').textContent = '';
+  $('bars').replaceChildren();
+  for (const key of ['label', 'confidence', 'file']) delete document.body.dataset[key];
+}
+
 async function classify(file) {
+  clear();  // A new file: the previous result leaves the screen now, whatever happens to this one.
   document.body.dataset.state = 'running';
   $('status').className = '';
   $('status').textContent = `classifying ${file.name}...`;
@@ -68,6 +81,7 @@ async function classify(file) {
     }));
     Object.assign(document.body.dataset, { state: 'done', label, confidence: String(confidence), file: file.name });
   } catch (err) {
+    clear();
     fail(`${file.name}: ${err.message || err}`);
   }
 }

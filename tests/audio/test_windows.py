@@ -65,7 +65,7 @@ def test_a_hop_longer_than_the_window_and_bad_limits_are_refused():
             WindowRule(hop_seconds=bad)
         with pytest.raises(FeatureConfigError, match="max_duration_s"):
             WindowRule(max_duration_s=bad)
-    assert WindowRule().tag(CONFIG) == "windows-v1 5s/2.5s end-aligned"
+    assert WindowRule().tag(CONFIG) == "windows-v2 5s/2.5s end-aligned"
 
 
 def test_a_long_file_is_streamed_in_parts_that_match_a_whole_decode(fsdd_dir, tmp_path):
@@ -92,9 +92,29 @@ def test_a_long_file_is_streamed_in_parts_that_match_a_whole_decode(fsdd_dir, tm
     assert len(streamed.starts_s) == len(whole.starts_s)
     np.testing.assert_allclose(streamed.starts_s, whole.starts_s, atol=2 / CONFIG.sample_rate)
     np.testing.assert_allclose(streamed.ends_s, whole.ends_s, atol=2 / CONFIG.sample_rate)
+    assert streamed.audible == whole.audible and len(streamed.audible) == len(streamed.starts_s)
     assert streamed.duration_s == pytest.approx(seconds, abs=1e-3)
     assert float(np.abs(streamed.features - whole.features).max()) < 2e-2  # Resampler edges; same picture.
     assert float(np.abs(streamed.features - whole.features).mean()) < 1e-3
 
     limited = file_windows(path, CONFIG, WindowRule(max_duration_s=40))
     assert limited.duration_s == pytest.approx(40, abs=1e-3) and limited.ends_s[-1] <= 40 + 1e-6
+
+
+def test_silent_windows_inside_a_recording_are_marked_by_the_trims_rule():
+    rng = np.random.default_rng(0)
+    sr = CONFIG.sample_rate
+    y = rng.normal(0, 1e-4, 30 * sr).astype(np.float32)  # -80 dB noise: silence to a 60-dB trim.
+    tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(sr) / sr).astype(np.float32)
+    y[:sr] += tone  # A tone at the start, one at 21.2 s, digital silence from 25 s to 29 s, a tone at the end.
+    at = int(21.2 * sr)
+    y[at:at + sr] += tone
+    y[25 * sr:29 * sr] = 0
+    y[29 * sr:] += tone
+    w = windows_from_signal(y, CONFIG, WindowRule(hop_seconds=2.5))
+    assert len(w.audible) == len(w.starts_s)
+    for start, end, audible in zip(w.starts_s, w.ends_s, w.audible):
+        holds_tone = start < 1.0 or (start < 22.2 and end > 21.2) or end > 29.0
+        assert audible == holds_tone, (start, end)
+    one = windows_from_signal(tone, CONFIG)
+    assert one.audible == ()  # A clip that fits one window is scored as in training: always counted.

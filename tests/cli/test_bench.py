@@ -81,8 +81,9 @@ def test_bench_sweeps_batch_sizes_and_records_the_best(exported_model, features,
     assert "long file: limit on" in result.output
 
 
-def test_bench_refuses_a_sweep_larger_than_its_clips(exported_model, tmp_path):
+def test_bench_refuses_a_sweep_larger_than_its_clips(exported_model, fsdd_dir, tmp_path):
     result = runner.invoke(app, ["bench", "--checkpoint", str(exported_model.parity.checkpoint_path), "--model",
-                                 str(exported_model.model_path), "--clips", "16", "--batch-sizes", "8,32"])
+                                 str(exported_model.model_path), "--data", str(fsdd_dir / "recordings"),
+                                 "--clips", "16", "--batch-sizes", "8,32"])
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit), repr(result.exception)
     assert "--clips 16" in result.output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 
 from support import assert_user_error, fsdd_rows
@@ -35,6 +37,14 @@ def test_drift_fails_when_asked_and_the_trend_shows_it(onnx_model, fsdd_dir, tmp
     rows = [line for line in table.output.splitlines() if "one-digit" in line]
     assert [("drift" in r, "warn" in r) for r in rows] == [(True, False), (True, False), (False, True)], rows
     assert (tmp_path / "trend.png").read_bytes()[:4] == b"\x89PNG"
+    assert all(re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", r) for r in rows), rows  # Full timestamps.
+    piped = runner.invoke(app, ["health", "--output-dir", str(out)])  # No terminal: nothing cut, all on stdout.
+    assert piped.exit_code == 0 and piped.stdout.count("one-digit") == 3 and "…" not in piped.stdout
+    machine = runner.invoke(app, ["health", "--output-dir", str(out), "--json"])
+    assert machine.exit_code == 0, machine.output
+    runs = json.loads(machine.stdout)  # stdout is the JSON and nothing else.
+    assert [r["verdict"] for r in runs] == ["drift", "drift", "warn"]
+    assert all(r["files"] == len(list(folder.iterdir())) and r["health_path"].endswith(".json") for r in runs), runs
     mine = runner.invoke(app, ["health", "--output-dir", str(out), "--model", str(onnx_model), "--last", "1"],
                          env={"COLUMNS": "200"})
     assert mine.exit_code == 0 and mine.output.count("one-digit") == 1 and "warn" in mine.output, mine.output

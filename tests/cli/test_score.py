@@ -40,6 +40,10 @@ def test_score_prints_the_csv_and_a_summary(onnx_model, fsdd_dir, tmp_path):
     assert [r["file"] for r in read_rows(csv_path)] == names
     assert "6 files (6 ok, 0 error)" in result.stderr and "CPUExecutionProvider" in result.stderr
     assert "6 windows" in result.stderr and f"detections: {csv_path.parent}/detections_" in result.stderr
+    assert "warning:" not in result.stderr
+    chance = runner.invoke(app, ["score", "--model", str(onnx_model), "--input", str(tmp_path / "in" / "day1"),
+                                 "--out", str(tmp_path / "out"), "--workers", "0", "--min-confidence", "0.1"])
+    assert chance.exit_code == 0 and "warning: --min-confidence 0.1 keeps every window" in chance.stderr
 
 
 @pytest.mark.parametrize(
@@ -130,9 +134,10 @@ def test_killed_mid_folder_then_rerun_leaves_one_complete_csv(onnx_model, fsdd_d
     files = [r["file"] for r in read_rows(csvs[0])]
     assert files == names  # Every file exactly once, sorted.
     detections = csvs[0].with_name(csvs[0].name.replace("predictions_", "detections_"))
+    events = csvs[0].with_name(csvs[0].name.replace("predictions_", "events_"))
     health = csvs[0].with_name(csvs[0].name.replace("predictions_", "health_").replace(".csv", ".json"))
     assert sorted(p.name for p in (out / "day1").iterdir()) == sorted(
-        [".lock", csvs[0].name, detections.name, health.name])  # Leftovers cleaned.
+        [".lock", csvs[0].name, detections.name, events.name, health.name])  # Leftovers cleaned.
     # The rerun's content is what an uninterrupted run writes (run ids aside).
     clean = subprocess.run([*command[:-8], "--out", str(tmp_path / "clean"), *command[-6:]], capture_output=True,
                            text=True, timeout=400)
@@ -144,6 +149,7 @@ def test_killed_mid_folder_then_rerun_leaves_one_complete_csv(onnx_model, fsdd_d
 
     assert content(csvs[0]) == content(clean_csv)
     assert content(detections) == content(clean_csv.with_name(clean_csv.name.replace("predictions_", "detections_")))
+    assert content(events) == content(clean_csv.with_name(clean_csv.name.replace("predictions_", "events_")))
 
     ledger = Ledger.in_dir(out)
     states = sorted(r.state for r in ledger.folder_runs())

@@ -123,8 +123,8 @@ def test_train_then_predict(manifest, tmp_path, fsdd_dir):
         rows = list(csv.DictReader(f))
     assert len(rows) == 4
     digits = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"}
-    assert all(r["predicted_label"] in digits for r in rows if not r["error"])
-    assert [Path(r["filename"]).name for r in rows if r["error"]] == ["broken.wav"]
+    assert all(r["label"] in digits for r in rows if not r["error"])
+    assert [Path(r["file"]).name for r in rows if r["error"]] == ["broken.wav"]
     assert "1 of 4 file(s) could not be decoded" in result.output
 
 

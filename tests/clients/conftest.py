@@ -53,13 +53,43 @@ def clips_at_model_rate(audio_model, fsdd_dir, tmp_path_factory) -> list[Path]:
     return paths
 
 
-@pytest.fixture(scope="module")
-def python_engine(onnx_model, clips_at_model_rate) -> dict[str, tuple[str, list[float]]]:
-    """{file name: (label, probabilities)} from the Python engine (python front end) on the same files."""
+def _python_engine(onnx_model: Path, clips: list[Path]) -> dict[str, tuple[str, list[float]]]:
+    """{file name: (label, probabilities)} from the Python engine (python front end) on `clips` (one folder)."""
     from toolchain.scoring.engine import load_model, score_files
     from toolchain.scoring.engine_config import EngineConfig
 
     model = load_model(onnx_model, EngineConfig(decode_workers=0, intra_op_threads=2))
-    folder = clips_at_model_rate[0].parent
-    rows = score_files(model, folder, [p.name for p in clips_at_model_rate], EngineConfig(decode_workers=0))
+    rows = score_files(model, clips[0].parent, [p.name for p in clips], EngineConfig(decode_workers=0))
     return {r.file: (r.label, list(r.probabilities)) for r in rows}
+
+
+@pytest.fixture(scope="module")
+def python_engine(onnx_model, clips_at_model_rate) -> dict[str, tuple[str, list[float]]]:
+    """The Python engine's results on the clips at the model's rate."""
+    return _python_engine(onnx_model, clips_at_model_rate)
+
+
+@pytest.fixture(scope="module")
+def clips_at_any_rate(fsdd_dir, tmp_path_factory) -> list[Path]:
+    """The six FSDD clips as recorded (8 kHz) and three of them at 44.1 and 48 kHz (soxr VHQ, float WAV)."""
+    import soxr
+
+    folder = tmp_path_factory.mktemp("any_rate")
+    paths = []
+    for k, name in enumerate(CLIP_NAMES):
+        source = fsdd_dir / "recordings" / f"{name}.wav"
+        shutil.copy(source, folder / source.name)
+        paths.append(folder / source.name)
+        if k % 2 == 0:
+            y, rate = sf.read(source, dtype="float32")
+            for to in (44_100, 48_000):
+                path = folder / f"{name}_{to}.wav"
+                sf.write(path, soxr.resample(y, rate, to, quality="VHQ"), to, subtype="FLOAT")
+                paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def python_engine_any_rate(onnx_model, clips_at_any_rate) -> dict[str, tuple[str, list[float]]]:
+    """The Python engine's results on the clips at any rate (its decoder resamples each file itself)."""
+    return _python_engine(onnx_model, clips_at_any_rate)

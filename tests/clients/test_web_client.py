@@ -39,7 +39,8 @@ def site(tmp_path, audio_model):
     server.shutdown()
 
 
-def test_browser_labels_equal_the_python_engine(chromium, node, site, clips_at_model_rate, python_engine, tmp_path):
+def test_browser_labels_equal_the_python_engine(chromium, node, site, clips_at_model_rate, python_engine, tmp_path,
+                                                clips_at_any_rate, python_engine_any_rate):
     from playwright import sync_api
 
     with sync_api.sync_playwright() as p:
@@ -61,5 +62,14 @@ def test_browser_labels_equal_the_python_engine(chromium, node, site, clips_at_m
             page.set_input_files("#audio", str(broken))
             page.wait_for_selector("body[data-state=error]", timeout=TIMEOUT_MS)
             assert "broken.wav" in page.text_content("#status")
+            # The failed file leaves no earlier result on screen.
+            assert page.text_content("#label") == "" and page.locator("#bars .row").count() == 0
+            assert page.get_attribute("body", "data-label") is None
+            # A WAV at another rate (FSDD's 8 kHz, a 48 kHz copy) is resampled as the Node client does.
+            for clip in [c for c in clips_at_any_rate if c.stem.count("_") == 2][:1] + [
+                    c for c in clips_at_any_rate if c.stem.endswith("_48000")][:1]:
+                page.set_input_files("#audio", str(clip))
+                page.wait_for_selector(f'body[data-state=done][data-file="{clip.name}"]', timeout=TIMEOUT_MS)
+                assert page.get_attribute("body", "data-label") == python_engine_any_rate[clip.name][0], clip.name
         finally:
             browser.close()

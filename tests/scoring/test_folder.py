@@ -51,15 +51,17 @@ def test_bad_input_folder_gives_one_row_per_audio_file(onnx_model, bad_input_fol
     assert detections.name == Path(summary.csv_path).name.replace("predictions_", "detections_")
     health = Path(summary.health["path"])
     assert health.name == Path(summary.csv_path).name.replace("predictions_", "health_").replace(".csv", ".json")
+    events = Path(summary.events_path)
+    assert events.name == Path(summary.csv_path).name.replace("predictions_", "events_")
     assert sorted(p.name for p in summary_dir_files(Path(summary.csv_path).parent)) == sorted(
-        [Path(summary.csv_path).name, detections.name, health.name])
+        [Path(summary.csv_path).name, detections.name, events.name, health.name])
     assert summary.health["verdict"] == "insufficient"  # 4 files scored (and 5 errors): too few to judge.
     # One detection per window of every ok file (error files have none), and the windows add up.
     windows = read_rows(detections)
     assert {w["file"] for w in windows} == {f for f, status in expected.items() if status == "ok"}
     assert len(windows) == sum(int(r["windows"]) for r in rows) == summary.windows
-    assert {r["window_rule"] for r in rows} == {"windows-v1 1s/0.5s end-aligned, mean"}
-    assert Ledger.in_dir(tmp_path / "out").run(summary.run_id).window_rule == "windows-v1 1s/0.5s end-aligned, mean"
+    assert {r["window_rule"] for r in rows} == {"windows-v2 1s/0.5s end-aligned, mean"}
+    assert Ledger.in_dir(tmp_path / "out").run(summary.run_id).window_rule == "windows-v2 1s/0.5s end-aligned, mean"
 
 
 def test_shards_concatenate_to_the_single_pass_result(model, bad_input_folder, tmp_path):
@@ -95,8 +97,9 @@ def test_rescoring_writes_a_new_csv_and_keeps_the_old(onnx_model, bad_input_fold
 def test_two_runs_over_long_recordings_write_the_same_content_and_raven_reads_the_windows(onnx_model, fsdd_dir,
                                                                                          tmp_path):
     """Recordings of several lengths at several rates: two runs give identical predictions and detections (ids
-    and stamps aside); --format raven adds a selection table with one selection per kept detection. (Other engine
-    settings agree to float noise, not to every printed digit: decoding in a worker uses one BLAS thread.)"""
+    and stamps aside); --format raven --raven-rows windows adds a selection table with one selection per kept
+    detection. (Other engine settings agree to float noise, not to every printed digit: decoding in a worker uses
+    one BLAS thread.)"""
     import numpy as np
     import soundfile
 
@@ -113,7 +116,8 @@ def test_two_runs_over_long_recordings_write_the_same_content_and_raven_reads_th
             clip = load_audio(clips[(n + k) % len(clips)], FeatureConfig(sample_rate=rate))
             y[at * rate:at * rate + clip.size] += clip[:y.size - at * rate]
         soundfile.write(folder / f"rec{n}.flac", y, rate)
-    options = ScoringOptions(hop_seconds=0.25, aggregation="max", min_confidence=0.2, format="raven")
+    options = ScoringOptions(hop_seconds=0.25, aggregation="max", min_confidence=0.2, format="raven",
+                             raven_rows="windows")
     runs = [score_folder(onnx_model, folder, tmp_path / f"out{i}", CONFIG, options=options) for i in range(2)]
 
     def content(path: str) -> list[dict]:

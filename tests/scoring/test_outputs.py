@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import numpy as np
+import soundfile
 from support import read_rows
 
 from toolchain.scoring.engine import ScoredRow, WindowScore
 from toolchain.scoring.outputs import (
     DETECTIONS_PREFIX,
+    EVENTS_PREFIX,
     RAVEN_COLUMNS,
     assemble_csv,
     assemble_raven,
     csv_columns,
     detection_columns,
     detections_part,
+    event_columns,
+    events_part,
     new_csv_path,
     part_path,
     publish_csv,
@@ -73,6 +78,38 @@ def test_detections_have_one_row_per_window_above_min_confidence_and_raven_count
     assert (last["Selection"], last["Begin Time (s)"], last["End Time (s)"], last["Begin Path"],
             last["File Offset (s)"], last["Label"], last["High Freq (Hz)"]) == (
         "3", "10.500", "15.500", "/data/day1/b.wav", "1.000", "dog", "11025")
+
+
+def test_events_merge_windows_of_one_label_and_raven_lists_events(tmp_path):
+    out = tmp_path / "day1"
+    windows = [(0.0, 5.0, (0.9, 0.1)), (2.5, 7.5, (0.8, 0.2)), (5.0, 10.0, (0.5, 0.5)), (7.5, 12.5, (0.7, 0.3)),
+               (10.0, 15.0, (0.2, 0.8)), (12.5, 17.5, (0.1, 0.9), False), (15.0, 20.0, (0.1, 0.9), False)]
+    rows = [scored("a.wav", windows, 20.0), ScoredRow("bad.wav", "error", error="not audio")]
+    part = write_part(part_path(out, "run1", 0), rows, CLASSES, "sha", "run1", "rule-x", min_confidence=0.6,
+                      merge_gap_s=0.0)
+    predictions = assemble_csv(out, "run1", [part.path])
+    events = assemble_csv(out, "run1", [str(events_part(part.path))], prefix=EVENTS_PREFIX)
+    found = read_rows(events)
+    assert list(found[0]) == event_columns()
+    # The weak window at 5 s (0.5 < 0.6) is bridged: the two cat runs touch (gap 0 s).
+    assert [(r["file"], r["start_s"], r["end_s"], r["label"], r["confidence"], r["windows"]) for r in found] == [
+        ("a.wav", "0.000", "12.500", "cat", "0.900000", "3"), ("a.wav", "10.000", "15.000", "dog", "0.800000", "1")]
+    assert found[0]["mean_confidence"] == "0.800000"
+    apart = write_part(part_path(out, "run2", 0), rows, CLASSES, "sha", "run2", "rule-x", min_confidence=0.6,
+                       merge_gap_s=-1.0)
+    assert len(read_rows(events_part(apart.path))) == 3  # A negative gap bridges nothing.
+    # The silent windows (confident "dog" on faint noise) are neither events nor detections.
+    assert [r["start_s"] for r in read_rows(detections_part(part.path))] == ["0.000", "2.500", "7.500", "10.000"]
+    # The Raven table lists the events over the band the model saw of each file: an 8 kHz recording's 4 kHz.
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    soundfile.write(folder / "a.wav", np.zeros(8000 * 20, dtype=np.float32), 8000)
+    raven = assemble_raven(out, "run1", predictions, events, folder, 11025).read_text().splitlines()
+    assert [line.split("\t")[3:7] + line.split("\t")[9:10] for line in raven[1:]] == [
+        ["0.000", "12.500", "0", "4000", "cat"], ["10.000", "15.000", "0", "4000", "dog"]]
+    soundfile.write(folder / "a.wav", np.zeros(48000 * 20, dtype=np.float32), 48000)  # Above the model's rate.
+    raven = assemble_raven(out, "run1", predictions, events, folder, 11025).read_text().splitlines()
+    assert {line.split("\t")[6] for line in raven[1:]} == {"11025"}
 
 
 def test_sibling_outputs_share_the_predictions_stamp_and_block_it(tmp_path):

@@ -73,3 +73,28 @@ def test_a_seeded_draw_repeats():
 def test_bad_settings_are_named(field, value):
     with pytest.raises(TrainingError, match=field):
         Augmentation(**{field: value})
+
+
+def test_a_short_call_is_never_shifted_or_masked_out_of_its_window():
+    """A trimmed 0.4-s call at the start of a 5-s window (5 of 54 frames here): shifted only to the right, masked
+    only in part. Moving it left, or masking a band as wide as a tenth of the window, could leave a silent image
+    labelled as the call."""
+    x = torch.full((64, 3, 8, 54), 0.05)
+    x[:, :, :, :5] = 0.5 + torch.rand(64, 3, 8, 5) / 2
+    out, _ = augment_batch(x, torch.zeros(64, dtype=torch.long), 2,
+                           Augmentation(time_shift=0.25, time_masks=2, time_mask=0.1, freq_masks=0, mixup_alpha=0))
+    for i in range(64):
+        loud = (out[i] > 0.05).any(dim=1).any(dim=0).nonzero().flatten()
+        assert loud.numel() == 5, i  # A tenth of 5 frames is no frame: the whole call stays.
+        assert int(loud[0]) >= 0 and int(loud[-1]) <= 4 + 13  # Right by at most a quarter of 54 frames.
+    starts = [int((out[i] > 0.05).any(dim=1).any(dim=0).nonzero()[0]) for i in range(64)]
+    assert len(set(starts)) > 5  # The call does move to many positions.
+    wide = torch.full((16, 3, 8, 54), 0.05)
+    wide[:, :, :, 10:50] = 0.5 + torch.rand(16, 3, 8, 40) / 2  # A 40-frame sound: masks up to 4 frames each.
+    out, _ = augment_batch(wide, torch.zeros(16, dtype=torch.long), 2,
+                           Augmentation(time_shift=0, time_masks=2, time_mask=0.1, freq_masks=0, mixup_alpha=0))
+    for i in range(16):
+        silent = ~(out[i] > 0.05).any(dim=1).any(dim=0)
+        assert bool(silent[:10].all()) and bool(silent[50:].all())  # Untouched outside the sound...
+        assert 0 <= int(silent[10:50].sum()) <= 8  # ...and at most two bands of 4 frames inside it.
+    assert any(bool((~(out[i] > 0.05).any(dim=1).any(dim=0))[10:50].any()) for i in range(16))

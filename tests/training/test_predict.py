@@ -42,14 +42,14 @@ def test_folder_with_a_bad_file(trained_checkpoint, tmp_path):
     assert list(rows[0]) == prediction_columns(checkpoint.classes)
     assert len(rows) == 7
     bad = [r for r in rows if r["error"]]
-    assert [Path(r["filename"]).name for r in bad] == ["zz_bad.wav"] and bad[0]["predicted_label"] == ""
+    assert [Path(r["file"]).name for r in bad] == ["zz_bad.wav"] and bad[0]["label"] == ""
     for row in rows:
         if row["error"]:
             continue
-        assert row["predicted_label"] in checkpoint.classes  # Class names, not indices.
+        assert row["label"] in checkpoint.classes  # Class names, not indices.
         probs = np.array([float(row[f"prob_{c}"]) for c in checkpoint.classes])
         assert probs.sum() == pytest.approx(1.0, abs=1e-4)
-        assert row["predicted_label"] == checkpoint.classes[int(probs.argmax())]
+        assert row["label"] == checkpoint.classes[int(probs.argmax())]
 
 
 def test_csv_input_reproduces_validation_accuracy(trained_checkpoint, tmp_path):
@@ -62,8 +62,8 @@ def test_csv_input_reproduces_validation_accuracy(trained_checkpoint, tmp_path):
         writer.writerows([p, _true_label(p)] for p in checkpoint.val_files)
     rows = _rows(predict(trained_checkpoint, manifest, tmp_path / "val_pred.csv",
                          cache_dir=checkpoint.train_args["cache_dir"], num_workers=0))
-    assert [r["filename"] for r in rows] == list(checkpoint.val_files)
-    accuracy = np.mean([r["predicted_label"] == _true_label(r["filename"]) for r in rows])
+    assert [r["file"] for r in rows] == list(checkpoint.val_files)
+    accuracy = np.mean([r["label"] == _true_label(r["file"]) for r in rows])
     # fp32 either way; only batch composition differs, which may flip at most a near-tie.
     assert accuracy == pytest.approx(checkpoint.metrics["val_acc"], abs=1.5 / len(rows))
 

@@ -44,3 +44,26 @@ def test_prediction_counts_read_the_error_column(tmp_path):
     rows = [PredictionRow("a.wav", np.array([0.9, 0.1])), PredictionRow("b.wav", error="EOFError")]
     path = write_predictions_csv(rows, ["x", "y"], tmp_path / "p.csv")
     assert prediction_counts(path) == (1, 1)
+
+
+def test_curves_show_macro_f1_and_the_best_epoch_and_counts_have_whole_ticks(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    seen = {}
+    real = matplotlib.figure.Figure.savefig
+
+    def keep(self, *args, **kwargs):
+        seen.setdefault("figures", []).append(
+            [([line.get_label() for line in ax.get_lines()], list(ax.get_yticks())) for ax in self.axes])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "train_acc": e / 3, "val_acc": e / 3,
+                "val_macro_f1": e / 4} for e in (1, 2, 3)]
+    plot_training_curves(history, tmp_path / "curves.png", best_epoch=2)
+    loss, accuracy = seen["figures"][0]
+    assert "val macro-F1" in accuracy[0] and "best epoch 2 (macro-F1)" in accuracy[0]
+    assert "best epoch 2 (macro-F1)" in loss[0]
+    plot_confusion_matrix([0, 1, 1], [0, 1, 0], ["dog", "cat"], tmp_path / "cm.png", "val")
+    colorbar_ticks = seen["figures"][1][1][1]  # The colour bar's axis: counts 0..2.
+    assert colorbar_ticks and all(float(t).is_integer() for t in colorbar_ticks), colorbar_ticks

@@ -75,16 +75,16 @@ def test_test_predictions_csv(trained_checkpoint):
     rows = _rows(trained_checkpoint.parent / PREDICTIONS_NAME)
     listed = [r["filename"] for r in _rows(Path(checkpoint.train_args["test"]))]
     assert list(rows[0]) == prediction_columns(checkpoint.classes)
-    assert [r["filename"] for r in rows] == listed  # Every test file, in manifest order.
+    assert [r["file"] for r in rows] == listed  # Every test file, in manifest order.
     errors = [r for r in rows if r["error"]]
-    assert [Path(r["filename"]).name for r in errors] == ["broken.wav"]
-    assert errors[0]["predicted_label"] == "" and "broken.wav" not in errors[0]["error"]  # The cause, not the name.
+    assert [Path(r["file"]).name for r in errors] == ["broken.wav"]
+    assert errors[0]["label"] == "" and "broken.wav" not in errors[0]["error"]  # The cause, not the name.
     for row in rows:
         if row["error"]:
             continue
         probs = np.array([float(row[f"prob_{c}"]) for c in checkpoint.classes])
         assert probs.sum() == pytest.approx(1.0, abs=1e-4)
-        assert row["predicted_label"] == checkpoint.classes[int(probs.argmax())]
+        assert row["label"] == checkpoint.classes[int(probs.argmax())]
         assert float(row["confidence"]) == pytest.approx(probs.max(), abs=1e-6)
 
 

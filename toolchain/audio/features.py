@@ -55,18 +55,39 @@ def chunk_energy(y: np.ndarray) -> np.ndarray:
     return np.square(padded).reshape(n_chunks, TRIM_HOP).sum(axis=1)
 
 
-def trim_from_energy(chunks: np.ndarray, n_samples: int, top_db: float) -> tuple[int, int]:
-    """(start, end) sample indices of `librosa.effects.trim(top_db=...)` (frame 2048, hop 512, centred frames)
-    from the chunk energies of an `n_samples`-long signal; (0, 0) when every frame is below the threshold."""
-    # Frame i covers samples [i*512 - 1024, i*512 + 1024): chunks i-2 .. i+1 (zero outside the signal).
+def frame_db(chunks: np.ndarray, n_samples: int) -> np.ndarray:
+    """The level (dB) of each trim frame of an `n_samples`-long signal from its chunk energies: frame i is centred
+    on sample i*512 and covers [i*512 - 1024, i*512 + 1024) (chunks i-2 .. i+1, zero outside the signal)."""
     padded = np.concatenate([[0.0, 0.0], np.asarray(chunks, dtype=np.float64), [0.0, 0.0]])
     n_frames = 1 + n_samples // TRIM_HOP
     energy = padded[0:n_frames] + padded[1:n_frames + 1] + padded[2:n_frames + 2] + padded[3:n_frames + 3]
-    db = 10.0 * np.log10(np.maximum(AMIN, energy / TRIM_FRAME))
+    return 10.0 * np.log10(np.maximum(AMIN, energy / TRIM_FRAME))
+
+
+def trim_from_energy(chunks: np.ndarray, n_samples: int, top_db: float) -> tuple[int, int]:
+    """(start, end) sample indices of `librosa.effects.trim(top_db=...)` (frame 2048, hop 512, centred frames)
+    from the chunk energies of an `n_samples`-long signal; (0, 0) when every frame is below the threshold."""
+    db = frame_db(chunks, n_samples)
     loud = np.flatnonzero(db > db.max() - top_db)
     if loud.size == 0:
         return 0, 0
     return int(loud[0] * TRIM_HOP), int(min(n_samples, (loud[-1] + 1) * TRIM_HOP))
+
+
+def audible_spans(chunks: np.ndarray, n_samples: int, top_db: float, starts: list[int] | tuple[int, ...],
+                  ends: list[int] | tuple[int, ...]) -> tuple[bool, ...]:
+    """Whether each span [start, end) of samples holds sound by the silence trim's own rule: a trim frame wholly
+    inside it within `top_db` of the signal's loudest frame. A span with none is silence to the trim, which would
+    cut it from a clip's ends (a frame reaching over its edge is the neighbour's sound, not its own)."""
+    db = frame_db(chunks, n_samples)
+    loud = np.concatenate([[0], np.cumsum(db > db.max() - top_db)])
+    half = TRIM_FRAME // 2
+    # Frame i covers [i*512 - 1024, i*512 + 1024): wholly inside from the first i with i*512 - 1024 >= start, to
+    # (one past) the last with i*512 + 1024 <= end.
+    first = -(-(np.asarray(starts, dtype=np.int64) + half) // TRIM_HOP)
+    last = (np.asarray(ends, dtype=np.int64) - half) // TRIM_HOP + 1
+    first, last = np.clip(first, 0, db.size), np.clip(last, 0, db.size)
+    return tuple(bool(v) for v in (last > first) & (loud[last] > loud[first]))
 
 
 def trim_bounds(y: np.ndarray, config: FeatureConfig = DEFAULT_CONFIG) -> tuple[int, int]:

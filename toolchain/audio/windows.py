@@ -7,6 +7,11 @@ trimmed audio, the last window aligned to its end (no zero-padded tail); each wi
 into a log-mel image like any clip. Every window knows where it lies in the original file (seconds from the file's
 first sample: the trim offset is included), so a detection can be found again in the recording.
 
+Silence inside a recording is judged by the same rule that trims its ends: a window none of whose trim frames
+comes within `trim_top_db` of the file's loudest frame is silent (`FileWindows.audible`). Peak normalization would
+blow its faint noise up into a full-scale image the model never saw in training, so a silent window is left out of
+the file's label, its detections and its events (`windows-v2`; `windows-v1` counted every window).
+
 Decoding: a file up to `LONG_FILE_SECONDS` (or in a format libsndfile cannot read) is decoded whole. A longer one
 is read in blocks, twice: one streaming pass (libsndfile blocks, a streaming soxr resampler) finds the trim bounds
 from per-chunk energies, then each part of `PART_WINDOWS` windows is read back by seeking, with a margin so the
@@ -25,6 +30,7 @@ import numpy as np
 from toolchain.audio.config import FeatureConfig
 from toolchain.audio.decode import AudioInfo, audio_info, check_audio_file, load_audio, read_mono, stream_mono
 from toolchain.audio.features import (
+    audible_spans,
     chunk_energy,
     log_mel_fast,
     padded_clip,
@@ -33,7 +39,7 @@ from toolchain.audio.features import (
 )
 from toolchain.errors import FeatureConfigError
 
-WINDOW_RULE_VERSION = "windows-v1"
+WINDOW_RULE_VERSION = "windows-v2"
 LONG_FILE_SECONDS = 120.0  # Longer files are streamed (never whole in memory); shorter ones decoded whole.
 PART_WINDOWS = 32  # Windows per part of a long file: one unit of decode work, ~80 s of audio at the default hop.
 RESAMPLE_MARGIN = 4096  # Original-rate frames read either side of a part (soxr HQ's filter is far shorter).
@@ -67,7 +73,7 @@ class WindowRule:
         return max(1, int(round(self.hop_for(config) * config.sample_rate)))
 
     def tag(self, config: FeatureConfig) -> str:
-        """Compact and complete, e.g. `windows-v1 5s/2.5s end-aligned`: which rule scored a file."""
+        """Compact and complete, e.g. `windows-v2 5s/2.5s end-aligned`: which rule scored a file."""
         limit = f" max {self.max_duration_s:g}s" if self.max_duration_s is not None else ""
         return f"{WINDOW_RULE_VERSION} {config.clip_seconds:g}s/{self.hop_for(config):g}s end-aligned{limit}"
 
@@ -82,6 +88,8 @@ class FileWindows:
     duration_s: float  # The decoded file's length (up to max_duration_s).
     scored_s: float  # Seconds of audio the file's windows cover (the non-silent span).
     last: bool = True  # False for every part of a long file but its final one.
+    # Per window: does it hold sound by the silence trim's rule (`audible_spans`)? () = every window does.
+    audible: tuple[bool, ...] = ()
 
 
 def window_starts(start: int, end: int, size: int, hop: int) -> list[int]:
@@ -108,8 +116,10 @@ def windows_from_signal(y: np.ndarray, config: FeatureConfig, rule: WindowRule =
     start, end = trim_bounds(y, config) if np.any(y) else (0, min(y.size, size))
     starts = window_starts(start, end, size, rule.hop_samples(config))
     features = np.stack([window_input(y[s:min(end, s + size)], config, rule.samples) for s in starts])
-    return FileWindows(features, tuple(s / sr for s in starts), tuple(min(end, s + size) / sr for s in starts),
-                       y.size / sr, (end - start) / sr)
+    ends = [min(end, s + size) for s in starts]
+    audible = audible_spans(chunk_energy(y), y.size, config.trim_top_db, starts, ends) if len(starts) > 1 else ()
+    return FileWindows(features, tuple(s / sr for s in starts), tuple(e / sr for e in ends),
+                       y.size / sr, (end - start) / sr, audible=audible)
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,7 @@ class LongPlan:
     end: int  # Trimmed end.
     starts: tuple[int, ...]
     samples: bool = False  # `WindowRule.samples`.
+    audible: tuple[bool, ...] = ()  # Per window, as `FileWindows.audible`.
 
     @property
     def parts(self) -> list[tuple[int, int]]:
@@ -148,7 +159,8 @@ def plan_long(path: str | Path, info: AudioInfo, config: FeatureConfig, rule: Wi
     size = config.num_samples
     start, end = trim_from_energy(energy, n, config.trim_top_db) if energy.any() else (0, min(n, size))
     starts = tuple(window_starts(start, end, size, rule.hop_samples(config)))
-    return LongPlan(str(path), info, max_frames, n, end, starts, rule.samples)
+    audible = audible_spans(energy, n, config.trim_top_db, starts, [min(end, s + size) for s in starts])
+    return LongPlan(str(path), info, max_frames, n, end, starts, rule.samples, audible)
 
 
 def long_part(plan: LongPlan, k0: int, k1: int, config: FeatureConfig) -> FileWindows:
@@ -171,7 +183,7 @@ def long_part(plan: LongPlan, k0: int, k1: int, config: FeatureConfig) -> FileWi
     starts = plan.starts[k0:k1]
     return FileWindows(np.stack(clips), tuple(s / sr for s in starts),
                        tuple(min(plan.end, s + size) / sr for s in starts), plan.n_samples / sr,
-                       (plan.end - plan.starts[0]) / sr, last=k1 == len(plan.starts))
+                       (plan.end - plan.starts[0]) / sr, last=k1 == len(plan.starts), audible=plan.audible[k0:k1])
 
 
 def file_windows_or_plan(path: str | Path, config: FeatureConfig,
@@ -192,4 +204,5 @@ def file_windows(path: str | Path, config: FeatureConfig, rule: WindowRule = Win
         return found
     parts = [long_part(found, k0, k1, config) for k0, k1 in found.parts]
     return FileWindows(np.concatenate([p.features for p in parts]), sum((p.starts_s for p in parts), ()),
-                       sum((p.ends_s for p in parts), ()), parts[0].duration_s, parts[0].scored_s)
+                       sum((p.ends_s for p in parts), ()), parts[0].duration_s, parts[0].scored_s,
+                       audible=sum((p.audible for p in parts), ()))

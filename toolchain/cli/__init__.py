@@ -6,17 +6,9 @@ imports this one). A `ToolchainError` becomes a one-line message on stderr and e
 
 from __future__ import annotations
 
-import sys
-
 import typer
-import typer.rich_utils
 
 from toolchain.cli import bench, demo, export, flow, health, ledger, models, score, train
-
-# Piped or logged, rich lays help out in 80 columns and cuts long option names ("--bn-recalibra…"); a terminal
-# keeps its own width. TERMINAL_WIDTH, when set, still wins.
-if typer.rich_utils.MAX_WIDTH is None and not sys.stdout.isatty():
-    typer.rich_utils.MAX_WIDTH = 130
 
 app = typer.Typer(
     name="toolchain",
@@ -24,6 +16,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Click's plain help: option names are never cut (rich's table cuts them below ~130 columns), the text wraps
+    # to the terminal (80 columns at most, also when piped), and a flag shows no `<bool>` metavar.
+    rich_markup_mode=None,
 )
 for _module in (train, demo, export, bench, score, flow, health, ledger, models):
     app.registered_commands.extend(_module.app.registered_commands)

@@ -13,7 +13,6 @@ from toolchain.inference.contract import variant_path
 
 app = typer.Typer()
 
-DEFAULT_DATA = Path("../shared/data/fsdd/recordings")
 
 
 def parse_batch_sizes(text: str | None, batch_size: int, clips: int) -> tuple[int, ...]:
@@ -39,11 +38,12 @@ def parse_batch_sizes(text: str | None, batch_size: int, clips: int) -> tuple[in
 def bench(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint (.pth) the ONNX model was exported from.")],
     model: Annotated[Path, typer.Option(help="fp32 ONNX model written by `toolchain export-onnx`.")],
+    data: Annotated[
+        list[Path], typer.Option(help="Clips like the audio you score: an audio folder or a CSV manifest; "
+                                 "repeatable.")
+    ],
     int8_model: Annotated[
         Path | None, typer.Option("--int8-model", help="INT8 model (default: model.int8.onnx beside --model).")
-    ] = None,
-    data: Annotated[
-        list[Path] | None, typer.Option(help="Audio folder or CSV manifest; repeatable. Default: FSDD recordings.")
     ] = None,
     clips: Annotated[int, typer.Option(min=16, help="Clips used by every measurement (spread evenly).")] = 96,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size for every model run.")] = 16,
@@ -74,7 +74,7 @@ def bench(
     sizes = parse_batch_sizes(batch_sizes, batch_size, clips)
     if int8_model is None and variant_path(model, "int8").is_file():
         int8_model = variant_path(model, "int8")
-    selected = select_clips(data or [DEFAULT_DATA], clips)
+    selected = select_clips(data, clips)
     config = BenchConfig(checkpoint=checkpoint, model=model, clips=selected, int8_model=int8_model,
                          batch_size=batch_size, batch_sizes=sizes, long_file=long_file)
     with rich_progress() as progress:

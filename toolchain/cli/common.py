@@ -61,8 +61,12 @@ class RichProgress:
         self._progress.update(self._tasks[key], advance=amount, **kwargs)
 
     def finish(self, key: str) -> None:
+        """The bar leaves; one line stays that says what was done (count and time)."""
         task = self._tasks.pop(key, None)
         if task is not None:
+            state = self._progress.tasks[[t.id for t in self._progress.tasks].index(task)]
+            count = f" {state.completed:g}/{state.total:g}" if state.total is not None else ""
+            self._progress.console.print(f"{state.description}: done{count} in {state.elapsed or 0.0:.1f} s")
             self._progress.remove_task(task)
 
 

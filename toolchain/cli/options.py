@@ -23,7 +23,7 @@ from toolchain.inference.predictions import Aggregation
 from toolchain.inference.providers import Provider
 from toolchain.scoring.engine_config import EngineConfig, Frontend
 from toolchain.scoring.ledger_db import LEDGER_URL_ENV
-from toolchain.scoring.options import OutputFormat, ScoringOptions
+from toolchain.scoring.options import OutputFormat, RavenRows, ScoringOptions
 from toolchain.scoring.precision import Precision
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -91,9 +91,14 @@ RESULT_OPTIONS = (
     _option("min_confidence", float, SCORING["min_confidence"], "--min-confidence", min=0.0, max=1.0,
             help="Leave detections (window rows) below this confidence out of detections_<UTC>.csv; the "
             "predictions CSV keeps every file."),
+    _option("merge_gap", float, SCORING["merge_gap_s"], "--merge-gap",
+            help="Events: runs of one label at most this many seconds apart merge into one (0 bridges one weak "
+            "window at the default hop; negative: none)."),
     _option("format", OutputFormat, OutputFormat(SCORING["format"]), "--format",
-            help="csv: predictions + detections CSVs; raven: also a Raven selection table "
+            help="csv: predictions, detections and events CSVs; raven: also a Raven selection table "
             "(raven_<UTC>.selections.txt)."),
+    _option("raven_rows", RavenRows, RavenRows(SCORING["raven_rows"]), "--raven-rows",
+            help="The Raven table's selections: events (default) or every detection window."),
     _option("max_duration", float | None, SCORING["max_duration_s"], "--max-duration", min=0.001,
             help="Score at most this many seconds of each file (a safety limit); default: all of it."),
     _option("health_thresholds", str, "", "--health-thresholds",
@@ -125,6 +130,7 @@ def build_engine(values: dict[str, Any]) -> EngineConfig:
 def build_options(values: dict[str, Any]) -> ScoringOptions:
     return ScoringOptions(hop_seconds=values["hop_seconds"], aggregation=values["aggregation"],
                           min_confidence=values["min_confidence"], format=values["format"],
+                          merge_gap_s=values["merge_gap"], raven_rows=values["raven_rows"],
                           max_duration_s=values["max_duration"],
                           health=HealthThresholds.parse(values["health_thresholds"]), challenger=values["challenger"])
 

@@ -24,7 +24,7 @@ app = typer.Typer()
 def _say(message: str) -> None:
     """What `toolchain score` shows of the run's log: the registered version a models:/ reference resolved to,
     warnings and the shadow comparison."""
-    if message.startswith(("models:/", "shadow", "the shadow", "the MLflow")):
+    if message.startswith(("models:/", "shadow", "the shadow", "the MLflow", "warning: ")):
         console.print(message, soft_wrap=True, highlight=False)
 
 
@@ -45,8 +45,9 @@ def score_command(
 
     Every second of every file is scored: a file longer than the model's window is cut into windows every
     --hop-seconds, and its row (label, probabilities) aggregates them (--aggregation); detections_<UTC>.csv has
-    one row per window with its start and end in the file. Labels and feature settings come from the model file. Files that do not decode get status=error rows;
-    files without an audio extension are ignored. The run is recorded in OUT/ledger.sqlite. Prints the CSV path.
+    one row per window with its start and end in the file, events_<UTC>.csv one row per event (windows of one
+    label in a row, --merge-gap apart at most). Labels and feature settings come from the model file. Files that
+    do not decode get status=error rows; files without an audio extension are ignored. The run is recorded in OUT/ledger.sqlite. Prints the CSV path.
     health_<UTC>.json beside it says whether the model still fits this audio (verdict ok, warn, drift,
     insufficient or no_reference); `toolchain health --output-dir OUT` shows the trend.
     On a GPU: pick --batch-size with `toolchain bench --batch-sizes 8,16,32,64`; the CSV and the ledger name the
@@ -67,6 +68,7 @@ def score_command(
         f"{summary.audio_hours * 3600:.1f} s of audio ({summary.window_rule})", soft_wrap=True,
     )
     console.print(f"detections: {summary.detections_path}", soft_wrap=True)
+    console.print(f"events: {summary.events_path}", soft_wrap=True)
     version = f"model {summary.model_version}, " if summary.model_version else "model "
     console.print(f"provider {summary.provider}; {version}sha256 {summary.model_sha256}; run {summary.run_id}",
                   soft_wrap=True)

@@ -59,6 +59,9 @@ def train(
                                                         "clip (each).")] = TRAIN["spec_masks"],
     mixup_alpha: Annotated[float, typer.Option(min=0.0, help="Mixup Beta(alpha, alpha); 0 turns it "
                                                              "off.")] = TRAIN["mixup_alpha"],
+    augment_ramp_epochs: Annotated[int, typer.Option(min=0, help="Augmentation grows from none in epoch 1 to full "
+                                                     "strength over this many epochs (0: full at once).")]
+    = TRAIN["augment_ramp_epochs"],
     balance: Annotated[Balance, typer.Option(help="Class balance: a balanced sampler, or inverse-frequency loss "
                                                   "weights.")] = Balance(TRAIN["balance"]),
     select_on: Annotated[SelectOn, typer.Option(help="Validation metric that picks the best epoch and drives "
@@ -108,7 +111,7 @@ def train(
         val_fraction=val_fraction, seed=seed, patience=patience, resume=str(resume) if resume else None,
         cache_dir=str(cache_dir), num_workers=num_workers, bn_recalibration_batches=bn_recalibration_batches,
         overwrite=overwrite, resume_with_new_data=resume_with_new_data, augment=augment, time_shift=time_shift,
-        spec_masks=spec_masks, mixup_alpha=mixup_alpha, balance=balance.value, select_on=select_on.value,
+        spec_masks=spec_masks, mixup_alpha=mixup_alpha, augment_ramp_epochs=augment_ramp_epochs, balance=balance.value, select_on=select_on.value,
         schedule=schedule.value if schedule else None, warmup_epochs=warmup_epochs,
         zero_init_residual=zero_init_residual,
     )
@@ -179,7 +182,7 @@ def predict(
 ) -> None:
     """Predict class names for audio files with a trained checkpoint (PyTorch, the checkpoint's own features).
 
-    Columns: filename, predicted_label, confidence, prob_<class>..., error.
+    Columns: file, label (predicted), confidence, prob_<class>..., error.
     A file that cannot be decoded gets a row with its error instead of stopping the run.
     """
     from toolchain.training.predict import predict as run_predict

@@ -197,12 +197,14 @@ def assess(sketch: Sketch, reference: Reference | None, thresholds: HealthThresh
                    "confidence": [round(float(x), 6) for x in run_conf]})
     alpha = thresholds.alpha / TESTS
     drop = reference.expected_accuracy - expected
+    whose = "the file's windows" if n == 1 else "windows (each file weighs 1)"
     signals = (
         _judge("class_mix", chi_p < alpha, figures["js_distance"] >= thresholds.js_distance
                or figures["psi"] >= thresholds.psi,
                f"JS distance {figures['js_distance']:.3f}, PSI {figures['psi']:.3f}, chi-squared p {chi_p:.2g}"),
         _judge("confidence", ks_conf_p < alpha, ks_conf >= thresholds.ks_statistic,
-               f"K-S {ks_conf:.3f} (p {ks_conf_p:.2g}); {figures['low_confidence_share']:.1%} of files below "
+               f"K-S {ks_conf:.3f} (p {ks_conf_p:.2g}); {figures['low_confidence_share']:.1%} of "
+               f"{whose} below "
                f"{thresholds.low_confidence:g} (reference {figures['reference_low_confidence_share']:.1%})"),
         _judge("entropy", ks_ent_p < alpha, ks_ent >= thresholds.ks_statistic, f"K-S {ks_ent:.3f} (p {ks_ent_p:.2g})"),
         Signal("expected_accuracy",

@@ -7,6 +7,7 @@ trend PNG that `toolchain health --png` asks for.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -75,15 +76,36 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _limits(rows: Sequence[dict[str, Any]]) -> tuple[float, float, float | None]:
+    """(JS distance threshold, accuracy drop threshold, reference expected accuracy) of the latest run whose
+    report can be read (else `HealthThresholds()`'s and no reference)."""
+    from toolchain.health.assess import HealthThresholds
+
+    for row in reversed(rows):
+        try:
+            report = json.loads(Path(row.get("health_path") or "").read_text())
+        except (OSError, ValueError):
+            continue
+        thresholds = report.get("thresholds") or {}
+        reference = (report.get("figures") or {}).get("reference_expected_accuracy")
+        return (float(thresholds.get("js_distance", HealthThresholds.js_distance)),
+                float(thresholds.get("accuracy_drop", HealthThresholds.accuracy_drop)), reference)
+    return HealthThresholds.js_distance, HealthThresholds.accuracy_drop, None
+
+
 def plot_trend(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """A PNG of expected accuracy and JS distance per run (x: finish time), points colored by verdict."""
+    """A PNG of expected accuracy (on [0, 1]) and JS distance (from 0) per run (x: finish time), each point
+    coloured and labelled by its verdict, with the thresholds drawn: the JS distance that counts as a shifted
+    class mix, and the expected accuracies that warn and drift (the reference's minus `accuracy_drop` / 2 and
+    `accuracy_drop`, of the latest report)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     colors = {"ok": "tab:green", "warn": "tab:orange", "drift": "tab:red"}
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True)
+    js_limit, drop, reference = _limits(rows)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
     x = list(range(len(rows)))
     for axis, key, title in ((top, "expected_accuracy", "expected accuracy"), (bottom, "js_distance",
                                                                                "class-mix JS distance")):
@@ -92,9 +114,22 @@ def plot_trend(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
                   color="0.6", linewidth=1)
         for i, (row, value) in enumerate(zip(rows, values)):
             if value is not None:
-                axis.scatter(i, value, color=colors.get(row.get("verdict"), "0.4"), zorder=3)
+                verdict = row.get("verdict") or "none"
+                axis.scatter(i, value, color=colors.get(verdict, "0.4"), zorder=3)
+                axis.annotate(verdict, (i, value), textcoords="offset points", xytext=(0, 6), ha="center",
+                              fontsize=7, color=colors.get(verdict, "0.4"))
         axis.set_ylabel(title)
         axis.grid(alpha=0.3)
+    top.set_ylim(0, 1.05)
+    if reference is not None:
+        top.axhline(reference, color="0.3", linestyle=":", linewidth=1, label=f"reference {reference:.1%}")
+        top.axhline(reference - drop / 2, color="tab:orange", linestyle="--", linewidth=1, label="warn below")
+        top.axhline(reference - drop, color="tab:red", linestyle="--", linewidth=1, label="drift below")
+        top.legend(loc="lower left", fontsize=7)
+    js_values = [r["js_distance"] for r in rows if r.get("js_distance") is not None]
+    bottom.set_ylim(0, max([1.5 * js_limit, *(1.1 * v for v in js_values)]))
+    bottom.axhline(js_limit, color="tab:red", linestyle="--", linewidth=1, label=f"shifted at {js_limit:g}")
+    bottom.legend(loc="upper left", fontsize=7)
     labels = [f"{(r.get('finished_at') or '')[:16]}\n{Path(r.get('folder') or '').name}" for r in rows]
     bottom.set_xticks(x, labels, rotation=45, ha="right", fontsize=7)
     top.set_title("Model health per folder run (green ok, orange warn, red drift, grey other)")

@@ -198,6 +198,7 @@ class WindowScore:
     start_s: float
     end_s: float
     probabilities: tuple[float, ...]
+    audible: bool = True  # False: silence by the trim's rule (`toolchain.audio.windows`), not counted.
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,13 @@ class ScoredRow:
     scored_s: float = float("nan")  # Seconds the windows cover (the file minus leading/trailing silence).
     windows: tuple[WindowScore, ...] = ()
     aggregation: str = ""
+
+    @property
+    def counted(self) -> tuple[WindowScore, ...]:
+        """The windows the row's label, detections, events and health count: the audible ones (all of them in a
+        file with none)."""
+        audible = tuple(w for w in self.windows if w.audible)
+        return audible or self.windows
 
 
 def infer_logits(model: ScoringModel, batch: np.ndarray, batch_size: int | None = None) -> np.ndarray:
@@ -242,6 +250,7 @@ class _File:
     scored_s: float = float("nan")
     starts: list[float] = field(default_factory=list)
     ends: list[float] = field(default_factory=list)
+    audible: list[bool] = field(default_factory=list)
     probabilities: list[np.ndarray] = field(default_factory=list)
     all_read: bool = False
 
@@ -253,10 +262,11 @@ class _File:
         if self.error:
             return ScoredRow(self.name, "error", error=self.error)
         probs = np.stack(self.probabilities)
-        combined = aggregate(probs, aggregation)
+        audible = np.asarray(self.audible, dtype=bool)
+        combined = aggregate(probs[audible] if audible.any() else probs, aggregation)
         label, confidence = top_class(combined, classes)
-        windows = tuple(WindowScore(s, e, tuple(float(v) for v in p))
-                        for s, e, p in zip(self.starts, self.ends, probs))
+        windows = tuple(WindowScore(s, e, tuple(float(v) for v in p), bool(a))
+                        for s, e, p, a in zip(self.starts, self.ends, probs, audible))
         return ScoredRow(self.name, "ok", label, confidence, "", tuple(float(v) for v in combined),
                          self.duration_s, self.scored_s, windows, aggregation.value)
 
@@ -336,6 +346,7 @@ def score_files(
                     state.duration_s, state.scored_s = w.duration_s, w.scored_s
                     state.starts.extend(w.starts_s)
                     state.ends.extend(w.ends_s)
+                    state.audible.extend(w.audible or (True,) * len(w.starts_s))
                     state.all_read = w.last
                     batch.extend((state, f) for f in w.features)
                 while len(batch) >= config.batch_size:

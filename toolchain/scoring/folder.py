@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from toolchain.errors import FolderBusyError, one_line
+from toolchain.inference.events import uninformative_threshold
 from toolchain.io import check_output_dir
 from toolchain.progress import NullProgress, ProgressReporter
 from toolchain.scoring.engine_config import EngineConfig
@@ -63,7 +64,7 @@ def run_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path, 
                options: ScoringOptions = ScoringOptions(),
                settle_seconds: float = DEFAULT_SETTLE_SECONDS, backfill: Backfill | None = None) -> FolderOutcome:
     """Score every audio file under `folder` into `<out_dir>/<folder name>/predictions_<UTC>.csv` (one row per
-    file) and `detections_<UTC>.csv` (one row per window), recorded in the ledger (`<out_dir>/ledger.sqlite`, or `TOOLCHAIN_LEDGER_URL`):
+    file), `detections_<UTC>.csv` (one row per window) and `events_<UTC>.csv`, recorded in the ledger (`<out_dir>/ledger.sqlite`, or `TOOLCHAIN_LEDGER_URL`):
     discover -> score shards -> write -> record, each step run by `steps`; `options` says how files are cut into
     windows and what is written.
 
@@ -84,6 +85,9 @@ def run_folder(model_path: str | Path, folder: str | Path, out_dir: str | Path, 
     steps.log(f"model {model_path}{' (' + identity.version + ')' if identity.version else ''} "
               f"sha256={identity.sha256} ({identity.metadata.arch}, "
               f"{len(identity.metadata.classes)} classes); {window_rule}")
+    useless = uninformative_threshold(options.min_confidence, len(identity.metadata.classes))
+    if useless and options.min_confidence > 0:
+        steps.log(f"warning: {useless}")
     with scoring_run(out_dir, mode="folder", target=folder, model=identity, flow_run_id=flow_run_id,
                      parent_run_id=parent_run_id, run_id=run_id, window_rule=window_rule) as run_id:
         folder = str(check_folder(folder))  # Inside the run: a missing folder is a failed run in the ledger.

@@ -18,7 +18,7 @@ from toolchain.registry.refs import is_registry_ref, parse_ref
 
 
 class OutputFormat(str, Enum):
-    """csv: predictions + detections CSVs; raven: those plus a Raven selection table."""
+    """csv: predictions, detections and events CSVs; raven: those plus a Raven selection table."""
 
     csv = "csv"
     raven = "raven"
@@ -27,11 +27,25 @@ class OutputFormat(str, Enum):
 OUTPUT_FORMATS = tuple(f.value for f in OutputFormat)
 
 
+class RavenRows(str, Enum):
+    """What the Raven table's selections are: events (merged runs of windows) or every detection window."""
+
+    events = "events"
+    windows = "windows"
+
+
+RAVEN_ROWS = tuple(r.value for r in RavenRows)
+
+
 @dataclass(frozen=True)
 class ScoringOptions:
     hop_seconds: float | None = None  # Seconds between window starts; None = half the model's window.
     aggregation: Aggregation = Aggregation.mean  # File-level probabilities from the windows': mean or max.
     min_confidence: float = 0.0  # Detections rows below this confidence are left out (predictions keep every file).
+    # Events (`toolchain.inference.events`): runs of one label this many seconds apart or less merge into one;
+    # 0 bridges one weak window at the default hop, a negative value bridges nothing.
+    merge_gap_s: float = 0.0
+    raven_rows: RavenRows = RavenRows.events  # The Raven table's selections: events or detection windows.
     format: OutputFormat = OutputFormat.csv  # raven adds `raven_<UTC>.selections.txt` per folder run.
     max_duration_s: float | None = None  # Read at most this much of each file (a safety limit); None = all.
     health: HealthThresholds = HealthThresholds()  # When the run's health report says warn or drift.
@@ -42,7 +56,7 @@ class ScoringOptions:
     def __post_init__(self) -> None:
         if isinstance(self.health, dict):  # From JSON (a Prefect parameter, a deployment's defaults).
             object.__setattr__(self, "health", HealthThresholds(**self.health))
-        for name in ("aggregation", "format"):  # Stored as plain strings: JSON-able for Prefect, like EngineConfig.
+        for name in ("aggregation", "format", "raven_rows"):  # Stored as plain strings: JSON-able for Prefect, like EngineConfig.
             value = getattr(self, name)
             if isinstance(value, Enum):
                 object.__setattr__(self, name, value.value)
@@ -50,6 +64,10 @@ class ScoringOptions:
             raise ScoringError(f"aggregation={self.aggregation!r} is not one of {', '.join(AGGREGATIONS)}")
         if self.format not in OUTPUT_FORMATS:
             raise ScoringError(f"format={self.format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+        if self.raven_rows not in RAVEN_ROWS:
+            raise ScoringError(f"raven_rows={self.raven_rows!r} is not one of {', '.join(RAVEN_ROWS)}")
+        if not isinstance(self.merge_gap_s, (int, float)) or not math.isfinite(self.merge_gap_s):
+            raise ScoringError(f"merge_gap_s={self.merge_gap_s!r} must be a number of seconds, e.g. 0 or 1.5")
         if not isinstance(self.min_confidence, (int, float)) or not 0.0 <= self.min_confidence <= 1.0 \
                 or math.isnan(self.min_confidence):
             raise ScoringError(f"min_confidence={self.min_confidence!r} must be between 0 and 1")
@@ -65,7 +83,7 @@ class ScoringOptions:
             raise ScoringError(str(exc)) from None
 
     def tag(self, config: FeatureConfig) -> str:
-        """The window rule and aggregation, e.g. `windows-v1 5s/2.5s end-aligned, mean`: CSVs and the ledger."""
+        """The window rule and aggregation, e.g. `windows-v2 5s/2.5s end-aligned, mean`: CSVs and the ledger."""
         try:
             return f"{self.rule.tag(config)}, {self.aggregation}"
         except Exception as exc:

@@ -15,12 +15,15 @@ from toolchain.errors import one_line
 from toolchain.health.assess import assess
 from toolchain.health.reference import stored_reference
 from toolchain.health.sketch import merge_sketches
-from toolchain.scoring.options import OutputFormat
+from toolchain.scoring.options import OutputFormat, RavenRows
 from toolchain.scoring.outputs import (
     DETECTIONS_PREFIX,
+    EVENTS_PREFIX,
     assemble_csv,
     assemble_raven,
     detections_part,
+    events_part,
+    events_path,
     health_path,
     new_csv_path,
     publish_csv,
@@ -49,21 +52,25 @@ def health_report(job: FolderJob, shards: Sequence[ShardResult], predictions: Pa
 
 
 def write_predictions(job: FolderJob, shards: Sequence[ShardResult]) -> Path:
-    """Assemble the shards' parts (in shard order) into `predictions_<UTC>.csv` and `detections_<same>.csv` (and
-    the Raven table when asked), each atomically, the predictions CSV last; returns its path."""
+    """Assemble the shards' parts (in shard order) into `predictions_<UTC>.csv`, `detections_<same>.csv` and
+    `events_<same>.csv` (and the Raven table when asked), each atomically, the predictions CSV last; returns its
+    path."""
     out_folder = Path(job.out_folder)
     parts = [s.part.path for s in sorted(shards, key=lambda s: s.index)]
     tmp = assemble_csv(out_folder, job.run_id, parts)
     detections_tmp = assemble_csv(out_folder, job.run_id, [str(detections_part(p)) for p in parts],
                                   prefix=DETECTIONS_PREFIX)
+    events_tmp = assemble_csv(out_folder, job.run_id, [str(events_part(p)) for p in parts], prefix=EVENTS_PREFIX)
     raven_tmp = None
     if job.options.format == OutputFormat.raven.value:
-        raven_tmp = assemble_raven(out_folder, job.run_id, tmp, detections_tmp, job.folder, job.sample_rate / 2)
+        selections = events_tmp if job.options.raven_rows == RavenRows.events.value else detections_tmp
+        raven_tmp = assemble_raven(out_folder, job.run_id, tmp, selections, job.folder, job.sample_rate / 2)
     final = new_csv_path(out_folder)
     detections, raven = sibling_outputs(final)
     health_tmp = write_health(out_folder, job.run_id, health_report(job, shards, final))
     job.ledger.set_csv_path(job.folder_run_id, str(final))  # Before the rename: a crash after it is recoverable.
     publish_csv(detections_tmp, detections)
+    publish_csv(events_tmp, events_path(final))
     if raven_tmp is not None:
         publish_csv(raven_tmp, raven)
     publish_csv(health_tmp, health_path(final))
@@ -87,6 +94,7 @@ class FolderSummary:
     windows: int = 0  # Windows scored over all files.
     audio_hours: float = 0.0  # Hours of audio decoded.
     detections_path: str = ""
+    events_path: str = ""
     window_rule: str = ""
     health: dict[str, Any] = field(default_factory=dict)  # Verdict, reason, report path and key figures.
     model_version: str = ""  # NAME/VERSION of a registered model, "" for a model file.
@@ -118,7 +126,8 @@ def record_folder(job: FolderJob, shards: Sequence[ShardResult], csv_path: str |
         files_error=sum(s.part.files_error for s in shards), seconds=sum(s.seconds for s in shards),
         task_retries=task_retries, label_counts=dict(sorted(labels.items())),
         windows=sum(s.part.windows for s in shards), audio_hours=sum(s.part.audio_s for s in shards) / 3600,
-        detections_path=str(sibling_outputs(Path(csv_path))[0]), window_rule=job.window_rule, health=health,
+        detections_path=str(sibling_outputs(Path(csv_path))[0]), events_path=str(events_path(Path(csv_path))),
+        window_rule=job.window_rule, health=health,
     )
     job.ledger.finish_folder(job.folder_run_id, "completed", files_ok=summary.files_ok,
                              files_error=summary.files_error, task_retries=task_retries, csv_path=str(csv_path),

@@ -24,7 +24,15 @@ from toolchain.scoring.engine import score_files
 from toolchain.scoring.engine_config import EngineConfig
 from toolchain.scoring.models import describe_model, load_model_cached
 from toolchain.scoring.options import ScoringOptions
-from toolchain.scoring.outputs import CSV_PREFIX, DETECTIONS_PREFIX, SHADOW_PREFIX, detections_part, write_part
+from toolchain.scoring.outputs import (
+    CSV_PREFIX,
+    DETECTIONS_PREFIX,
+    EVENTS_PREFIX,
+    SHADOW_PREFIX,
+    detections_part,
+    events_part,
+    write_part,
+)
 from toolchain.scoring.publish import FolderSummary
 from toolchain.scoring.shards import sketched
 
@@ -57,9 +65,11 @@ def shadow_compare(summary: FolderSummary, champion_version: str, challenger_pat
                        options.aggregation)
     shadow_csv = csv_path.with_name(SHADOW_PREFIX + csv_path.name)
     write_part(shadow_csv, sketched(rows, sketch), model.classes, model.sha256, summary.run_id,
-               options.tag(challenger.metadata.feature_config), options.min_confidence, challenger.version)
-    os.replace(detections_part(shadow_csv), csv_path.with_name(SHADOW_PREFIX + DETECTIONS_PREFIX +
-                                                                csv_path.name.removeprefix(CSV_PREFIX)))
+               options.tag(challenger.metadata.feature_config), options.min_confidence, challenger.version,
+               options.merge_gap_s)
+    stamp = csv_path.name.removeprefix(CSV_PREFIX)
+    os.replace(detections_part(shadow_csv), csv_path.with_name(SHADOW_PREFIX + DETECTIONS_PREFIX + stamp))
+    os.replace(events_part(shadow_csv), csv_path.with_name(SHADOW_PREFIX + EVENTS_PREFIX + stamp))
     context = {"folder": summary.folder, "predictions_csv": str(shadow_csv), "run_id": summary.run_id,
                "model_sha256": challenger.sha256, "classes": list(model.classes)}
     health = assess(sketch.build(), reference, options.health, context, why_not).to_dict()

@@ -54,7 +54,8 @@ def score_shard(model: ScoringModel, job: FolderJob, index: int, files: Sequence
     sketch = SketchBuilder(len(model.classes), reference.temperature if reference else 1.0)
     rows = score_files(model, job.folder, files, config, progress, job.options.rule, job.options.aggregation)
     part = write_part(part_path(Path(job.out_folder), job.run_id, index), sketched(rows, sketch), model.classes,
-                      model.sha256, job.run_id, job.window_rule, job.options.min_confidence, job.model_version)
+                      model.sha256, job.run_id, job.window_rule, job.options.min_confidence, job.model_version,
+                      job.options.merge_gap_s)
     return ShardResult(index, part, time.perf_counter() - start, model.provider, attempt, sketch.build())
 
 
@@ -62,7 +63,7 @@ def sketched(rows: Iterable[ScoredRow], sketch: SketchBuilder) -> Iterator[Score
     """`rows`, unchanged, each one added to `sketch` on its way to the part file."""
     for row in rows:
         if row.status == "ok" and row.windows:
-            sketch.add([w.probabilities for w in row.windows])
+            sketch.add([w.probabilities for w in row.counted])
         elif row.status != "ok":
             sketch.fail()
         yield row

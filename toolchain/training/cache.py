@@ -1,6 +1,6 @@
 """On-disk feature cache: decode + log-mel once per file per feature fingerprint.
 
-Layout: `<root>/<fingerprint>-windows-v1/<sha[:2]>/<sha256 of the file bytes>.npy`, each holding the
+Layout: `<root>/<fingerprint>-windows-v2/<sha[:2]>/<sha256 of the file bytes>.npy`, each holding the
 (windows, n_mels, frames) float32 array of the file's windows (`toolchain.audio.windows.file_windows`: one window,
 exactly `features_from_path`, for a file within the model's clip length; hopped windows over the whole of a longer
 one, as scoring cuts them). Training draws one window per file per epoch at random (`windows="random"`: random

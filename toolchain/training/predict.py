@@ -38,7 +38,7 @@ def predict(
 ) -> Path:
     """Predict every file of `input` (folder, CSV manifest or one file) and write `out_csv`.
 
-    Columns: filename, predicted_label, confidence, prob_<class>..., error (see reports.write_predictions_csv).
+    Columns: file, label (predicted), confidence, prob_<class>..., error (see reports.write_predictions_csv).
     Runs fp32 (no autocast) so results match export parity checks. Returns the CSV path.
     """
     progress = progress or NullProgress()

@@ -40,21 +40,32 @@ def _pyplot():
     return plt
 
 
-def plot_training_curves(history: Sequence[dict[str, float]], path: str | Path) -> Path:
-    """Loss and accuracy per epoch, train vs val, side by side."""
+SELECT_NAMES = {"macro_f1": "macro-F1", "balanced_accuracy": "balanced accuracy", "accuracy": "accuracy"}
+
+
+def plot_training_curves(history: Sequence[dict[str, float]], path: str | Path, best_epoch: int | None = None,
+                         select_on: str = "macro_f1") -> Path:
+    """Loss, and accuracy with validation macro-F1, per epoch, train vs val, side by side; the best epoch (the
+    checkpoint kept, chosen on `select_on`) marked by a dashed line in both."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
     epochs = [row["epoch"] for row in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, title in ((ax_loss, "loss", "Loss"), (ax_acc, "acc", "Accuracy")):
+    for ax, key, title in ((ax_loss, "loss", "Loss"), (ax_acc, "acc", "Accuracy and macro-F1")):
         ax.plot(epochs, [row[f"train_{key}"] for row in history], marker="o", label="train")
         ax.plot(epochs, [row[f"val_{key}"] for row in history], marker="o", label="val")
+        if key == "acc" and all(row.get("val_macro_f1") is not None for row in history):
+            ax.plot(epochs, [row["val_macro_f1"] for row in history], marker="s", linestyle=":",
+                    label="val macro-F1")
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="0.4", linestyle="--", linewidth=1,
+                       label=f"best epoch {best_epoch} ({SELECT_NAMES.get(select_on, select_on)})")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # Epochs are whole numbers.
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     return _save_figure(plt, fig, path)
 
 
@@ -86,8 +97,10 @@ def plot_confusion_matrix(
     matrix = confusion_matrix(y_true, y_pred, labels=list(range(len(classes))))
     size = max(4.0, 0.5 * len(classes) + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size))
+    from matplotlib.ticker import MaxNLocator
+
     image = ax.imshow(matrix, cmap="Blues")
-    fig.colorbar(image, ax=ax)
+    fig.colorbar(image, ax=ax, ticks=MaxNLocator(integer=True))  # Counts: whole numbers.
     names = list(classes)
     if not _drawable(names):  # Boxes (and a matplotlib warning) otherwise: number them in report order.
         names = [str(i) for i in range(len(classes))]
@@ -163,14 +176,15 @@ class PredictionRow:
 
 
 def prediction_columns(classes: Sequence[str]) -> list[str]:
-    return ["filename", "predicted_label", "confidence", *probability_columns(classes), "error"]
+    return ["file", "label", "confidence", *probability_columns(classes), "error"]
 
 
 def write_predictions_csv(rows: Sequence[PredictionRow], classes: Sequence[str], path: str | Path) -> Path:
     """The predictions CSV shared by `train --test` and `predict`.
 
-    Columns: filename, predicted_label, confidence (max probability), prob_<class> per class, error (empty
-    unless the file failed to decode; then the prediction columns are empty).
+    Columns (the vocabulary of `toolchain score`'s CSVs): file, label (the predicted class), confidence (max
+    probability), prob_<class> per class, error (empty unless the file failed to decode; then the prediction
+    columns are empty).
     """
     with atomic_write(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)

@@ -217,8 +217,9 @@ def train(
                     group["lr"] = scheduled
             lr = optimizer.param_groups[0]["lr"]
             tag = f"epoch {epoch}/{config.epochs}"
+            ramp = config.augment_ramp_epochs
             stats = train_one_epoch(model, train_loader, criterion, optimizer, runtime, scaler, progress, f"{tag} train",
-                                    augmentation, len(classes))
+                                    augmentation.scaled((epoch - 1) / ramp if ramp else 1.0), len(classes))
             recalibrate_batchnorm(model, train_loader, runtime, progress, config.bn_recalibration_batches,
                                   f"{tag} batchnorm statistics")
             val = evaluate(model, val_loader, eval_criterion, runtime, progress, f"{tag} val")
@@ -256,7 +257,7 @@ def train(
                                 f"{start_epoch - 1}")
 
         outputs, scores = _final_reports(model, best_path, data, eval_criterion, runtime, progress, run_dir,
-                                         state.history)
+                                         state.history, config.select_on)
         result = TrainResult(run_dir, best_path, last_path, state.best_epoch, state.best_val_acc, epochs_run,
                              stopped_early, state.history, dict(data.failures), outputs, (*notes, *data.notes))
         summary = _summary(result, config, data, scores, runtime)
@@ -279,13 +280,14 @@ def _health_reference(val: Evaluation, epoch: int) -> dict[str, Any] | None:
 
 def _final_reports(
     model: nn.Module, best_path: Path, data: PreparedData, criterion: nn.Module, runtime: Runtime,
-    progress: ProgressReporter, run_dir: Path, history: list[dict[str, float]],
+    progress: ProgressReporter, run_dir: Path, history: list[dict[str, float]], select_on: str = "macro_f1",
 ) -> tuple[dict[str, Path], dict[str, float]]:
     """Val (and test) reports of the best model, plus metrics and curves. Returns (outputs, accuracies)."""
     best = torch.load(best_path, map_location="cpu", weights_only=True)
     model.load_state_dict(best["state_dict"])
     outputs = {"metrics": reports.write_metrics_csv(history, run_dir / "metrics.csv"),
-               "curves": reports.plot_training_curves(history, run_dir / "training_curves.png")}
+               "curves": reports.plot_training_curves(history, run_dir / "training_curves.png", int(best["epoch"]),
+                                                      select_on)}
     val = evaluate(model, loader_for(data, data.val, 32, runtime), criterion, runtime, progress, "val (best)")
     outputs.update(reports.write_split_reports(val.targets, val.predictions, data.classes, run_dir, "",
                                                f"validation, best epoch {best['epoch']}"))
