@@ -54,6 +54,12 @@ def folds(rows: list[dict], k: int) -> list[set[str]]:
     return buckets
 
 
+def mean_curve(curves: list[list[float]]) -> list[float]:
+    """Per epoch, the mean over the curves that reach it."""
+    longest = max((len(c) for c in curves), default=0)
+    return [statistics.mean(c[e] for c in curves if len(c) > e) for e in range(longest)]
+
+
 def write_rows(rows: list[dict], path: Path) -> Path:
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["filename", "label", "group"])
@@ -84,6 +90,8 @@ def main() -> None:
         sys.exit("pass --data MANIFEST or --fsdd DIR")
     with args.data.open(newline="") as f:
         rows = list(csv.DictReader(f))
+    for row in rows:  # The fold manifests live elsewhere: paths relative to this manifest's folder made absolute.
+        row["filename"] = str((args.data.parent / row["filename"]).resolve())
     recipes = {}
     for item in args.recipe:
         name, _, overrides = item.partition("=")
@@ -106,6 +114,8 @@ def main() -> None:
             fold = {"fold": i, "held_out": sorted(held), "test_acc": summary["test_acc"],
                     "test_macro_f1": summary["test_macro_f1"], "best_epoch": result.best_epoch,
                     "epochs_run": result.epochs_run, "seconds_per_epoch": statistics.mean(seconds),
+                    "val_acc_curve": [h["val_acc"] for h in result.history],
+                    "val_macro_f1_curve": [h["val_macro_f1"] for h in result.history],
                     "wall_seconds": time.perf_counter() - started}
             results[name].append(fold)
             print(f"fold {i} ({', '.join(sorted(held))}) {name}: test acc {fold['test_acc']:.3f} macro-F1 "
@@ -120,10 +130,15 @@ def main() -> None:
         table[name] = {"acc_mean": statistics.mean(acc), "acc_sd": statistics.pstdev(acc),
                        "macro_f1_mean": statistics.mean(f1), "macro_f1_sd": statistics.pstdev(f1),
                        "best_epochs": [f["best_epoch"] for f in per_fold],
-                       "seconds_per_epoch": statistics.mean(f["seconds_per_epoch"] for f in per_fold)}
+                       "seconds_per_epoch": statistics.mean(f["seconds_per_epoch"] for f in per_fold),
+                       "val_macro_f1_by_epoch": mean_curve([f["val_macro_f1_curve"] for f in per_fold]),
+                       "val_acc_by_epoch": mean_curve([f["val_acc_curve"] for f in per_fold])}
         t = table[name]
         print(f"{name:>12}: accuracy {t['acc_mean']:.3f} +- {t['acc_sd']:.3f}, macro-F1 {t['macro_f1_mean']:.3f} "
               f"+- {t['macro_f1_sd']:.3f}, best epochs {t['best_epochs']}, {t['seconds_per_epoch']:.1f} s/epoch")
+    print("\nvalidation macro-F1 by epoch, mean over the folds that ran it (early stop ends a fold's curve)")
+    for name, t in table.items():
+        print(f"{name:>12}: " + " ".join(f"{v:.2f}" for v in t["val_macro_f1_by_epoch"]))
     out = args.out or args.work / "cv.json"
     out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "recipes": recipes,
                                "folds": results, "table": table}, indent=2))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from toolchain.errors import TrainingError
-from toolchain.training.augment import NONE, Augmentation, augment_batch
+from toolchain.training.augment import NONE, Augmentation, augment_batch, strength
 
 
 def images(b: int = 4, mels: int = 16, frames: int = 40) -> torch.Tensor:
@@ -98,3 +98,9 @@ def test_a_short_call_is_never_shifted_or_masked_out_of_its_window():
         assert bool(silent[:10].all()) and bool(silent[50:].all())  # Untouched outside the sound...
         assert 0 <= int(silent[10:50].sum()) <= 8  # ...and at most two bands of 4 frames inside it.
     assert any(bool((~(out[i] > 0.05).any(dim=1).any(dim=0))[10:50].any()) for i in range(16))
+
+
+def test_augmentation_starts_at_its_epoch_and_ramps_to_full():
+    assert [strength(e, 4, 3) for e in range(1, 9)] == pytest.approx([0, 0, 0, 1 / 3, 2 / 3, 1, 1, 1])
+    assert [strength(e, 1, 0) for e in range(1, 4)] == [1.0, 1.0, 1.0]
+    assert [strength(e, 2, 0) for e in range(1, 4)] == [0.0, 1.0, 1.0]

@@ -344,3 +344,17 @@ def test_resnet152_from_scratch_leaves_chance_within_a_few_epochs(fsdd_dir, tmp_
     train_acc = [h["train_acc"] for h in result.history]
     assert max(train_acc) > 0.3, result.history  # Chance is 0.1.
     assert max(h["val_acc"] for h in result.history) > 0.15, result.history
+
+
+def test_a_weight_averaged_run_selects_and_saves_the_average_and_resumes_the_raw_weights(tiny, tmp_path):
+    result = train(TrainConfig(**tiny, epochs=1, out=str(tmp_path / "run"), ema_half_life=0.5))
+    best = torch.load(result.best_checkpoint, map_location="cpu", weights_only=True)
+    last = torch.load(result.last_checkpoint, map_location="cpu", weights_only=True)
+    averaged = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
+    weight = "fc.weight"
+    assert torch.equal(best["state_dict"][weight], averaged[weight])  # Epoch 1 is the best: the average is saved.
+    assert not torch.equal(last["state_dict"][weight], averaged[weight])  # Resume continues from the raw weights.
+    assert best["train_args"]["ema_half_life"] == 0.5
+    resumed = train(TrainConfig(**tiny, epochs=2, out=str(tmp_path / "resumed"), ema_half_life=0.5,
+                                resume=str(result.last_checkpoint)))
+    assert [r["epoch"] for r in resumed.history] == [1, 2]

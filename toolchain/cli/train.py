@@ -59,9 +59,12 @@ def train(
                                                         "clip (each).")] = TRAIN["spec_masks"],
     mixup_alpha: Annotated[float, typer.Option(min=0.0, help="Mixup Beta(alpha, alpha); 0 turns it "
                                                              "off.")] = TRAIN["mixup_alpha"],
-    augment_ramp_epochs: Annotated[int, typer.Option(min=0, help="Augmentation grows from none in epoch 1 to full "
-                                                     "strength over this many epochs (0: full at once).")]
-    = TRAIN["augment_ramp_epochs"],
+    augment_from_epoch: Annotated[int, typer.Option(min=1, help="First epoch with augmentation (earlier ones "
+                                                    "train on clean clips).")] = TRAIN["augment_from_epoch"],
+    augment_ramp_epochs: Annotated[int, typer.Option(min=0, help="Augmentation grows to full strength over this "
+                                                     "many epochs (0: full at once).")] = TRAIN["augment_ramp_epochs"],
+    ema_half_life: Annotated[float, typer.Option(min=0.0, help="Evaluate and keep a moving average of the weights "
+                                                 "with this half-life in epochs (0: off).")] = TRAIN["ema_half_life"],
     balance: Annotated[Balance, typer.Option(help="Class balance: a balanced sampler, or inverse-frequency loss "
                                                   "weights.")] = Balance(TRAIN["balance"]),
     select_on: Annotated[SelectOn, typer.Option(help="Validation metric that picks the best epoch and drives "
@@ -111,7 +114,8 @@ def train(
         val_fraction=val_fraction, seed=seed, patience=patience, resume=str(resume) if resume else None,
         cache_dir=str(cache_dir), num_workers=num_workers, bn_recalibration_batches=bn_recalibration_batches,
         overwrite=overwrite, resume_with_new_data=resume_with_new_data, augment=augment, time_shift=time_shift,
-        spec_masks=spec_masks, mixup_alpha=mixup_alpha, augment_ramp_epochs=augment_ramp_epochs, balance=balance.value, select_on=select_on.value,
+        spec_masks=spec_masks, mixup_alpha=mixup_alpha, augment_from_epoch=augment_from_epoch,
+        augment_ramp_epochs=augment_ramp_epochs, ema_half_life=ema_half_life, balance=balance.value, select_on=select_on.value,
         schedule=schedule.value if schedule else None, warmup_epochs=warmup_epochs,
         zero_init_residual=zero_init_residual,
     )

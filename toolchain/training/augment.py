@@ -65,6 +65,14 @@ class Augmentation:
 NONE = Augmentation(time_shift=0, time_masks=0, freq_masks=0, mixup_alpha=0)
 
 
+def strength(epoch: int, from_epoch: int, ramp_epochs: int) -> float:
+    """The share of full augmentation in `epoch` (1-based): none before `from_epoch`, then growing by
+    1 / `ramp_epochs` an epoch until full (at once when `ramp_epochs` is 0)."""
+    if epoch < from_epoch:
+        return 0.0
+    return 1.0 if ramp_epochs <= 0 else min(1.0, (epoch - from_epoch + 1) / ramp_epochs)
+
+
 def _sound_spans(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(first, last) frame of each image that holds anything above its minimum (its sound; a trimmed clip's starts
     at frame 0, a window's can lie anywhere); an empty image spans every frame."""

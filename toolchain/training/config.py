@@ -135,9 +135,13 @@ class TrainConfig:
     time_shift: float = 0.25  # Largest shift, a fraction of the clip's frames.
     spec_masks: int = 2  # SpecAugment: this many time masks and this many frequency masks per clip.
     mixup_alpha: float = 0.2  # Beta(alpha, alpha) mixing weight; 0 turns mixup off.
-    # Augmentation grows from nothing in epoch 1 to full strength in epoch 1 + augment_ramp_epochs (0: full from the
-    # start). Full strength from epoch 1 held 400 FSDD clips near chance for 3 epochs (resnet18 from scratch).
-    augment_ramp_epochs: int = 4
+    # Augmentation starts in epoch augment_from_epoch and grows to full strength over augment_ramp_epochs (0: full
+    # at once). Full strength from epoch 1 held 400 FSDD clips near chance for 3 epochs (resnet18 from scratch).
+    augment_from_epoch: int = 4
+    augment_ramp_epochs: int = 3
+    # Not in the notebook: evaluate and keep an exponential moving average of the weights (torchvision's references
+    # offer it), with this half-life in epochs; 0 turns it off.
+    ema_half_life: float = 0.0
     balance: str = "none"  # none | sampler (class-balanced draws) | weights (inverse-frequency loss weights).
     select_on: str = "macro_f1"  # The best epoch, plateau and early stop follow val macro-F1 (or accuracy).
     schedule: str | None = None  # plateau (ReduceLROnPlateau) | cosine; None: see `resolved`.
@@ -184,7 +188,9 @@ class TrainConfig:
             "bn_recalibration_batches": (self.bn_recalibration_batches >= 0, "0 or more"),
             "time_shift": (0 <= self.time_shift < 1, "in [0, 1)"), "spec_masks": (self.spec_masks >= 0, "0 or more"),
             "mixup_alpha": (self.mixup_alpha >= 0, "0 (off) or more, e.g. 0.2"),
+            "augment_from_epoch": (self.augment_from_epoch >= 1, "at least 1"),
             "augment_ramp_epochs": (self.augment_ramp_epochs >= 0, "0 (full strength at once) or more"),
+            "ema_half_life": (self.ema_half_life >= 0, "0 (off) or more epochs, e.g. 1"),
             "warmup_epochs": (self.warmup_epochs is None or self.warmup_epochs >= 0, "0 or more"),
         }
         for name, (ok, valid) in checks.items():

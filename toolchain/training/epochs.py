@@ -7,6 +7,7 @@ On CUDA they run under autocast in channels-last memory format; on CPU in fp32, 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,10 +62,11 @@ def _batches(loader, runtime: Runtime):
 def train_one_epoch(
     model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer, runtime: Runtime,
     scaler: torch.amp.GradScaler, progress: ProgressReporter, description: str = "train",
-    augmentation: Augmentation = NO_AUGMENTATION, num_classes: int = 0,
+    augmentation: Augmentation = NO_AUGMENTATION, num_classes: int = 0, on_step: Callable[[], None] | None = None,
 ) -> EpochStats:
     """One pass over `loader` (images (B, 3, n_mels, frames), targets (B,)); with an active `augmentation` the
-    batches are augmented and the loss is taken against soft (mixed) targets. Accuracy counts the clean labels."""
+    batches are augmented and the loss is taken against soft (mixed) targets. Accuracy counts the clean labels.
+    `on_step` runs after every optimizer step (the weight average's update)."""
     model.train()
     total_loss, correct, seen, data_seconds = 0.0, 0, 0, 0.0
     progress.start("train", description, total=len(loader))
@@ -81,6 +83,8 @@ def train_one_epoch(
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+        if on_step is not None:
+            on_step()
         total_loss += loss.item() * len(targets)
         correct += (logits.argmax(dim=1) == targets).sum().item()
         seen += len(targets)
@@ -88,6 +92,17 @@ def train_one_epoch(
         waiting = time.perf_counter()  # .item() above synchronized the device: the step is over.
     progress.finish("train")
     return EpochStats(total_loss / max(seen, 1), correct / max(seen, 1), time.perf_counter() - started, data_seconds)
+
+
+def weight_average(model: nn.Module, half_life_epochs: float, steps_per_epoch: int) -> nn.Module | None:
+    """An exponential moving average of `model`'s weights and buffers (torch's AveragedModel, as torchvision's
+    reference recipes use), updated after every step with the decay that halves a step's weight in
+    `half_life_epochs` epochs; None when the half-life is 0 (off)."""
+    if half_life_epochs <= 0:
+        return None
+    decay = 0.5 ** (1.0 / max(half_life_epochs * steps_per_epoch, 1.0))
+    return torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 @torch.no_grad()

@@ -31,6 +31,7 @@ from toolchain.registry.tracking import Tracker
 from toolchain.training import reports
 from toolchain.training.augment import NONE as NO_AUGMENTATION
 from toolchain.training.augment import Augmentation
+from toolchain.training.augment import strength as augment_strength
 from toolchain.training.cache import FeatureCache
 from toolchain.training.checkpoint import make_payload, save_checkpoint
 from toolchain.training.config import TrainConfig, best_checkpoint_name, last_checkpoint_name
@@ -40,6 +41,7 @@ from toolchain.training.epochs import (
     evaluate,
     recalibrate_batchnorm,
     train_one_epoch,
+    weight_average,
 )
 from toolchain.training.model import build_model
 from toolchain.training.prepared import (
@@ -190,7 +192,11 @@ def train(
         val_loader = loader_for(data, data.val, config.batch_size, runtime)
         best_path, last_path = run_dir / best_checkpoint_name(config.arch), run_dir / last_checkpoint_name(config.arch)
         state, start_epoch = StopState(), 1
+        ema = weight_average(model, config.ema_half_life, len(train_loader))
+        judged = ema.module if ema is not None else model  # What is evaluated, selected and saved as best.
         if raw is not None:
+            if ema is not None and raw.get("ema"):
+                ema.load_state_dict(raw["ema"])
             for part, saved in ((model, raw["state_dict"]), (optimizer, raw["optimizer"]),
                                 (scheduler, raw["scheduler"]), (scaler, raw.get("scaler"))):
                 if saved:
@@ -217,12 +223,13 @@ def train(
                     group["lr"] = scheduled
             lr = optimizer.param_groups[0]["lr"]
             tag = f"epoch {epoch}/{config.epochs}"
-            ramp = config.augment_ramp_epochs
             stats = train_one_epoch(model, train_loader, criterion, optimizer, runtime, scaler, progress, f"{tag} train",
-                                    augmentation.scaled((epoch - 1) / ramp if ramp else 1.0), len(classes))
-            recalibrate_batchnorm(model, train_loader, runtime, progress, config.bn_recalibration_batches,
+                                    augmentation.scaled(augment_strength(epoch, config.augment_from_epoch,
+                                                                        config.augment_ramp_epochs)), len(classes),
+                                    on_step=(lambda: ema.update_parameters(model)) if ema is not None else None)
+            recalibrate_batchnorm(judged, train_loader, runtime, progress, config.bn_recalibration_batches,
                                   f"{tag} batchnorm statistics")
-            val = evaluate(model, val_loader, eval_criterion, runtime, progress, f"{tag} val")
+            val = evaluate(judged, val_loader, eval_criterion, runtime, progress, f"{tag} val")
             quality = reports.class_metrics(val.targets, val.predictions, len(classes))
             score = quality[config.select_on]
             if config.schedule == "plateau" and epoch > (config.warmup_epochs or 0):
@@ -239,14 +246,16 @@ def train(
             else:
                 state.epochs_without_improvement += 1
             stopped_early = state.epochs_without_improvement >= config.patience
-            payload = make_payload(model, config.arch, classes, config.feature_config, epoch=epoch,
+            payload = make_payload(judged, config.arch, classes, config.feature_config, epoch=epoch,
                                    metrics={k: v for k, v in row.items() if k != "epoch"},
                                    train_args={**config.to_train_args(), "out": str(run_dir)}, val_files=data.val_paths,
                                    data_fingerprint=fingerprint, health_reference=_health_reference(val, epoch))
             if improved:
                 save_checkpoint(payload, best_path)
-            save_checkpoint({**payload, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                             "scaler": scaler.state_dict(), **dataclasses.asdict(state)}, last_path)
+            resumable = {"state_dict": model.state_dict(), "ema": ema.state_dict()} if ema is not None else {}
+            save_checkpoint({**payload, **resumable, "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                             **dataclasses.asdict(state)}, last_path)
             reports.write_metrics_csv(state.history, run_dir / "metrics.csv")
             epochs_run += 1
             tracker.epoch(row)
