@@ -358,3 +358,13 @@ def test_a_weight_averaged_run_selects_and_saves_the_average_and_resumes_the_raw
     resumed = train(TrainConfig(**tiny, epochs=2, out=str(tmp_path / "resumed"), ema_half_life=0.5,
                                 resume=str(result.last_checkpoint)))
     assert [r["epoch"] for r in resumed.history] == [1, 2]
+
+
+@pytest.mark.parametrize("augment,stops_after", [(False, 2), (True, 4)])
+def test_no_early_stop_is_judged_while_augmentation_ramps_in(tiny, tmp_path, augment, stops_after):
+    # At lr 1e-9 nothing improves after epoch 1: patience 1 stops the first epoch it may judge.
+    fields = {**tiny, "lr": 1e-9}
+    result = train(TrainConfig(**fields, epochs=6, patience=1, out=str(tmp_path / "run"), augment=augment,
+                               augment_from_epoch=3, augment_ramp_epochs=2))
+    assert result.stopped_early and result.epochs_run == stops_after
+    assert result.best_epoch == 1

@@ -136,7 +136,8 @@ class TrainConfig:
     spec_masks: int = 2  # SpecAugment: this many time masks and this many frequency masks per clip.
     mixup_alpha: float = 0.2  # Beta(alpha, alpha) mixing weight; 0 turns mixup off.
     # Augmentation starts in epoch augment_from_epoch and grows to full strength over augment_ramp_epochs (0: full
-    # at once). Full strength from epoch 1 held 400 FSDD clips near chance for 3 epochs (resnet18 from scratch).
+    # at once); early stop and plateau do not count the epochs before full strength. Full strength from epoch 1
+    # held 400 FSDD clips near chance for 3 epochs (resnet18 from scratch).
     augment_from_epoch: int = 4
     augment_ramp_epochs: int = 3
     # Not in the notebook: evaluate and keep an exponential moving average of the weights (torchvision's references

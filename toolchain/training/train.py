@@ -223,16 +223,18 @@ def train(
                     group["lr"] = scheduled
             lr = optimizer.param_groups[0]["lr"]
             tag = f"epoch {epoch}/{config.epochs}"
+            strength = augment_strength(epoch, config.augment_from_epoch, config.augment_ramp_epochs)
+            # Until augmentation is at full strength the recipe is still changing: a dip then is no plateau.
+            settling = augmentation.active and strength < 1.0
             stats = train_one_epoch(model, train_loader, criterion, optimizer, runtime, scaler, progress, f"{tag} train",
-                                    augmentation.scaled(augment_strength(epoch, config.augment_from_epoch,
-                                                                        config.augment_ramp_epochs)), len(classes),
+                                    augmentation.scaled(strength), len(classes),
                                     on_step=(lambda: ema.update_parameters(model)) if ema is not None else None)
             recalibrate_batchnorm(judged, train_loader, runtime, progress, config.bn_recalibration_batches,
                                   f"{tag} batchnorm statistics")
             val = evaluate(judged, val_loader, eval_criterion, runtime, progress, f"{tag} val")
             quality = reports.class_metrics(val.targets, val.predictions, len(classes))
             score = quality[config.select_on]
-            if config.schedule == "plateau" and epoch > (config.warmup_epochs or 0):
+            if config.schedule == "plateau" and epoch > (config.warmup_epochs or 0) and not settling:
                 scheduler.step(score)
             row = {"epoch": epoch, "train_loss": stats.loss, "train_acc": stats.accuracy, "val_loss": val.loss,
                    "val_acc": val.accuracy, "val_macro_f1": quality["macro_f1"],
@@ -243,7 +245,7 @@ def train(
             if improved:
                 state.best_val_acc, state.best_epoch, state.epochs_without_improvement = val.accuracy, epoch, 0
                 state.best_score = score
-            else:
+            elif not settling:
                 state.epochs_without_improvement += 1
             stopped_early = state.epochs_without_improvement >= config.patience
             payload = make_payload(judged, config.arch, classes, config.feature_config, epoch=epoch,
