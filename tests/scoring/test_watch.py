@@ -50,8 +50,20 @@ def test_reported_once_ready_and_again_only_when_its_unscored_files_change(tiny_
     assert watcher.check() == [] and len(reported) == 2
 
 
+class _Reports(list):
+    """The folders reported so far; `first` is set by the first report (what a test waits on)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = threading.Event()
+
+    def append(self, folder) -> None:
+        super().append(folder)
+        self.first.set()
+
+
 def test_real_filesystem_events_report_a_new_folder(tiny_onnx, fsdd_dir, tmp_path):
-    reported = []
+    reported = _Reports()
     watcher = _watcher(tiny_onnx, tmp_path, reported, settle_seconds=1, reconcile_seconds=3600)
     stop = threading.Event()
     started = threading.Event()
@@ -60,9 +72,7 @@ def test_real_filesystem_events_report_a_new_folder(tiny_onnx, fsdd_dir, tmp_pat
     try:
         assert started.wait(60)  # The observer is up; no sweep will come for an hour: only events can tell.
         copy_clips(fsdd_dir, tmp_path / "inbox" / "arrived", 0, 2)
-        deadline = time.monotonic() + 30
-        while not reported and time.monotonic() < deadline:
-            time.sleep(0.2)
+        reported.first.wait(30)
     finally:
         stop.set()
         thread.join(15)
