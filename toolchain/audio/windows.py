@@ -34,7 +34,6 @@ from toolchain.audio.features import (
     chunk_energy,
     log_mel_fast,
     padded_clip,
-    trim_bounds,
     trim_from_energy,
 )
 from toolchain.errors import FeatureConfigError
@@ -113,11 +112,12 @@ def windows_from_signal(y: np.ndarray, config: FeatureConfig, rule: WindowRule =
     """Every window of a decoded mono signal at config.sample_rate."""
     y = np.asarray(y, dtype=np.float32)
     sr, size = config.sample_rate, config.num_samples
-    start, end = trim_bounds(y, config) if np.any(y) else (0, min(y.size, size))
+    energy = chunk_energy(y)  # One pass over the samples: the trim bounds and the windows' silence both use it.
+    start, end = trim_from_energy(energy, y.size, config.trim_top_db) if np.any(y) else (0, min(y.size, size))
     starts = window_starts(start, end, size, rule.hop_samples(config))
     features = np.stack([window_input(y[s:min(end, s + size)], config, rule.samples) for s in starts])
     ends = [min(end, s + size) for s in starts]
-    audible = audible_spans(chunk_energy(y), y.size, config.trim_top_db, starts, ends) if len(starts) > 1 else ()
+    audible = audible_spans(energy, y.size, config.trim_top_db, starts, ends) if len(starts) > 1 else ()
     return FileWindows(features, tuple(s / sr for s in starts), tuple(e / sr for e in ends),
                        y.size / sr, (end - start) / sr, audible=audible)
 
