@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from toolchain.training.epochs import weight_average
+from toolchain.progress import NullProgress
+from toolchain.training.epochs import evaluate, weight_average
+from toolchain.training.runtime import Runtime
 
 
 def test_weight_average_halves_a_steps_weight_in_its_half_life():
@@ -26,3 +28,34 @@ def test_weight_average_halves_a_steps_weight_in_its_half_life():
 @pytest.mark.parametrize("half_life", [0, 0.0])
 def test_no_half_life_means_no_average(half_life):
     assert weight_average(nn.Linear(3, 2), half_life, 10) is None
+
+
+class _Windows(torch.utils.data.Dataset):
+    """Three files cut into 4, 1 and 3 windows; `file_index` names each window's file, as prepared sets do."""
+
+    file_index = [0, 0, 0, 0, 1, 2, 2, 2]
+
+    def __init__(self):
+        generator = torch.Generator().manual_seed(0)
+        self.images = torch.randn(len(self.file_index), 3, 4, 4, generator=generator)
+        self.targets = torch.tensor([1, 1, 1, 1, 0, 2, 2, 2])
+
+    def __len__(self):
+        return len(self.file_index)
+
+    def __getitem__(self, i):
+        return self.images[i], self.targets[i]
+
+
+def test_evaluate_loss_is_the_mean_over_windows_and_accuracy_is_per_file():
+    dataset = _Windows()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 3))
+    criterion = nn.CrossEntropyLoss()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=3)
+    result = evaluate(model, loader, criterion, Runtime(torch.device("cpu")), NullProgress())
+    with torch.no_grad():
+        expected = criterion(model(dataset.images), dataset.targets).item()
+    # The loss is per window (not the windows' sum spread over three files), the accuracy per file.
+    assert result.loss == pytest.approx(expected, rel=1e-5)
+    assert result.probabilities.shape == (3, 3) and result.window_probabilities.shape == (8, 3)
+    assert list(result.targets) == [1, 0, 2]
