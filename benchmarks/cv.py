@@ -7,7 +7,8 @@ the run's --test set; prints mean and spread of test accuracy and macro-F1 per r
 
 The manifest is `filename,label,group` (the group, e.g. the speaker, never spans two folds). `--fsdd DIR --takes
 0-7` writes one from FSDD (group = speaker). A recipe is a name and TrainConfig fields as JSON, laid over the
-common flags.
+common flags. A finished fold leaves WORK/<recipe>-fold<i>/cv-fold.json and is reused by a later run with the same
+recipe, flags and split, so recipes can be added one at a time.
 
 FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
 """
@@ -81,6 +82,8 @@ def main() -> None:
     parser.add_argument("--clip-seconds", type=float, default=5.0)
     parser.add_argument("--work", type=Path, default=Path("artifacts/cv"))
     parser.add_argument("--out", type=Path, default=None, help="JSON results (default: WORK/cv.json).")
+    parser.add_argument("--fresh", action="store_true",
+                        help="Retrain every fold (default: a fold finished with the same recipe and flags is reused).")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.fsdd:
@@ -102,11 +105,18 @@ def main() -> None:
         train_csv = write_rows([r for r in rows if r["group"] not in held], args.work / f"fold{i}-train.csv")
         test_csv = write_rows([r for r in rows if r["group"] in held], args.work / f"fold{i}-test.csv")
         for name, overrides in recipes.items():
-            config = TrainConfig(**{
-                "data": str(train_csv), "test": str(test_csv), "out": str(args.work / f"{name}-fold{i}"),
-                "arch": args.arch, "weights": args.weights, "epochs": args.epochs, "overwrite": True,
-                "cache_dir": str(args.work / "cache"), "feature_config": FeatureConfig(clip_seconds=args.clip_seconds),
-                **overrides})
+            run_dir = args.work / f"{name}-fold{i}"
+            fields = {"data": str(train_csv), "test": str(test_csv), "out": str(run_dir), "arch": args.arch,
+                      "weights": args.weights, "epochs": args.epochs, "overwrite": True,
+                      "cache_dir": str(args.work / "cache"), **overrides}
+            key = json.dumps({**fields, "clip_seconds": args.clip_seconds, "held_out": sorted(held)}, sort_keys=True)
+            done = run_dir / "cv-fold.json"
+            if not args.fresh and done.is_file() and json.loads(done.read_text()).get("key") == key:
+                fold = json.loads(done.read_text())["fold"]  # Same recipe, flags and split: reuse the finished fold.
+                results[name].append(fold)
+                print(f"fold {i} {name}: reused {done}", flush=True)
+                continue
+            config = TrainConfig(**fields, feature_config=FeatureConfig(clip_seconds=args.clip_seconds))
             started = time.perf_counter()
             result = train(config)
             summary = json.loads((result.run_dir / "summary.json").read_text())
@@ -118,6 +128,7 @@ def main() -> None:
                     "val_macro_f1_curve": [h["val_macro_f1"] for h in result.history],
                     "wall_seconds": time.perf_counter() - started}
             results[name].append(fold)
+            done.write_text(json.dumps({"key": key, "fold": fold}))
             print(f"fold {i} ({', '.join(sorted(held))}) {name}: test acc {fold['test_acc']:.3f} macro-F1 "
                   f"{fold['test_macro_f1']:.3f}, best epoch {fold['best_epoch']}/{fold['epochs_run']}, "
                   f"{fold['seconds_per_epoch']:.1f} s/epoch", flush=True)
