@@ -2,7 +2,8 @@
 offsets and gaps in long noise beds at several SNRs, scored by the engine as a user's long recording would be.
 
     .venv/bin/python benchmarks/calls_in_noise.py --model run/model.onnx --speakers george,nicolas \
-        [--snr 20,10,5] [--files 4] [--seconds 60] [--hop-seconds H] [--min-confidence 0.5] [--work DIR]
+        [--snr 20,10,5] [--files 4] [--seconds 60] [--hop-seconds H] [--sound-db D] [--min-confidence 0.5] \
+        [--work DIR]
 
 The model must not have trained on `--speakers` (e.g. a `benchmarks/cv.py` fold's model, exported). Per SNR it
 prints, for the same calls: the share labelled right alone and clean (the clip file as it is), alone at the same
@@ -121,6 +122,8 @@ def main() -> None:
     parser.add_argument("--min-gap", type=float, default=0.5)
     parser.add_argument("--max-gap", type=float, default=4.0)
     parser.add_argument("--hop-seconds", type=float, default=None, help="Window hop (default: half a window).")
+    parser.add_argument("--sound-db", type=float, default=None,
+                        help="Place windows on sounds this many dB over the background (default: the regular grid).")
     parser.add_argument("--min-confidence", type=float, default=0.5, help="Events: the windows' threshold.")
     parser.add_argument("--merge-gap", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -129,7 +132,7 @@ def main() -> None:
     args = parser.parse_args()
     model = load_model(args.model, EngineConfig())
     config, classes = model.feature_config, model.classes
-    rule = WindowRule(hop_seconds=args.hop_seconds)
+    rule = WindowRule(hop_seconds=args.hop_seconds, sound_db=args.sound_db)
     hop = rule.hop_for(config)
     clips = [c for c in held_out_clips(args.fsdd, set(args.speakers.split(","))) if c[1] in classes]
     if not clips:

@@ -1,5 +1,5 @@
-"""The window contract: short files as one clip, long files as hopped windows in the original file's time, and a
-long file read in blocks giving the windows a whole decode gives.
+"""The window contract: short files as one clip, long files as hopped windows in the original file's time (or one
+clip window on each sound), and a long file read in blocks giving the windows a whole decode gives.
 
 FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
 """
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from toolchain.audio import windows as windows_module
 from toolchain.audio.config import FeatureConfig
 from toolchain.audio.decode import load_audio
 from toolchain.audio.features import features_from_path
@@ -66,11 +67,16 @@ def test_a_hop_longer_than_the_window_and_bad_limits_are_refused():
         with pytest.raises(FeatureConfigError, match="max_duration_s"):
             WindowRule(max_duration_s=bad)
     assert WindowRule().tag(CONFIG) == "windows-v2 5s/2.5s end-aligned"
+    assert WindowRule(sound_db=10).tag(CONFIG) == "windows-v2 5s/2.5s sound+10dB"
+    with pytest.raises(FeatureConfigError, match="sound_db=0 must be a positive number of dB"):
+        WindowRule(sound_db=0)
 
 
-def test_a_long_file_is_streamed_in_parts_that_match_a_whole_decode(fsdd_dir, tmp_path):
+@pytest.mark.parametrize("rule", [WindowRule(), WindowRule(sound_db=10)], ids=["grid", "sound"])
+def test_a_long_file_is_streamed_in_parts_that_match_a_whole_decode(fsdd_dir, tmp_path, monkeypatch, rule):
     """A 44.1 kHz stereo file longer than LONG_FILE_SECONDS: read in blocks (never whole), its windows are those
     of decoding it whole, up to the resampler's edges."""
+    monkeypatch.setattr(windows_module, "PART_WINDOWS", 4)  # Several parts for the sparse sound windows too.
     sr = 44_100
     seconds = int(LONG_FILE_SECONDS) + 15
     rng = np.random.default_rng(1)
@@ -85,19 +91,23 @@ def test_a_long_file_is_streamed_in_parts_that_match_a_whole_decode(fsdd_dir, tm
     path = tmp_path / "long.wav"
     soundfile.write(path, y, sr, subtype="PCM_16")
 
-    plan = file_windows_or_plan(path, CONFIG)
+    plan = file_windows_or_plan(path, CONFIG, rule)
     assert not hasattr(plan, "features") and len(plan.parts) > 1  # Planned, not decoded whole.
-    streamed = file_windows(path, CONFIG)
-    whole = windows_from_signal(load_audio(path, CONFIG, max_seconds=None), CONFIG)
+    streamed = file_windows(path, CONFIG, rule)
+    whole = windows_from_signal(load_audio(path, CONFIG, max_seconds=None), CONFIG, rule)
+    if rule.sound_db is not None:  # One window on each of the 15 digits, from its onset.
+        assert len(whole.starts_s) == len(range(4, seconds - 4, 9))
+        np.testing.assert_allclose(np.round(whole.starts_s), range(4, seconds - 4, 9))
     assert len(streamed.starts_s) == len(whole.starts_s)
     np.testing.assert_allclose(streamed.starts_s, whole.starts_s, atol=2 / CONFIG.sample_rate)
     np.testing.assert_allclose(streamed.ends_s, whole.ends_s, atol=2 / CONFIG.sample_rate)
-    assert streamed.audible == whole.audible and len(streamed.audible) == len(streamed.starts_s)
+    assert streamed.audible == whole.audible  # Every window marked on the grid; none needed on the sounds.
+    assert len(streamed.audible) == (len(streamed.starts_s) if rule.sound_db is None else 0)
     assert streamed.duration_s == pytest.approx(seconds, abs=1e-3)
     assert float(np.abs(streamed.features - whole.features).max()) < 2e-2  # Resampler edges; same picture.
     assert float(np.abs(streamed.features - whole.features).mean()) < 1e-3
 
-    limited = file_windows(path, CONFIG, WindowRule(max_duration_s=40))
+    limited = file_windows(path, CONFIG, WindowRule(max_duration_s=40, sound_db=rule.sound_db))
     assert limited.duration_s == pytest.approx(40, abs=1e-3) and limited.ends_s[-1] <= 40 + 1e-6
 
 
@@ -118,3 +128,52 @@ def test_silent_windows_inside_a_recording_are_marked_by_the_trims_rule():
         assert audible == holds_tone, (start, end)
     one = windows_from_signal(tone, CONFIG)
     assert one.audible == ()  # A clip that fits one window is scored as in training: always counted.
+
+
+def _calls_in_noise(fsdd_dir, offsets, noise_rms=1e-3, seconds=30):
+    sr = CONFIG.sample_rate
+    y = np.random.default_rng(2).normal(0, noise_rms, seconds * sr).astype(np.float32)
+    clips = sorted((fsdd_dir / "recordings").glob("*_george_5.wav"))
+    for clip_path, offset in zip(clips, offsets):
+        clip = load_audio(clip_path, CONFIG)
+        at = int(offset * sr)
+        y[at:at + clip.size] += clip / np.abs(clip).max() * 0.5
+    return y
+
+
+def test_sound_placement_gives_each_call_one_window_scored_as_the_call_alone(fsdd_dir):
+    offsets = [2.0, 9.3, 17.1, 24.6]
+    y = _calls_in_noise(fsdd_dir, offsets)
+    grid = windows_from_signal(y, CONFIG, WindowRule())
+    sound = windows_from_signal(y, CONFIG, WindowRule(sound_db=10))
+    assert len(grid.starts_s) > 8 and len(sound.starts_s) == len(offsets) and sound.audible == ()
+    sr = CONFIG.sample_rate
+    for i, offset in enumerate(offsets):
+        # The window starts where the digit does (FSDD clips begin within a few hundredths of their sound) and
+        # holds only that digit: exactly the image of the same samples cut out and scored as a short file.
+        assert sound.starts_s[i] == pytest.approx(offset, abs=0.1)
+        assert sound.ends_s[i] - sound.starts_s[i] < 1.0
+        alone = windows_from_signal(y[round(sound.starts_s[i] * sr):round(sound.ends_s[i] * sr)], CONFIG)
+        np.testing.assert_array_equal(sound.features[i], alone.features[0])
+    assert sound.scored_s == pytest.approx(sum(e - s for s, e in zip(sound.starts_s, sound.ends_s)))
+
+
+def test_sound_placement_falls_back_to_the_grid_where_nothing_stands_out():
+    sr = CONFIG.sample_rate
+    steady = np.random.default_rng(3).normal(0, 0.1, 12 * sr).astype(np.float32)  # Steady noise: no sound stands out.
+    grid = windows_from_signal(steady, CONFIG, WindowRule())
+    sound = windows_from_signal(steady, CONFIG, WindowRule(sound_db=10))
+    assert sound.starts_s == grid.starts_s and sound.ends_s == grid.ends_s
+    np.testing.assert_array_equal(sound.features, grid.features)
+    tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(sr) / sr).astype(np.float32)  # One window: the clip path.
+    np.testing.assert_array_equal(windows_from_signal(tone, CONFIG, WindowRule(sound_db=10)).features,
+                                  windows_from_signal(tone, CONFIG).features)
+
+
+def test_a_sound_longer_than_a_window_gets_the_grid_within_it():
+    sr = CONFIG.sample_rate
+    y = np.random.default_rng(4).normal(0, 1e-3, 30 * sr).astype(np.float32)
+    y[3 * sr:15 * sr] += 0.3 * np.sin(2 * np.pi * 300 * np.arange(12 * sr) / sr).astype(np.float32)
+    w = windows_from_signal(y, CONFIG, WindowRule(sound_db=10))
+    assert w.starts_s[0] == pytest.approx(3.0, abs=0.1) and w.ends_s[-1] == pytest.approx(15.0, abs=0.1)
+    assert np.allclose(np.diff(w.starts_s[:-1]), 2.5) and w.ends_s[-1] - w.starts_s[-1] == pytest.approx(5.0)

@@ -74,3 +74,15 @@ def test_silent_windows_end_a_run_and_never_join_an_event():
     assert [e.windows for e in find_events(starts, ends, probs, CLASSES, 0.5, audible=one)] == [6]
     with pytest.raises(ValueError, match="audible"):
         find_events(starts, ends, probs, CLASSES, audible=[True])
+
+
+def test_windows_on_separate_sounds_are_separate_events_unless_within_the_merge_gap():
+    # Windows placed on sounds: three calls of "a" (the second 0.3 s after the first ends), then one of "b".
+    starts, ends = [1.0, 2.1, 6.0, 9.0], [1.8, 2.6, 6.9, 9.5]
+    probs = np.array([[0.8, 0.1, 0.1]] * 3 + [[0.1, 0.8, 0.1]])
+    events = find_events(starts, ends, probs, CLASSES, min_confidence=0.5)
+    assert [(e.label, e.start_s, e.end_s) for e in events] == [
+        ("a", 1.0, 1.8), ("a", 2.1, 2.6), ("a", 6.0, 6.9), ("b", 9.0, 9.5)]
+    merged = find_events(starts, ends, probs, CLASSES, min_confidence=0.5, merge_gap_s=0.5)
+    assert [(e.label, e.start_s, e.end_s, e.windows) for e in merged] == [
+        ("a", 1.0, 2.6, 2), ("a", 6.0, 6.9, 1), ("b", 9.0, 9.5, 1)]

@@ -90,6 +90,22 @@ def audible_spans(chunks: np.ndarray, n_samples: int, top_db: float, starts: lis
     return tuple(bool(v) for v in (last > first) & (loud[last] > loud[first]))
 
 
+def sound_spans(chunks: np.ndarray, n_samples: int, top_db: float, margin_db: float,
+                bridge_s: float, sample_rate: int) -> list[tuple[int, int]] | None:
+    """Where a signal's sound stands out from its own background: runs of trim frames louder than both the trim's
+    threshold (`top_db` below the loudest frame) and the background (the 10th percentile of the frames' levels) by
+    `margin_db`, runs less than `bridge_s` apart joined, as (start, end) samples with the trim's frame bounds.
+    None when nothing stands out (the loudest frame is within `margin_db` of the background: steady sound)."""
+    db = frame_db(chunks, n_samples)
+    floor, peak = float(np.percentile(db, 10)), float(db.max())
+    if peak - floor <= margin_db:
+        return None
+    loud = np.flatnonzero(db > max(peak - top_db, floor + margin_db))
+    breaks = np.flatnonzero(np.diff(loud) > max(1, int(bridge_s * sample_rate / TRIM_HOP)))
+    firsts, lasts = loud[np.r_[0, breaks + 1]], loud[np.r_[breaks, loud.size - 1]]
+    return [(int(a * TRIM_HOP), int(min(n_samples, (b + 1) * TRIM_HOP))) for a, b in zip(firsts, lasts)]
+
+
 def trim_bounds(y: np.ndarray, config: FeatureConfig = DEFAULT_CONFIG) -> tuple[int, int]:
     """(start, end) sample indices of `librosa.effects.trim(y, top_db=config.trim_top_db)` (frame 2048, hop 512)."""
     return trim_from_energy(chunk_energy(y), int(np.asarray(y).size), config.trim_top_db)

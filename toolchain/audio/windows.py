@@ -34,6 +34,7 @@ from toolchain.audio.features import (
     chunk_energy,
     log_mel_fast,
     padded_clip,
+    sound_spans,
     trim_from_energy,
 )
 from toolchain.errors import FeatureConfigError
@@ -42,6 +43,7 @@ WINDOW_RULE_VERSION = "windows-v2"
 LONG_FILE_SECONDS = 120.0  # Longer files are streamed (never whole in memory); shorter ones decoded whole.
 PART_WINDOWS = 32  # Windows per part of a long file: one unit of decode work, ~80 s of audio at the default hop.
 RESAMPLE_MARGIN = 4096  # Original-rate frames read either side of a part (soxr HQ's filter is far shorter).
+SOUND_BRIDGE_S = 0.25  # Sound placement: runs of sound closer than this are one sound (a call's own pauses).
 
 
 @dataclass(frozen=True)
@@ -53,12 +55,17 @@ class WindowRule:
     # Windows as clip samples (num_samples,), cut, padded and peak-normalized, for a model that computes its own
     # log-mel (`model.audio.onnx`), instead of log-mel images. Which windows, and where, does not change.
     samples: bool = False
+    # None: windows on a regular grid over the trimmed file. A number: windows placed on the file's sounds, each
+    # sound whose level stands this many dB over the file's own background one window from its onset holding only
+    # that sound (a clip, as in training), a sound longer than a window on the grid within it; nothing between.
+    sound_db: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("hop_seconds", "max_duration_s"):
+        for name in ("hop_seconds", "max_duration_s", "sound_db"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0):
-                raise FeatureConfigError(f"{name}={value!r} must be a positive number of seconds (or unset)")
+                unit = "dB" if name == "sound_db" else "seconds"
+                raise FeatureConfigError(f"{name}={value!r} must be a positive number of {unit} (or unset)")
 
     def hop_for(self, config: FeatureConfig) -> float:
         hop = self.hop_seconds if self.hop_seconds is not None else config.clip_seconds / 2
@@ -72,9 +79,11 @@ class WindowRule:
         return max(1, int(round(self.hop_for(config) * config.sample_rate)))
 
     def tag(self, config: FeatureConfig) -> str:
-        """Compact and complete, e.g. `windows-v2 5s/2.5s end-aligned`: which rule scored a file."""
+        """Compact and complete, e.g. `windows-v2 5s/2.5s end-aligned` or `windows-v2 5s/2.5s sound+10dB`: which
+        rule scored a file."""
         limit = f" max {self.max_duration_s:g}s" if self.max_duration_s is not None else ""
-        return f"{WINDOW_RULE_VERSION} {config.clip_seconds:g}s/{self.hop_for(config):g}s end-aligned{limit}"
+        placed = "end-aligned" if self.sound_db is None else f"sound+{self.sound_db:g}dB"
+        return f"{WINDOW_RULE_VERSION} {config.clip_seconds:g}s/{self.hop_for(config):g}s {placed}{limit}"
 
 
 @dataclass(frozen=True)
@@ -85,7 +94,7 @@ class FileWindows:
     starts_s: tuple[float, ...]  # Window starts, seconds into the original file.
     ends_s: tuple[float, ...]
     duration_s: float  # The decoded file's length (up to max_duration_s).
-    scored_s: float  # Seconds of audio the file's windows cover (the non-silent span).
+    scored_s: float  # Seconds of audio the file's windows cover (the non-silent span, or its sounds).
     last: bool = True  # False for every part of a long file but its final one.
     # Per window: does it hold sound by the silence trim's rule (`audible_spans`)? () = every window does.
     audible: tuple[bool, ...] = ()
@@ -102,6 +111,37 @@ def window_starts(start: int, end: int, size: int, hop: int) -> list[int]:
     return starts
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a signal's windows lie, in samples: each window [starts[i], ends[i]), its silence mark (`audible`,
+    () = all sound) and how many samples the windows cover."""
+
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+    audible: tuple[bool, ...]
+    scored: int
+
+
+def place_windows(energy: np.ndarray, n: int, config: FeatureConfig, rule: WindowRule) -> Placement:
+    """The windows of an `n`-sample signal from its chunk energies (`chunk_energy`), by `rule`."""
+    size, hop = config.num_samples, rule.hop_samples(config)
+    start, end = trim_from_energy(energy, n, config.trim_top_db) if energy.any() else (0, min(n, size))
+    spans = None
+    if rule.sound_db is not None and end - start > size:
+        spans = sound_spans(energy, n, config.trim_top_db, rule.sound_db, SOUND_BRIDGE_S, config.sample_rate)
+    if spans is None:
+        starts = window_starts(start, end, size, hop)
+        ends = [min(end, s + size) for s in starts]
+        audible = audible_spans(energy, n, config.trim_top_db, starts, ends) if len(starts) > 1 else ()
+        return Placement(tuple(starts), tuple(ends), audible, end - start)
+    starts, ends = [], []
+    for a, b in spans:
+        for s in window_starts(a, b, size, hop):
+            starts.append(s)
+            ends.append(min(b, s + size))
+    return Placement(tuple(starts), tuple(ends), (), sum(b - a for a, b in spans))
+
+
 def window_input(segment: np.ndarray, config: FeatureConfig, samples: bool = False) -> np.ndarray:
     """One window's model input: its log-mel image, or (`samples`) its padded, peak-normalized clip."""
     clip = padded_clip(segment, config)
@@ -111,15 +151,11 @@ def window_input(segment: np.ndarray, config: FeatureConfig, samples: bool = Fal
 def windows_from_signal(y: np.ndarray, config: FeatureConfig, rule: WindowRule = WindowRule()) -> FileWindows:
     """Every window of a decoded mono signal at config.sample_rate."""
     y = np.asarray(y, dtype=np.float32)
-    sr, size = config.sample_rate, config.num_samples
-    energy = chunk_energy(y)  # One pass over the samples: the trim bounds and the windows' silence both use it.
-    start, end = trim_from_energy(energy, y.size, config.trim_top_db) if np.any(y) else (0, min(y.size, size))
-    starts = window_starts(start, end, size, rule.hop_samples(config))
-    features = np.stack([window_input(y[s:min(end, s + size)], config, rule.samples) for s in starts])
-    ends = [min(end, s + size) for s in starts]
-    audible = audible_spans(energy, y.size, config.trim_top_db, starts, ends) if len(starts) > 1 else ()
-    return FileWindows(features, tuple(s / sr for s in starts), tuple(e / sr for e in ends),
-                       y.size / sr, (end - start) / sr, audible=audible)
+    sr = config.sample_rate
+    at = place_windows(chunk_energy(y), y.size, config, rule)  # One pass over the samples places every window.
+    features = np.stack([window_input(y[s:e], config, rule.samples) for s, e in zip(at.starts, at.ends)])
+    return FileWindows(features, tuple(s / sr for s in at.starts), tuple(e / sr for e in at.ends),
+                       y.size / sr, at.scored / sr, audible=at.audible)
 
 
 @dataclass(frozen=True)
@@ -130,15 +166,24 @@ class LongPlan:
     info: AudioInfo
     max_frames: int  # Original-rate frames that count (the file's, or max_duration_s's).
     n_samples: int  # Its length at the model's rate.
-    end: int  # Trimmed end.
-    starts: tuple[int, ...]
+    at: Placement
+    window: int  # The model's clip, in samples.
     samples: bool = False  # `WindowRule.samples`.
-    audible: tuple[bool, ...] = ()  # Per window, as `FileWindows.audible`.
+
+    @property
+    def starts(self) -> tuple[int, ...]:
+        return self.at.starts
 
     @property
     def parts(self) -> list[tuple[int, int]]:
-        n = len(self.starts)
-        return [(k, min(n, k + PART_WINDOWS)) for k in range(0, n, PART_WINDOWS)]
+        """Windows k0..k1-1 per part: at most PART_WINDOWS, over at most PART_WINDOWS clips' worth of samples
+        (windows placed on sparse sounds lie far apart; a part is read whole)."""
+        parts, k0 = [], 0
+        for k, e in enumerate(self.at.ends):
+            if k > k0 and (k - k0 == PART_WINDOWS or e - self.at.starts[k0] > PART_WINDOWS * self.window):
+                parts.append((k0, k))
+                k0 = k
+        return parts + [(k0, len(self.starts))] if self.starts else parts
 
 
 def plan_long(path: str | Path, info: AudioInfo, config: FeatureConfig, rule: WindowRule) -> LongPlan:
@@ -155,18 +200,15 @@ def plan_long(path: str | Path, info: AudioInfo, config: FeatureConfig, rule: Wi
         energies.append(chunk_energy(buf[:whole]))
         carry = buf[whole:]
     energies.append(chunk_energy(carry))
-    energy = np.concatenate(energies)
-    size = config.num_samples
-    start, end = trim_from_energy(energy, n, config.trim_top_db) if energy.any() else (0, min(n, size))
-    starts = tuple(window_starts(start, end, size, rule.hop_samples(config)))
-    audible = audible_spans(energy, n, config.trim_top_db, starts, [min(end, s + size) for s in starts])
-    return LongPlan(str(path), info, max_frames, n, end, starts, rule.samples, audible)
+    return LongPlan(str(path), info, max_frames, n, place_windows(np.concatenate(energies), n, config, rule),
+                    config.num_samples, rule.samples)
 
 
 def long_part(plan: LongPlan, k0: int, k1: int, config: FeatureConfig) -> FileWindows:
     """Windows k0..k1-1 of a planned long file, read back by seeking (plus a resampling margin)."""
-    sr_in, sr, size = plan.info.sample_rate, config.sample_rate, config.num_samples
-    first, stop = plan.starts[k0], min(plan.end, plan.starts[k1 - 1] + size)
+    sr_in, sr = plan.info.sample_rate, config.sample_rate
+    starts, ends = plan.at.starts[k0:k1], plan.at.ends[k0:k1]
+    first, stop = starts[0], max(ends)
     if sr_in == sr:
         segment, offset = read_mono(plan.path, first, stop), float(first)
     else:
@@ -177,13 +219,12 @@ def long_part(plan: LongPlan, k0: int, k1: int, config: FeatureConfig) -> FileWi
         segment = soxr.resample(read_mono(plan.path, o0, o1), sr_in, sr, quality="HQ")
         offset = o0 * sr / sr_in
     clips = []
-    for s in plan.starts[k0:k1]:
+    for s, e in zip(starts, ends):
         i = max(0, int(round(s - offset)))
-        clips.append(window_input(segment[i:i + min(size, plan.end - s)], config, plan.samples))
-    starts = plan.starts[k0:k1]
-    return FileWindows(np.stack(clips), tuple(s / sr for s in starts),
-                       tuple(min(plan.end, s + size) / sr for s in starts), plan.n_samples / sr,
-                       (plan.end - plan.starts[0]) / sr, last=k1 == len(plan.starts), audible=plan.audible[k0:k1])
+        clips.append(window_input(segment[i:i + e - s], config, plan.samples))
+    return FileWindows(np.stack(clips), tuple(s / sr for s in starts), tuple(e / sr for e in ends),
+                       plan.n_samples / sr, plan.at.scored / sr, last=k1 == len(plan.starts),
+                       audible=plan.at.audible[k0:k1])
 
 
 def file_windows_or_plan(path: str | Path, config: FeatureConfig,
