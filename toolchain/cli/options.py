@@ -85,6 +85,10 @@ RESULT_OPTIONS = (
     _option("hop_seconds", float | None, SCORING["hop_seconds"], "--hop-seconds", min=0.001,
             help="Seconds between windows of a file longer than the model's window; default: half a window "
             "(2.5 s for 5-s models)."),
+    _option("sound_db", float | None, SCORING["sound_db"], "--sound-db", min=0.001,
+            help="Place the windows of a long file on its sounds: each stretch this many dB over the file's own "
+            "background gets one window from its onset, scored as a clip (nothing between sounds is scored); "
+            "default: the regular grid."),
     _option("aggregation", Aggregation, Aggregation(SCORING["aggregation"]), "--aggregation",
             help="A file's probabilities from its windows': mean (default) or max (finds a short event in a long "
             "file)."),
@@ -128,7 +132,7 @@ def build_engine(values: dict[str, Any]) -> EngineConfig:
 
 
 def build_options(values: dict[str, Any]) -> ScoringOptions:
-    return ScoringOptions(hop_seconds=values["hop_seconds"], aggregation=values["aggregation"],
+    return ScoringOptions(hop_seconds=values["hop_seconds"], sound_db=values["sound_db"], aggregation=values["aggregation"],
                           min_confidence=values["min_confidence"], format=values["format"],
                           merge_gap_s=values["merge_gap"], raven_rows=values["raven_rows"],
                           max_duration_s=values["max_duration"],

@@ -40,6 +40,8 @@ RAVEN_ROWS = tuple(r.value for r in RavenRows)
 @dataclass(frozen=True)
 class ScoringOptions:
     hop_seconds: float | None = None  # Seconds between window starts; None = half the model's window.
+    # Windows on a file's sounds (this many dB over its own background), a clip window each; None = the grid.
+    sound_db: float | None = None
     aggregation: Aggregation = Aggregation.mean  # File-level probabilities from the windows': mean or max.
     min_confidence: float = 0.0  # Detections rows below this confidence are left out (predictions keep every file).
     # Events (`toolchain.inference.events`): runs of one label this many seconds apart or less merge into one;
@@ -73,12 +75,12 @@ class ScoringOptions:
             raise ScoringError(f"min_confidence={self.min_confidence!r} must be between 0 and 1")
         if self.challenger and is_registry_ref(self.challenger):
             parse_ref(self.challenger)  # A malformed reference is refused before any work.
-        _ = self.rule  # Validates hop_seconds and max_duration_s.
+        _ = self.rule  # Validates hop_seconds, max_duration_s and sound_db.
 
     @property
     def rule(self) -> WindowRule:
         try:
-            return WindowRule(self.hop_seconds, self.max_duration_s)
+            return WindowRule(self.hop_seconds, self.max_duration_s, sound_db=self.sound_db)
         except Exception as exc:
             raise ScoringError(str(exc)) from None
 
