@@ -186,14 +186,14 @@ def main() -> None:
             "ratio_events": share["long_events"] / max(share["alone_confident"], 1e-9),
             "onset_within_half_hop": onset_ok / max(by_event, 1), "offset_within_half_hop": offset_ok / max(by_event, 1),
             "onset_error_median_s": statistics.median(onset_errors) if onset_errors else None,
-            "long_windows_per_s": windows / long_seconds}
+            "windows_scored": windows, "long_windows_per_s": windows / long_seconds}
         r = results["snr"][f"{snr:g}"]
         print(f"SNR {snr:g} dB, {n} calls: alone clean {share['alone_clean']:.3f}, alone {share['alone_same_snr']:.3f}"
               f" (confident {share['alone_confident']:.3f}) | long by windows {share['long_windows']:.3f} "
               f"({r['ratio_windows']:.0%} of alone), by events {share['long_events']:.3f} ({r['ratio_events']:.0%} "
               f"of alone confident) | right events with onset within "
               f"{hop / 2:g} s: {r['onset_within_half_hop']:.0%}, offset {r['offset_within_half_hop']:.0%} | "
-              f"{r['long_windows_per_s']:.0f} windows/s", flush=True)
+              f"{windows} windows, {r['long_windows_per_s']:.0f}/s", flush=True)
     out = args.out or args.work / "results.json"
     out.write_text(json.dumps(results, indent=2))
     print(f"written {out}")
