@@ -86,3 +86,6 @@ def test_windows_on_separate_sounds_are_separate_events_unless_within_the_merge_
     merged = find_events(starts, ends, probs, CLASSES, min_confidence=0.5, merge_gap_s=0.5)
     assert [(e.label, e.start_s, e.end_s, e.windows) for e in merged] == [
         ("a", 1.0, 2.6, 2), ("a", 6.0, 6.9, 1), ("b", 9.0, 9.5, 1)]
+    # However negative the merge gap, overlapping grid windows of one label stay one run.
+    starts, ends, probs = _windows("aaa")
+    assert [e.windows for e in find_events(starts, ends, probs, CLASSES, 0.5, merge_gap_s=-4.0)] == [3]

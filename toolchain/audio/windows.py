@@ -12,6 +12,13 @@ comes within `trim_top_db` of the file's loudest frame is silent (`FileWindows.a
 blow its faint noise up into a full-scale image the model never saw in training, so a silent window is left out of
 the file's label, its detections and its events (`windows-v2`; `windows-v1` counted every window).
 
+Windows on the sounds (`WindowRule.sound_db`, off by default) replace the grid for files with sparse sounds: each
+stretch whose trim frames stand `sound_db` over the file's own background (its 10th-percentile frame level) gets
+one window from its onset holding only that stretch, featurized as a clip, so a call inside a recording is scored
+exactly as the same call cut out and scored alone; stretches less than `SOUND_BRIDGE_S` apart are one sound, a
+stretch longer than a window gets the grid within it, and nothing between sounds is scored. A file in which
+nothing stands out (steady sound) keeps the grid.
+
 Decoding: a file up to `LONG_FILE_SECONDS` (or in a format libsndfile cannot read) is decoded whole. A longer one
 is read in blocks, twice: one streaming pass (libsndfile blocks, a streaming soxr resampler) finds the trim bounds
 from per-chunk energies, then each part of `PART_WINDOWS` windows is read back by seeking, with a margin so the

@@ -132,8 +132,8 @@ def build_engine(values: dict[str, Any]) -> EngineConfig:
 
 
 def build_options(values: dict[str, Any]) -> ScoringOptions:
-    return ScoringOptions(hop_seconds=values["hop_seconds"], sound_db=values["sound_db"], aggregation=values["aggregation"],
-                          min_confidence=values["min_confidence"], format=values["format"],
+    return ScoringOptions(hop_seconds=values["hop_seconds"], sound_db=values["sound_db"],
+                          aggregation=values["aggregation"], min_confidence=values["min_confidence"], format=values["format"],
                           merge_gap_s=values["merge_gap"], raven_rows=values["raven_rows"],
                           max_duration_s=values["max_duration"],
                           health=HealthThresholds.parse(values["health_thresholds"]), challenger=values["challenger"])

@@ -3,8 +3,8 @@ and an end), the same for every output that lists events (`events_<UTC>.csv`, th
 
 An event is a run of consecutive windows whose top label is the same and whose confidence is at least
 `min_confidence`; a window below it, a silent window (`toolchain.audio.windows`), one with another top label, or
-one that starts more than `merge_gap_s` after the run's last window ended (windows placed on separate sounds)
-ends the run. Two runs of one label merge into one event when the gap between them (the next run's first window
+one that starts more than max(`merge_gap_s`, 0) after the run's last window ended (windows placed on separate
+sounds; overlapping or touching windows never part) ends the run. Two runs of one label merge into one event when the gap between them (the next run's first window
 start minus the previous run's last window end) is at most `merge_gap_s`; with overlapping windows (the default
 hop is half a window) that gap is negative or zero when one window between them fell out, so the default 0 s
 bridges a single weak or silent window and no more.
@@ -60,7 +60,7 @@ def find_events(starts: Sequence[float], ends: Sequence[float], probabilities: n
         best = int(np.argmax(p))
         confidence, label = float(p[best]), classes[best]
         kept = sound and confidence >= min_confidence
-        if not kept or (run and (label != run_label or start - run[-1][1] > merge_gap_s)):
+        if not kept or (run and (label != run_label or start - run[-1][1] > max(merge_gap_s, 0.0))):
             close()
         if kept:
             run_label = label
