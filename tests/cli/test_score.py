@@ -97,7 +97,8 @@ def test_help_for_every_scoring_command():
         assert result.exit_code == 0 and "--model" in result.stdout and "--ledger-url" in result.stdout
     for command in ("score", "serve", "flow", "backfill"):  # The scoring options, declared once, reach each one.
         result = runner.invoke(app, [command, "--help"], terminal_width=200)
-        for option in ("--batch-size", "--precision", "--hop-seconds", "--health-thresholds", "--fail-on-drift"):
+        for option in ("--batch-size", "--precision", "--hop-seconds", "--sound-db", "--health-thresholds",
+                       "--fail-on-drift"):
             assert option in result.stdout, (command, option)
 
 
