@@ -155,6 +155,10 @@ def main() -> None:
         long_seconds = time.perf_counter() - started
         by_window = by_event = onset_ok = offset_ok = 0
         onset_errors: list[float] = []
+        events_of = {file: find_events([w.start_s for w in row.windows], [w.end_s for w in row.windows],
+                                       [w.probabilities for w in row.windows], classes, args.min_confidence,
+                                       args.merge_gap, [w.audible for w in row.windows])
+                     for file, row in long_rows.items()}  # Once per long file, not once per call.
         for c in calls:
             row = long_rows[c.long_file]
             middle = (c.onset_s + c.offset_s) / 2
@@ -162,10 +166,7 @@ def main() -> None:
             if over:
                 best = max(over, key=lambda w: max(w.probabilities))
                 by_window += classes[int(np.argmax(best.probabilities))] == c.label
-            events = find_events([w.start_s for w in row.windows], [w.end_s for w in row.windows],
-                                 [w.probabilities for w in row.windows], classes, args.min_confidence,
-                                 args.merge_gap, [w.audible for w in row.windows])
-            overlap = [(min(e.end_s, c.offset_s) - max(e.start_s, c.onset_s), e) for e in events]
+            overlap = [(min(e.end_s, c.offset_s) - max(e.start_s, c.onset_s), e) for e in events_of[c.long_file]]
             overlap = [(o, e) for o, e in overlap if o > 0]
             if overlap:
                 _, event = max(overlap, key=lambda oe: oe[0])
