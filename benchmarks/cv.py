@@ -111,9 +111,9 @@ def main() -> None:
                       "cache_dir": str(args.work / "cache"), **overrides}
             key = json.dumps({**fields, "clip_seconds": args.clip_seconds, "held_out": sorted(held)}, sort_keys=True)
             done = run_dir / "cv-fold.json"
-            if not args.fresh and done.is_file() and json.loads(done.read_text()).get("key") == key:
-                fold = json.loads(done.read_text())["fold"]  # Same recipe, flags and split: reuse the finished fold.
-                results[name].append(fold)
+            finished = json.loads(done.read_text()) if not args.fresh and done.is_file() else {}
+            if finished.get("key") == key:  # Same recipe, flags and split: reuse the finished fold.
+                results[name].append(finished["fold"])
                 print(f"fold {i} {name}: reused {done}", flush=True)
                 continue
             config = TrainConfig(**fields, feature_config=FeatureConfig(clip_seconds=args.clip_seconds))

@@ -149,27 +149,27 @@ def evaluate(
     accuracy a run reports is the accuracy scoring delivers.
     """
     model.eval()
-    total_loss, windows_seen, probs, targets_all = 0.0, 0, [], []
+    total_loss, probs, targets_all = 0.0, [], []
     progress.start("eval", description, total=len(loader))
     for images, targets in _batches(loader, runtime):
         with runtime.autocast():
             logits = model(images)
         logits = logits.float()
         total_loss += criterion(logits, targets).item() * len(targets)
-        windows_seen += len(targets)
         probs.append(torch.softmax(logits, dim=1).cpu().numpy())
         targets_all.append(targets.cpu().numpy())
         progress.advance("eval")
     progress.finish("eval")
     probabilities = np.concatenate(probs) if probs else np.zeros((0, 0), dtype=np.float32)
     targets_np = np.concatenate(targets_all) if targets_all else np.zeros(0, dtype=np.int64)
+    loss = total_loss / max(len(targets_np), 1)  # Per window: before the windows become files.
     file_index = getattr(loader.dataset, "file_index", None)
     file_index = np.asarray(file_index) if file_index is not None else None
     windows = (probabilities, targets_np, file_index if file_index is not None else np.arange(len(targets_np)))
     if file_index is not None and len(file_index) and len(file_index) != int(file_index[-1]) + 1:
         probabilities, targets_np = per_file(probabilities, targets_np, file_index, aggregation)
     accuracy = float((probabilities.argmax(axis=1) == targets_np).mean()) if len(targets_np) else 0.0
-    return Evaluation(total_loss / max(windows_seen, 1), accuracy, probabilities, targets_np, *windows)
+    return Evaluation(loss, accuracy, probabilities, targets_np, *windows)
 
 
 def per_file(probabilities: np.ndarray, targets: np.ndarray, file_index: np.ndarray,
