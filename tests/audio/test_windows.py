@@ -1,5 +1,6 @@
-"""The window contract: short files as one clip, long files as hopped windows in the original file's time (or one
-clip window on each sound), and a long file read in blocks giving the windows a whole decode gives.
+"""The window contract: short files as one clip, long files as one clip window on each sound (by default) or as
+hopped windows in the original file's time (the grid), and a long file read in blocks giving the windows a whole
+decode gives.
 
 FSDD: Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0.
 """
@@ -25,6 +26,7 @@ from toolchain.audio.windows import (
 from toolchain.errors import FeatureConfigError
 
 CONFIG = FeatureConfig()
+GRID = WindowRule(sound_db=None)
 
 
 def test_window_starts_hop_from_the_start_and_align_the_last_to_the_end():
@@ -49,7 +51,7 @@ def test_long_audio_is_trimmed_then_windowed_in_the_files_time(fsdd_clip):
     y = np.zeros(30 * sr, dtype=np.float32)
     y[2 * sr:2 * sr + clip.size] = clip  # Sound from 2 s ...
     y[20 * sr:20 * sr + clip.size] = clip  # ... to ~20.5 s; silence around.
-    got = windows_from_signal(y, CONFIG, WindowRule(hop_seconds=2.0))
+    got = windows_from_signal(y, CONFIG, WindowRule(hop_seconds=2.0, sound_db=None))
     assert got.duration_s == pytest.approx(30.0)
     assert got.starts_s[0] == pytest.approx(2.0, abs=0.1) and got.ends_s[-1] == pytest.approx(20.5, abs=0.2)
     assert np.allclose(np.diff(got.starts_s[:-1]), 2.0)
@@ -66,13 +68,14 @@ def test_a_hop_longer_than_the_window_and_bad_limits_are_refused():
             WindowRule(hop_seconds=bad)
         with pytest.raises(FeatureConfigError, match="max_duration_s"):
             WindowRule(max_duration_s=bad)
-    assert WindowRule().tag(CONFIG) == "windows-v2 5s/2.5s end-aligned"
+    assert WindowRule().tag(CONFIG) == "windows-v2 5s/2.5s sound+6dB"
+    assert GRID.tag(CONFIG) == "windows-v2 5s/2.5s end-aligned"
     assert WindowRule(sound_db=10).tag(CONFIG) == "windows-v2 5s/2.5s sound+10dB"
     with pytest.raises(FeatureConfigError, match="sound_db=0 must be a positive number of dB"):
         WindowRule(sound_db=0)
 
 
-@pytest.mark.parametrize("rule", [WindowRule(), WindowRule(sound_db=10)], ids=["grid", "sound"])
+@pytest.mark.parametrize("rule", [GRID, WindowRule()], ids=["grid", "sound"])
 def test_a_long_file_is_streamed_in_parts_that_match_a_whole_decode(fsdd_dir, tmp_path, monkeypatch, rule):
     """A 44.1 kHz stereo file longer than LONG_FILE_SECONDS: read in blocks (never whole), its windows are those
     of decoding it whole, up to the resampler's edges."""
@@ -121,7 +124,7 @@ def test_silent_windows_inside_a_recording_are_marked_by_the_trims_rule():
     y[at:at + sr] += tone
     y[25 * sr:29 * sr] = 0
     y[29 * sr:] += tone
-    w = windows_from_signal(y, CONFIG, WindowRule(hop_seconds=2.5))
+    w = windows_from_signal(y, CONFIG, WindowRule(hop_seconds=2.5, sound_db=None))
     assert len(w.audible) == len(w.starts_s)
     for start, end, audible in zip(w.starts_s, w.ends_s, w.audible):
         holds_tone = start < 1.0 or (start < 22.2 and end > 21.2) or end > 29.0
@@ -144,8 +147,8 @@ def _calls_in_noise(fsdd_dir, offsets, noise_rms=1e-3, seconds=30):
 def test_sound_placement_gives_each_call_one_window_scored_as_the_call_alone(fsdd_dir):
     offsets = [2.0, 9.3, 17.1, 24.6]
     y = _calls_in_noise(fsdd_dir, offsets)
-    grid = windows_from_signal(y, CONFIG, WindowRule())
-    sound = windows_from_signal(y, CONFIG, WindowRule(sound_db=10))
+    grid = windows_from_signal(y, CONFIG, GRID)
+    sound = windows_from_signal(y, CONFIG)  # The default placement.
     assert len(grid.starts_s) > 8 and len(sound.starts_s) == len(offsets) and sound.audible == ()
     sr = CONFIG.sample_rate
     for i, offset in enumerate(offsets):
@@ -161,13 +164,13 @@ def test_sound_placement_gives_each_call_one_window_scored_as_the_call_alone(fsd
 def test_sound_placement_falls_back_to_the_grid_where_nothing_stands_out():
     sr = CONFIG.sample_rate
     steady = np.random.default_rng(3).normal(0, 0.1, 12 * sr).astype(np.float32)  # Steady noise: no sound stands out.
-    grid = windows_from_signal(steady, CONFIG, WindowRule())
+    grid = windows_from_signal(steady, CONFIG, GRID)
     sound = windows_from_signal(steady, CONFIG, WindowRule(sound_db=10))
     assert sound.starts_s == grid.starts_s and sound.ends_s == grid.ends_s
     np.testing.assert_array_equal(sound.features, grid.features)
     tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(sr) / sr).astype(np.float32)  # One window: the clip path.
     np.testing.assert_array_equal(windows_from_signal(tone, CONFIG, WindowRule(sound_db=10)).features,
-                                  windows_from_signal(tone, CONFIG).features)
+                                  windows_from_signal(tone, CONFIG, GRID).features)
 
 
 def test_a_sound_longer_than_a_window_gets_the_grid_within_it():

@@ -92,15 +92,20 @@ def audible_spans(chunks: np.ndarray, n_samples: int, top_db: float, starts: lis
 
 def sound_spans(chunks: np.ndarray, n_samples: int, top_db: float, margin_db: float,
                 bridge_s: float, sample_rate: int) -> list[tuple[int, int]] | None:
-    """Where a signal's sound stands out from its own background: runs of trim frames louder than both the trim's
-    threshold (`top_db` below the loudest frame) and the background (the 10th percentile of the frames' levels) by
-    `margin_db`, runs less than `bridge_s` apart joined, as (start, end) samples with the trim's frame bounds.
-    None when nothing stands out (the loudest frame is within `margin_db` of the background: steady sound)."""
+    """Where a signal's sound stands out from its own background: runs of trim frames louder than the trim's
+    threshold (`top_db` below the loudest frame) and louder than the background by `margin_db`, runs less than
+    `bridge_s` apart joined, as (start, end) samples with the trim's frame bounds. None when nothing stands out
+    (steady sound).
+
+    The background is the median level of the quiet frames, those within `margin_db` of the 10th percentile: not
+    the 10th percentile itself, which sits under a fluctuating background (babble, rain) so that its swells pass
+    for sounds, and not the median of all frames, which lies inside the calls when they fill most of the file."""
     db = frame_db(chunks, n_samples)
     floor, peak = float(np.percentile(db, 10)), float(db.max())
-    if peak - floor <= margin_db:
+    background = float(np.median(db[db <= floor + margin_db]))
+    if peak - background <= margin_db:
         return None
-    loud = np.flatnonzero(db > max(peak - top_db, floor + margin_db))
+    loud = np.flatnonzero(db > max(peak - top_db, background + margin_db))
     breaks = np.flatnonzero(np.diff(loud) > max(1, int(bridge_s * sample_rate / TRIM_HOP)))
     firsts, lasts = loud[np.r_[0, breaks + 1]], loud[np.r_[breaks, loud.size - 1]]
     return [(int(a * TRIM_HOP), int(min(n_samples, (b + 1) * TRIM_HOP))) for a, b in zip(firsts, lasts)]

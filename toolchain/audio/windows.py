@@ -12,12 +12,12 @@ comes within `trim_top_db` of the file's loudest frame is silent (`FileWindows.a
 blow its faint noise up into a full-scale image the model never saw in training, so a silent window is left out of
 the file's label, its detections and its events (`windows-v2`; `windows-v1` counted every window).
 
-Windows on the sounds (`WindowRule.sound_db`, off by default) replace the grid for files with sparse sounds: each
-stretch whose trim frames stand `sound_db` over the file's own background (its 10th-percentile frame level) gets
-one window from its onset holding only that stretch, featurized as a clip, so a call inside a recording is scored
-exactly as the same call cut out and scored alone; stretches less than `SOUND_BRIDGE_S` apart are one sound, a
-stretch longer than a window gets the grid within it, and nothing between sounds is scored. A file in which
-nothing stands out (steady sound) keeps the grid.
+Placement (`WindowRule.sound_db`). By default (`SOUND_DB`, 6 dB) a long file's windows lie on its sounds: each
+stretch whose trim frames stand `sound_db` over the file's own background (`features.sound_spans`) gets one window
+from its onset holding only that stretch, featurized as a clip, so a call inside a recording is scored exactly as
+the same call cut out and scored alone; stretches less than `SOUND_BRIDGE_S` apart are one sound, a stretch longer
+than a window gets the grid within it, and nothing between sounds is scored. A file in which nothing stands out
+(steady sound) keeps the grid. `sound_db=None` is the grid over the whole trimmed file.
 
 Decoding: a file up to `LONG_FILE_SECONDS` (or in a format libsndfile cannot read) is decoded whole. A longer one
 is read in blocks, twice: one streaming pass (libsndfile blocks, a streaming soxr resampler) finds the trim bounds
@@ -51,6 +51,7 @@ LONG_FILE_SECONDS = 120.0  # Longer files are streamed (never whole in memory); 
 PART_WINDOWS = 32  # Windows per part of a long file: one unit of decode work, ~80 s of audio at the default hop.
 RESAMPLE_MARGIN = 4096  # Original-rate frames read either side of a part (soxr HQ's filter is far shorter).
 SOUND_BRIDGE_S = 0.25  # Sound placement: runs of sound closer than this are one sound (a call's own pauses).
+SOUND_DB = 6.0  # Default placement: windows on what stands this many dB over the file's background.
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,10 @@ class WindowRule:
     # Windows as clip samples (num_samples,), cut, padded and peak-normalized, for a model that computes its own
     # log-mel (`model.audio.onnx`), instead of log-mel images. Which windows, and where, does not change.
     samples: bool = False
-    # None: windows on a regular grid over the trimmed file. A number: windows placed on the file's sounds, each
-    # sound whose level stands this many dB over the file's own background one window from its onset holding only
-    # that sound (a clip, as in training), a sound longer than a window on the grid within it; nothing between.
-    sound_db: float | None = None
+    # Windows placed on the file's sounds: each sound whose level stands this many dB over the file's own
+    # background gets one window from its onset holding only that sound (a clip, as in training), a sound longer
+    # than a window the grid within it; nothing between. None: windows on a regular grid over the trimmed file.
+    sound_db: float | None = SOUND_DB
 
     def __post_init__(self) -> None:
         for name in ("hop_seconds", "max_duration_s", "sound_db"):
@@ -85,12 +86,16 @@ class WindowRule:
     def hop_samples(self, config: FeatureConfig) -> int:
         return max(1, int(round(self.hop_for(config) * config.sample_rate)))
 
+    @property
+    def placement(self) -> str:
+        """`sound+6dB` (windows on the sounds) or `end-aligned` (the grid, its last window aligned to the end)."""
+        return "end-aligned" if self.sound_db is None else f"sound+{self.sound_db:g}dB"
+
     def tag(self, config: FeatureConfig) -> str:
-        """Compact and complete, e.g. `windows-v2 5s/2.5s end-aligned` or `windows-v2 5s/2.5s sound+10dB`: which
+        """Compact and complete, e.g. `windows-v2 5s/2.5s sound+6dB` or `windows-v2 5s/2.5s end-aligned`: which
         rule scored a file."""
         limit = f" max {self.max_duration_s:g}s" if self.max_duration_s is not None else ""
-        placed = "end-aligned" if self.sound_db is None else f"sound+{self.sound_db:g}dB"
-        return f"{WINDOW_RULE_VERSION} {config.clip_seconds:g}s/{self.hop_for(config):g}s {placed}{limit}"
+        return f"{WINDOW_RULE_VERSION} {config.clip_seconds:g}s/{self.hop_for(config):g}s {self.placement}{limit}"
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,18 @@ from dataclasses import dataclass
 from enum import Enum
 
 from toolchain.audio.config import FeatureConfig
-from toolchain.audio.windows import WindowRule
+from toolchain.audio.windows import SOUND_DB, WindowRule
 from toolchain.errors import ScoringError
 from toolchain.health.assess import HealthThresholds
 from toolchain.inference.predictions import AGGREGATIONS, Aggregation
 from toolchain.registry.refs import is_registry_ref, parse_ref
+
+
+class WindowPlacement(str, Enum):
+    """Where a long file's windows lie (the CLI's `--placement`; the library's `sound_db`, None for the grid)."""
+
+    sounds = "sounds"
+    grid = "grid"
 
 
 class OutputFormat(str, Enum):
@@ -41,7 +48,7 @@ RAVEN_ROWS = tuple(r.value for r in RavenRows)
 class ScoringOptions:
     hop_seconds: float | None = None  # Seconds between window starts; None = half the model's window.
     # Windows on a file's sounds (this many dB over its own background), a clip window each; None = the grid.
-    sound_db: float | None = None
+    sound_db: float | None = SOUND_DB
     aggregation: Aggregation = Aggregation.mean  # File-level probabilities from the windows': mean or max.
     min_confidence: float = 0.0  # Detections rows below this confidence are left out (predictions keep every file).
     # Events (`toolchain.inference.events`): runs of one label this many seconds apart or less merge into one;

@@ -1,9 +1,9 @@
 """On-disk feature cache: decode + log-mel once per file per feature fingerprint.
 
-Layout: `<root>/<fingerprint>-windows-v2/<sha[:2]>/<sha256 of the file bytes>.npy`, each holding the
+Layout: `<root>/<fingerprint>-windows-v2-<placement>/<sha[:2]>/<sha256 of the file bytes>.npy`, each holding the
 (windows, n_mels, frames) float32 array of the file's windows (`toolchain.audio.windows.file_windows`: one window,
-exactly `features_from_path`, for a file within the model's clip length; hopped windows over the whole of a longer
-one, as scoring cuts them). Training draws one window per file per epoch at random (`windows="random"`: random
+exactly `features_from_path`, for a file within the model's clip length; a longer one's windows under the default
+`WindowRule`, as scoring cuts them: on its sounds, or the grid where nothing stands out). Training draws one window per file per epoch at random (`windows="random"`: random
 crops of long clips, for free); evaluation scores every window and aggregates them per file as scoring does
 (`windows="all"` and `file_index`). Keying by content (not path) means a renamed or copied file is
 still a hit, and a changed file is a miss; keying by fingerprint means a changed feature config never reads stale
@@ -27,7 +27,7 @@ import numpy as np
 
 from toolchain.audio.config import FeatureConfig
 from toolchain.audio.features import stack_channels
-from toolchain.audio.windows import WINDOW_RULE_VERSION, file_windows
+from toolchain.audio.windows import WINDOW_RULE_VERSION, WindowRule, file_windows
 from toolchain.cpu import available_cores
 from toolchain.errors import AudioDecodeError
 from toolchain.io import atomic_write, file_sha256
@@ -81,7 +81,7 @@ class FeatureCache:
 
     @property
     def folder(self) -> Path:
-        return self.root / f"{self.config.fingerprint}-{WINDOW_RULE_VERSION}"
+        return self.root / f"{self.config.fingerprint}-{WINDOW_RULE_VERSION}-{WindowRule().placement}"
 
     def entry(self, sha: str) -> Path:
         return self.folder / sha[:2] / f"{sha}.npy"
