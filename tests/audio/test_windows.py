@@ -180,3 +180,23 @@ def test_a_sound_longer_than_a_window_gets_the_grid_within_it():
     w = windows_from_signal(y, CONFIG, WindowRule(sound_db=10))
     assert w.starts_s[0] == pytest.approx(3.0, abs=0.1) and w.ends_s[-1] == pytest.approx(15.0, abs=0.1)
     assert np.allclose(np.diff(w.starts_s[:-1]), 2.5) and w.ends_s[-1] - w.starts_s[-1] == pytest.approx(5.0)
+
+
+def test_sounds_denser_than_the_grid_get_the_grid():
+    """A chorus: a 0.2-s call every 0.6 s over 22 s would need 33 windows on the sounds, more than the grid's 8
+    five-second windows, so the file is scored on the grid (never at more than the grid's cost); the same calls
+    every 3 s get a window each."""
+    sr = CONFIG.sample_rate
+    call = 0.3 * np.sin(2 * np.pi * 1000 * np.arange(int(0.2 * sr)) / sr).astype(np.float32)
+
+    def calls_every(seconds: float) -> np.ndarray:
+        y = np.random.default_rng(7).normal(0, 1e-3, 22 * sr).astype(np.float32)
+        for at in np.arange(1, 21, seconds):
+            y[int(at * sr):int(at * sr) + call.size] += call
+        return y
+
+    chorus, grid = windows_from_signal(calls_every(0.6), CONFIG), windows_from_signal(calls_every(0.6), CONFIG, GRID)
+    assert len(grid.starts_s) == 8 and chorus.starts_s == grid.starts_s and chorus.audible == grid.audible
+    np.testing.assert_array_equal(chorus.features, grid.features)
+    sparse = windows_from_signal(calls_every(3.0), CONFIG)
+    np.testing.assert_allclose(sparse.starts_s, np.arange(1, 21, 3.0), atol=0.05)

@@ -46,6 +46,40 @@ def test_score_prints_the_csv_and_a_summary(onnx_model, fsdd_dir, tmp_path):
     assert chance.exit_code == 0 and "warning: --min-confidence 0.1 keeps every window" in chance.stderr
 
 
+def test_a_long_recording_gets_a_window_on_each_call_or_the_grid_on_request(onnx_model, fsdd_dir, tmp_path):
+    """Three digits at 2, 8 and 14 s of a 20-s recording with a quiet noise floor: by default one window from each
+    digit's onset, and the rule names the placement; `--placement grid` scores the whole recording."""
+    import numpy as np
+    import soundfile
+
+    from toolchain.audio.config import FeatureConfig
+    from toolchain.audio.decode import load_audio
+
+    config = FeatureConfig()
+    sr = config.sample_rate
+    recording = np.random.default_rng(0).normal(0, 1e-3, 20 * sr).astype(np.float32)
+    for offset, digit in zip((2, 8, 14), (3, 5, 7)):
+        clip = load_audio(fsdd_dir / "recordings" / f"{digit}_theo_7.wav", config)
+        recording[offset * sr:offset * sr + clip.size] += clip
+    (tmp_path / "in" / "day1").mkdir(parents=True)
+    soundfile.write(tmp_path / "in" / "day1" / "field.wav", recording, sr, subtype="PCM_16")
+
+    def score(*extra: str) -> tuple[dict, list[dict]]:
+        result = runner.invoke(app, ["score", "--model", str(onnx_model), "--input", str(tmp_path / "in" / "day1"),
+                                     "--out", str(tmp_path / "out"), "--workers", "0", *extra])
+        assert result.exit_code == 0, result.output
+        csv_path = Path(result.stdout.strip().splitlines()[-1])
+        [row] = read_rows(csv_path)
+        return row, read_rows(next(csv_path.parent.glob(f"detections_{csv_path.stem.split('_', 1)[1]}.csv")))
+
+    row, windows = score()
+    assert row["window_rule"] == "windows-v2 1s/0.5s sound+6dB, mean" and row["windows"] == "3"
+    assert [round(float(w["start_s"])) for w in windows] == [2, 8, 14]
+    row, windows = score("--placement", "grid")
+    assert row["window_rule"] == "windows-v2 1s/0.5s end-aligned, mean" and int(row["windows"]) > 20
+    assert float(windows[0]["start_s"]) < 2.1 and float(windows[-1]["end_s"]) > 14.2
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -97,7 +131,7 @@ def test_help_for_every_scoring_command():
         assert result.exit_code == 0 and "--model" in result.stdout and "--ledger-url" in result.stdout
     for command in ("score", "serve", "flow", "backfill"):  # The scoring options, declared once, reach each one.
         result = runner.invoke(app, [command, "--help"], terminal_width=200)
-        for option in ("--batch-size", "--precision", "--hop-seconds", "--sound-db", "--health-thresholds",
+        for option in ("--batch-size", "--precision", "--hop-seconds", "--placement", "--sound-db", "--health-thresholds",
                        "--fail-on-drift"):
             assert option in result.stdout, (command, option)
 

@@ -147,12 +147,14 @@ def test_short_files_score_exactly_as_one_clip_each(model, fsdd_dir):
 
 
 def test_events_in_a_long_recording_are_found_at_their_times(model, fsdd_dir, tmp_path):
-    """Real clips placed at 3 s, 17 s and 41 s of a 60-s recording (silence between): the windows that hold
-    each clip carry its label, and the file has windows covering every non-silent second."""
+    """Real clips placed at 3 s, 17 s and 41 s of a 60-s recording (a quiet noise floor between): by default each
+    clip gets one window from its onset, labelled with its digit; on the grid, the windows that hold each clip
+    carry its label, and the file has windows covering every non-silent second."""
     import soundfile
 
     from toolchain.audio.decode import load_audio
     from toolchain.audio.features import trim_bounds
+    from toolchain.audio.windows import WindowRule
     from toolchain.inference.predictions import top_class
 
     cfg = model.feature_config
@@ -177,7 +179,13 @@ def test_events_in_a_long_recording_are_found_at_their_times(model, fsdd_dir, tm
         spans.append(((at + lo) / cfg.sample_rate, (at + hi) / cfg.sample_rate))
     soundfile.write(tmp_path / "field.wav", recording, cfg.sample_rate, subtype="FLOAT")
 
-    [row] = score_files(model, tmp_path, ["field.wav"], EngineConfig(**CPU_ONLY))
+    [row] = score_files(model, tmp_path, ["field.wav"], EngineConfig(**CPU_ONLY))  # Windows on the sounds.
+    assert len(row.windows) == 3 and row.scored_s == pytest.approx(sum(e - s for s, e in spans), abs=0.3)
+    for w, (start, end), digit in zip(row.windows, spans, chosen.values()):
+        assert w.start_s == pytest.approx(start, abs=0.1) and w.end_s == pytest.approx(end, abs=0.15)
+        assert top_class(w.probabilities, model.classes)[0] == digit, (start, digit)
+
+    [row] = score_files(model, tmp_path, ["field.wav"], EngineConfig(**CPU_ONLY), rule=WindowRule(sound_db=None))
     hop = cfg.clip_seconds / 2
     assert row.duration_s == pytest.approx(60.0) and row.scored_s == pytest.approx(60.0)
     assert row.windows[0].start_s == 0.0 and row.windows[-1].end_s == pytest.approx(60.0)
@@ -228,9 +236,9 @@ def test_concurrent_model_calls_change_nothing_but_the_speed(onnx_model, fsdd_di
     clips = [fsdd_dir / r["filename"] for r in fsdd_rows(fsdd_dir) if r["speaker"] == "nicolas" and r["take"] == "12"]
     files = [clip.name for clip in clips]
     long_rate = 8_000
-    rng = np.random.default_rng(3)  # A noise floor with bursts: a file the engine streams in parts.
+    rng = np.random.default_rng(3)  # A noise floor with clicks every 2 s: a file the engine streams in parts.
     recording = rng.normal(0, 1e-3, int((LONG_FILE_SECONDS + 30) * long_rate)).astype(np.float32)
-    recording[::long_rate * 7] = 0.5
+    recording[::long_rate * 2] = 0.5
     soundfile.write(tmp_path / "long.wav", recording, long_rate)
     (tmp_path / "broken.wav").write_bytes(b"RIFF\x00\x00")
     for clip in clips:

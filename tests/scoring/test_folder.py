@@ -60,8 +60,8 @@ def test_bad_input_folder_gives_one_row_per_audio_file(onnx_model, bad_input_fol
     windows = read_rows(detections)
     assert {w["file"] for w in windows} == {f for f, status in expected.items() if status == "ok"}
     assert len(windows) == sum(int(r["windows"]) for r in rows) == summary.windows
-    assert {r["window_rule"] for r in rows} == {"windows-v2 1s/0.5s end-aligned, mean"}
-    assert Ledger.in_dir(tmp_path / "out").run(summary.run_id).window_rule == "windows-v2 1s/0.5s end-aligned, mean"
+    assert {r["window_rule"] for r in rows} == {"windows-v2 1s/0.5s sound+6dB, mean"}
+    assert Ledger.in_dir(tmp_path / "out").run(summary.run_id).window_rule == "windows-v2 1s/0.5s sound+6dB, mean"
 
 
 def test_shards_concatenate_to_the_single_pass_result(model, bad_input_folder, tmp_path):

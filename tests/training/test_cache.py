@@ -118,9 +118,9 @@ def test_dataset_items_are_three_channel_images(tmp_path, fsdd_dir):
 
 
 def test_long_clips_train_on_a_random_window_and_evaluate_on_all_of_them(tmp_path, fsdd_dir):
-    """A 12-s recording is 4 windows of 5 s (hop 2.5 s, the last end-aligned): training draws one of them per
-    item (a seeded draw repeats), evaluation lists every window with its file, and per-file aggregation gives
-    one probability vector per file by scoring's rule."""
+    """A 12-s recording with three digits is 3 windows, one on each digit (as scoring cuts it): training draws
+    one of them per item (a seeded draw repeats), evaluation lists every window with its file, and per-file
+    aggregation gives one probability vector per file by scoring's rule."""
     import soundfile
     import torch
 
@@ -138,10 +138,10 @@ def test_long_clips_train_on_a_random_window_and_evaluate_on_all_of_them(tmp_pat
     files = [str(long), clips[0]]
     cache = FeatureCache(tmp_path / "cache", DEFAULT_CONFIG)
     cache.ensure(files, num_workers=0)
-    assert [cache.window_count(f) for f in files] == [4, 1]
+    assert [cache.window_count(f) for f in files] == [3, 1]
 
     evaluation = CachedFeatureDataset(cache, files, [1, 0], windows="all")
-    assert len(evaluation) == 5 and evaluation.file_index.tolist() == [0, 0, 0, 0, 1]
+    assert len(evaluation) == 4 and evaluation.file_index.tolist() == [0, 0, 0, 1]
     windows = cache.load(str(long))
     np.testing.assert_array_equal(evaluation[2][0][0], windows[2])
 
@@ -149,12 +149,12 @@ def test_long_clips_train_on_a_random_window_and_evaluate_on_all_of_them(tmp_pat
     assert len(training) == 2
     torch.manual_seed(0)
     draws = [training[0][0][0] for _ in range(12)]
-    picked = {next(k for k in range(4) if np.array_equal(d, windows[k])) for d in draws}
+    picked = {next(k for k in range(3) if np.array_equal(d, windows[k])) for d in draws}
     assert len(picked) > 1  # Different windows across draws...
     torch.manual_seed(0)
     assert all(np.array_equal(d, training[0][0][0]) for d in draws)  # ...and the same ones under the same seed.
 
-    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.3, 0.7], [0.6, 0.4]])
-    merged, targets = per_file(probs, np.array([1, 1, 1, 1, 0]), evaluation.file_index)
-    np.testing.assert_allclose(merged, [[0.45, 0.55], [0.6, 0.4]], atol=1e-6)
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.6, 0.4]])
+    merged, targets = per_file(probs, np.array([1, 1, 1, 0]), evaluation.file_index)
+    np.testing.assert_allclose(merged, [[0.5, 0.5], [0.6, 0.4]], atol=1e-6)
     assert targets.tolist() == [1, 0]

@@ -17,7 +17,8 @@ stretch whose trim frames stand `sound_db` over the file's own background (`feat
 from its onset holding only that stretch, featurized as a clip, so a call inside a recording is scored exactly as
 the same call cut out and scored alone; stretches less than `SOUND_BRIDGE_S` apart are one sound, a stretch longer
 than a window gets the grid within it, and nothing between sounds is scored. A file in which nothing stands out
-(steady sound) keeps the grid. `sound_db=None` is the grid over the whole trimmed file.
+(steady sound), or whose sounds would need more windows than the grid (a dense chorus), keeps the grid: placement
+never costs more windows than the grid. `sound_db=None` is the grid over the whole trimmed file.
 
 Decoding: a file up to `LONG_FILE_SECONDS` (or in a format libsndfile cannot read) is decoded whole. A longer one
 is read in blocks, twice: one streaming pass (libsndfile blocks, a streaming soxr resampler) finds the trim bounds
@@ -138,20 +139,21 @@ def place_windows(energy: np.ndarray, n: int, config: FeatureConfig, rule: Windo
     """The windows of an `n`-sample signal from its chunk energies (`chunk_energy`), by `rule`."""
     size, hop = config.num_samples, rule.hop_samples(config)
     start, end = trim_from_energy(energy, n, config.trim_top_db) if energy.any() else (0, min(n, size))
+    grid = window_starts(start, end, size, hop)
     spans = None
     if rule.sound_db is not None and end - start > size:
         spans = sound_spans(energy, n, config.trim_top_db, rule.sound_db, SOUND_BRIDGE_S, config.sample_rate)
-    if spans is None:
-        starts = window_starts(start, end, size, hop)
-        ends = [min(end, s + size) for s in starts]
-        audible = audible_spans(energy, n, config.trim_top_db, starts, ends) if len(starts) > 1 else ()
-        return Placement(tuple(starts), tuple(ends), audible, end - start)
-    starts, ends = [], []
-    for a, b in spans:
-        for s in window_starts(a, b, size, hop):
-            starts.append(s)
-            ends.append(min(b, s + size))
-    return Placement(tuple(starts), tuple(ends), (), sum(b - a for a, b in spans))
+    if spans is not None:
+        starts, ends = [], []
+        for a, b in spans:
+            for s in window_starts(a, b, size, hop):
+                starts.append(s)
+                ends.append(min(b, s + size))
+        if len(starts) <= len(grid):  # Sounds denser than the grid's windows (a chorus): the grid, at its cost.
+            return Placement(tuple(starts), tuple(ends), (), sum(b - a for a, b in spans))
+    ends = [min(end, s + size) for s in grid]
+    audible = audible_spans(energy, n, config.trim_top_db, grid, ends) if len(grid) > 1 else ()
+    return Placement(tuple(grid), tuple(ends), audible, end - start)
 
 
 def window_input(segment: np.ndarray, config: FeatureConfig, samples: bool = False) -> np.ndarray:
