@@ -41,10 +41,11 @@ sys.path.insert(0, str(ROOT))
 
 from toolchain.audio.decode import load_audio  # noqa: E402
 from toolchain.audio.features import chunk_energy, trim_from_energy  # noqa: E402
-from toolchain.audio.windows import SOUND_DB, WindowRule  # noqa: E402
+from toolchain.audio.windows import WindowRule  # noqa: E402
 from toolchain.inference.events import find_events  # noqa: E402
 from toolchain.scoring.engine import load_model, score_files  # noqa: E402
 from toolchain.scoring.engine_config import EngineConfig  # noqa: E402
+from toolchain.scoring.options import WindowPlacement, placement_sound_db  # noqa: E402
 
 TRUTH_TOP_DB = 30.0
 TARGETS = {20.0: 0.95, 10.0: 0.90}  # Long by windows against alone at the same SNR.
@@ -167,9 +168,9 @@ def main() -> None:
     parser.add_argument("--min-gap", type=float, default=0.5)
     parser.add_argument("--max-gap", type=float, default=4.0)
     parser.add_argument("--hop-seconds", type=float, default=None, help="Window hop (default: half a window).")
-    parser.add_argument("--placement", choices=["sounds", "grid"], default="sounds",
+    parser.add_argument("--placement", choices=[p.value for p in WindowPlacement], default="sounds",
                         help="Windows on the sounds (the default, as in `toolchain score`) or the regular grid.")
-    parser.add_argument("--sound-db", type=float, default=SOUND_DB, help="With --placement sounds.")
+    parser.add_argument("--sound-db", type=float, default=None, help="With --placement sounds (default: 6).")
     parser.add_argument("--min-confidence", type=float, default=0.5, help="Events: the windows' threshold.")
     parser.add_argument("--merge-gap", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -178,7 +179,7 @@ def main() -> None:
     args = parser.parse_args()
     model = load_model(args.model, EngineConfig())
     config, classes = model.feature_config, model.classes
-    rule = WindowRule(hop_seconds=args.hop_seconds, sound_db=args.sound_db if args.placement == "sounds" else None)
+    rule = WindowRule(hop_seconds=args.hop_seconds, sound_db=placement_sound_db(args.placement, args.sound_db))
     hop = rule.hop_for(config)
     clips = [c for c in held_out_clips(args.fsdd, set(args.speakers.split(","))) if c[1] in classes]
     if not clips:
@@ -187,6 +188,8 @@ def main() -> None:
     voices: list[np.ndarray] = []
     if args.background == "babble":  # Other speakers' clips, trimmed: the crowd the calls are found in.
         others = held_out_clips(args.fsdd, all_speakers(args.fsdd) - set(args.speakers.split(",")))
+        if not others:
+            sys.exit("--background babble needs FSDD speakers outside --speakers to talk in the background")
         for i in rng.choice(len(others), size=min(200, len(others)), replace=False):
             y = load_audio(others[int(i)][0], config)
             a, b = truth_span(y)

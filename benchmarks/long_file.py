@@ -1,6 +1,7 @@
-"""Long-file run: one multi-hour recording scored whole by `toolchain score`, in a child process whose process
-tree's peak RSS is sampled; prints duration, windows, coverage of the non-silent audio, windows/s and the model-only
-windows/s of the same model at the same batch size, as JSON.
+"""Long-file run: one multi-hour recording scored whole by `toolchain score` on the grid (`--placement grid`:
+every second scored), in a child process whose process tree's peak RSS is sampled; prints duration, windows,
+coverage of the non-silent audio, windows/s and the model-only windows/s of the same model at the same batch size,
+as JSON.
 
 The recording (written in blocks, never whole in memory) is 44.1 kHz stereo 16-bit: a quiet noise floor with FSDD
 digits every 7 s, and 1 s of digital silence at each end (so the non-silent duration is known: total - 2 s).
@@ -112,7 +113,8 @@ def main() -> None:
     peak = [0]
     shutil.rmtree(work / "out", ignore_errors=True)
     command = [str(Path(sys.executable).with_name("toolchain")), "score", "--model", str(args.model), "--input",
-               str(folder), "--out", str(work / "out"), "--batch-size", str(args.batch_size)]
+               str(folder), "--out", str(work / "out"), "--batch-size", str(args.batch_size),
+               "--placement", "grid"]  # Every second of the recording scored: the pipeline's full load.
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "COLUMNS": "200"})

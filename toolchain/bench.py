@@ -290,15 +290,16 @@ def run_benchmark(config: BenchConfig, progress: ProgressReporter = NullProgress
     step("graph front end")
     if config.long_file is not None:
         # Windows of one long file through the engine (decode in parts, features, batches) vs (c), model only.
+        grid = WindowRule(sound_db=None)  # Every second scored: the pipeline's full load, whatever the audio.
         [row], seconds = _timed(lambda: list(score_files(engine_model, "/", [str(config.long_file)],
-                                                         EngineConfig(batch_size=bs))))
+                                                         EngineConfig(batch_size=bs), rule=grid)))
         if row.status != "ok":
             raise ScoringError(f"--long-file {config.long_file} did not decode: {row.error}")
         result.throughput["f_engine_long_file_windows"] = _rate(len(row.windows), seconds)
         # The limit: the same model alone (as the engine runs it) and the front end alone on one core, sharing
         # the cores perfectly. The engine's windows/s against it says what the pipeline loses.
         model_rate = sweep[bs] if bs in sweep else sweep_batch_sizes(engine_model, features, (bs,))[bs]
-        _, fe_rate = frontend_rate(Path(config.long_file), fcfg, WindowRule())
+        _, fe_rate = frontend_rate(Path(config.long_file), fcfg, grid)
         limit = window_limit(model_rate, fe_rate, threads)
         result.long_file = {"path": str(config.long_file), "duration_s": row.duration_s,
                             "scored_s": row.scored_s, "windows": len(row.windows), "seconds": seconds,

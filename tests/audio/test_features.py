@@ -105,3 +105,16 @@ def test_sounds_that_fill_most_of_the_file_are_all_found():
     assert len(spans) == len(onsets), spans
     for (start, _), onset in zip(spans, onsets):
         assert start == pytest.approx(onset, abs=0.1)
+
+
+def test_digital_silence_inside_a_recording_is_not_its_background():
+    """A recorder that wrote zeros for a quarter of the file (a dropout, a muted channel): the background is still
+    the noise floor, so each call is one span."""
+    sr, seconds = 22_050, 60
+    background = np.random.default_rng(8).normal(0, 0.01, seconds * sr).astype(np.float32)
+    background[20 * sr:35 * sr] = 0.0
+    onsets = [3.0, 11.0, 40.0, 52.0]
+    spans = _spans_s(_tone_calls(background, onsets, 0.4, 0.01 * 10 ** (16 / 20)))
+    assert len(spans) == len(onsets), spans
+    for (start, _), onset in zip(spans, onsets):
+        assert start == pytest.approx(onset, abs=0.1)

@@ -87,6 +87,7 @@ def test_a_long_recording_gets_a_window_on_each_call_or_the_grid_on_request(onnx
         (["--input", "{tmp}", "--model", "{tmp}/garbage.onnx"], "cannot load ONNX model"),
         (["--input", "{tmp}", "--model", "{tmp}/absent.onnx"], "absent.onnx does not exist"),
         (["--input", "{tmp}", "--hop-seconds", "2"], "hop_seconds=2 is longer than the model's 1-s window"),
+        (["--input", "{tmp}", "--placement", "grid", "--sound-db", "10"], "--sound-db 10 applies to --placement sounds"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(onnx_model, tmp_path, args, message):

@@ -106,6 +106,10 @@ def test_settings_are_few_typed_parameters_checked_before_the_run():
          "engine": {"batch_size": 8, "precision": "fp32", "device_id": 1}, "run": {"shard_size": 200}})
     assert params["engine"] == EngineConfig(batch_size=8, precision="fp32", device_id=1)
     assert params["run"] == RunSettings(shard_size=200)
+    for sound_db, rule in ((None, "end-aligned"), (10, "sound+10dB")):  # JSON null: the grid.
+        options = score_folder_flow.validate_parameters(
+            {"model": "m.onnx", "output_dir": "out", "folder": "day1", "options": {"sound_db": sound_db}})["options"]
+        assert options == ScoringOptions(sound_db=sound_db) and options.rule.placement_tag == rule
     with pytest.raises(ScoringError, match="batch_size=0"):
         score_folder_flow.validate_parameters({"model": "m", "output_dir": "o", "folder": "f",
                                                "engine": {"batch_size": 0}})
@@ -125,7 +129,7 @@ def test_deployments_carry_every_engine_setting(onnx_model, tmp_path):
     from flows.deploy import ServeOptions, build_deployments
 
     engine = EngineConfig(batch_size=4, precision="fp32", device_id=0)
-    scoring = ScoringOptions(hop_seconds=0.25, aggregation="max", format="raven")
+    scoring = ScoringOptions(hop_seconds=0.25, sound_db=None, aggregation="max", format="raven")  # On the grid.
     [on_demand] = build_deployments(ServeOptions(model=str(onnx_model), output_dir=str(tmp_path), engine=engine,
                                                  scoring=scoring))
     assert on_demand.parameters["engine"] == dataclasses.asdict(engine)

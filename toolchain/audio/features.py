@@ -99,10 +99,16 @@ def sound_spans(chunks: np.ndarray, n_samples: int, top_db: float, margin_db: fl
 
     The background is the median level of the quiet frames, those within `margin_db` of the 10th percentile: not
     the 10th percentile itself, which sits under a fluctuating background (babble, rain) so that its swells pass
-    for sounds, and not the median of all frames, which lies inside the calls when they fill most of the file."""
+    for sounds, and not the median of all frames, which lies inside the calls when they fill most of the file.
+    Both are taken over the frames within `top_db` of the loudest, so stretches of digital silence do not drag
+    the background down to nothing."""
     db = frame_db(chunks, n_samples)
-    floor, peak = float(np.percentile(db, 10)), float(db.max())
-    background = float(np.median(db[db <= floor + margin_db]))
+    peak = float(db.max())
+    live = db[db > peak - top_db]
+    if live.size == 0:
+        return None
+    floor = float(np.percentile(live, 10))
+    background = float(np.median(live[live <= floor + margin_db]))
     if peak - background <= margin_db:
         return None
     loud = np.flatnonzero(db > max(peak - top_db, background + margin_db))

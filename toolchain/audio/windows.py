@@ -2,9 +2,9 @@
 
 A window is the model's clip (`clip_seconds`, 5 s = 216 frames at the defaults). A file whose non-silent part fits
 in one window is featurized exactly as a training clip (trim, pad, peak-normalize): short-clip results never change.
-A longer file is silence-trimmed at both ends, then cut into windows every `hop` seconds from the start of the
-trimmed audio, the last window aligned to its end (no zero-padded tail); each window is peak-normalized and turned
-into a log-mel image like any clip. Every window knows where it lies in the original file (seconds from the file's
+A longer file gets windows on its sounds (below) or, on the grid, is silence-trimmed at both ends, then cut into
+windows every `hop` seconds from the start of the trimmed audio, the last window aligned to its end (no zero-padded
+tail); each window is peak-normalized and turned into a log-mel image like any clip. Every window knows where it lies in the original file (seconds from the file's
 first sample: the trim offset is included), so a detection can be found again in the recording.
 
 Silence inside a recording is judged by the same rule that trims its ends: a window none of whose trim frames
@@ -88,15 +88,16 @@ class WindowRule:
         return max(1, int(round(self.hop_for(config) * config.sample_rate)))
 
     @property
-    def placement(self) -> str:
-        """`sound+6dB` (windows on the sounds) or `end-aligned` (the grid, its last window aligned to the end)."""
+    def placement_tag(self) -> str:
+        """`sound+6dB` (windows on the sounds, the grid where they fall back to it) or `end-aligned` (the grid, its
+        last window aligned to the end)."""
         return "end-aligned" if self.sound_db is None else f"sound+{self.sound_db:g}dB"
 
     def tag(self, config: FeatureConfig) -> str:
         """Compact and complete, e.g. `windows-v2 5s/2.5s sound+6dB` or `windows-v2 5s/2.5s end-aligned`: which
         rule scored a file."""
         limit = f" max {self.max_duration_s:g}s" if self.max_duration_s is not None else ""
-        return f"{WINDOW_RULE_VERSION} {config.clip_seconds:g}s/{self.hop_for(config):g}s {self.placement}{limit}"
+        return f"{WINDOW_RULE_VERSION} {config.clip_seconds:g}s/{self.hop_for(config):g}s {self.placement_tag}{limit}"
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ def window_starts(start: int, end: int, size: int, hop: int) -> list[int]:
 
 
 @dataclass(frozen=True)
-class Placement:
+class PlacedWindows:
     """Where a signal's windows lie, in samples: each window [starts[i], ends[i]), its silence mark (`audible`,
     () = all sound) and how many samples the windows cover."""
 
@@ -135,7 +136,7 @@ class Placement:
     scored: int
 
 
-def place_windows(energy: np.ndarray, n: int, config: FeatureConfig, rule: WindowRule) -> Placement:
+def place_windows(energy: np.ndarray, n: int, config: FeatureConfig, rule: WindowRule) -> PlacedWindows:
     """The windows of an `n`-sample signal from its chunk energies (`chunk_energy`), by `rule`."""
     size, hop = config.num_samples, rule.hop_samples(config)
     start, end = trim_from_energy(energy, n, config.trim_top_db) if energy.any() else (0, min(n, size))
@@ -150,10 +151,10 @@ def place_windows(energy: np.ndarray, n: int, config: FeatureConfig, rule: Windo
                 starts.append(s)
                 ends.append(min(b, s + size))
         if len(starts) <= len(grid):  # Sounds denser than the grid's windows (a chorus): the grid, at its cost.
-            return Placement(tuple(starts), tuple(ends), (), sum(b - a for a, b in spans))
+            return PlacedWindows(tuple(starts), tuple(ends), (), sum(b - a for a, b in spans))
     ends = [min(end, s + size) for s in grid]
     audible = audible_spans(energy, n, config.trim_top_db, grid, ends) if len(grid) > 1 else ()
-    return Placement(tuple(grid), tuple(ends), audible, end - start)
+    return PlacedWindows(tuple(grid), tuple(ends), audible, end - start)
 
 
 def window_input(segment: np.ndarray, config: FeatureConfig, samples: bool = False) -> np.ndarray:
@@ -180,7 +181,7 @@ class LongPlan:
     info: AudioInfo
     max_frames: int  # Original-rate frames that count (the file's, or max_duration_s's).
     n_samples: int  # Its length at the model's rate.
-    at: Placement
+    at: PlacedWindows
     window: int  # The model's clip, in samples.
     samples: bool = False  # `WindowRule.samples`.
 

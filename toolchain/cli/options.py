@@ -23,7 +23,7 @@ from toolchain.inference.predictions import Aggregation
 from toolchain.inference.providers import Provider
 from toolchain.scoring.engine_config import EngineConfig, Frontend
 from toolchain.scoring.ledger_db import LEDGER_URL_ENV
-from toolchain.scoring.options import OutputFormat, RavenRows, ScoringOptions, WindowPlacement
+from toolchain.scoring.options import OutputFormat, RavenRows, ScoringOptions, WindowPlacement, placement_sound_db
 from toolchain.scoring.precision import Precision
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -83,14 +83,14 @@ ENGINE_OPTIONS = (
 
 RESULT_OPTIONS = (
     _option("hop_seconds", float | None, SCORING["hop_seconds"], "--hop-seconds", min=0.001,
-            help="Seconds between windows of a file longer than the model's window; default: half a window "
-            "(2.5 s for 5-s models)."),
+            help="Seconds between windows on the grid (and within a sound longer than a window); default: half a "
+            "window (2.5 s for 5-s models)."),
     _option("placement", WindowPlacement, WindowPlacement.sounds, "--placement",
             help="A long file's windows: sounds = one from the onset of each sound standing --sound-db over the "
             "file's own background, scored as a clip (nothing between sounds is scored; a file where nothing stands "
             "out gets the grid); grid = every --hop-seconds over the whole file."),
-    _option("sound_db", float, SCORING["sound_db"], "--sound-db", min=0.001,
-            help="With --placement sounds: how far over the file's background a sound must stand."),
+    _option("sound_db", float | None, None, "--sound-db", min=0.001, show_default=f"{SCORING['sound_db']:g}",
+            help="With --placement sounds: how many dB over the file's background a sound must stand."),
     _option("aggregation", Aggregation, Aggregation(SCORING["aggregation"]), "--aggregation",
             help="A file's probabilities from its windows': mean (default) or max (finds a short event in a long "
             "file)."),
@@ -134,8 +134,8 @@ def build_engine(values: dict[str, Any]) -> EngineConfig:
 
 
 def build_options(values: dict[str, Any]) -> ScoringOptions:
-    sound_db = None if values["placement"] == WindowPlacement.grid else values["sound_db"]
-    return ScoringOptions(hop_seconds=values["hop_seconds"], sound_db=sound_db,
+    return ScoringOptions(hop_seconds=values["hop_seconds"],
+                          sound_db=placement_sound_db(values["placement"], values["sound_db"]),
                           aggregation=values["aggregation"], min_confidence=values["min_confidence"], format=values["format"],
                           merge_gap_s=values["merge_gap"], raven_rows=values["raven_rows"],
                           max_duration_s=values["max_duration"],

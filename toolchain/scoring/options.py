@@ -24,6 +24,17 @@ class WindowPlacement(str, Enum):
     grid = "grid"
 
 
+def placement_sound_db(placement: WindowPlacement | str, sound_db: float | None) -> float | None:
+    """`ScoringOptions.sound_db` for a placement and an optional `--sound-db`: None on the grid (where a
+    `--sound-db` has no meaning and is refused), `sound_db` or the default on the sounds."""
+    if WindowPlacement(placement) == WindowPlacement.grid:
+        if sound_db is not None:
+            raise ScoringError(f"--sound-db {sound_db:g} applies to --placement sounds; drop it, or drop "
+                               "--placement grid")
+        return None
+    return SOUND_DB if sound_db is None else sound_db
+
+
 class OutputFormat(str, Enum):
     """csv: predictions, detections and events CSVs; raven: those plus a Raven selection table."""
 
@@ -92,7 +103,7 @@ class ScoringOptions:
             raise ScoringError(str(exc)) from None
 
     def tag(self, config: FeatureConfig) -> str:
-        """The window rule and aggregation, e.g. `windows-v2 5s/2.5s end-aligned, mean`: CSVs and the ledger."""
+        """The window rule and aggregation, e.g. `windows-v2 5s/2.5s sound+6dB, mean`: CSVs and the ledger."""
         try:
             return f"{self.rule.tag(config)}, {self.aggregation}"
         except Exception as exc:

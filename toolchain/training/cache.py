@@ -1,9 +1,9 @@
 """On-disk feature cache: decode + log-mel once per file per feature fingerprint.
 
 Layout: `<root>/<fingerprint>-windows-v2-<placement>/<sha[:2]>/<sha256 of the file bytes>.npy`, each holding the
-(windows, n_mels, frames) float32 array of the file's windows (`toolchain.audio.windows.file_windows`: one window,
-exactly `features_from_path`, for a file within the model's clip length; a longer one's windows under the default
-`WindowRule`, as scoring cuts them: on its sounds, or the grid where nothing stands out). Training draws one window per file per epoch at random (`windows="random"`: random
+(windows, n_mels, frames) float32 array of the file's windows (`toolchain.audio.windows.file_windows`: one
+window, exactly `features_from_path`, for a file within the model's clip length; a longer one's windows under the
+default `WindowRule`, as scoring cuts them: on its sounds, or the grid where nothing stands out). Training draws one window per file per epoch at random (`windows="random"`: random
 crops of long clips, for free); evaluation scores every window and aggregates them per file as scoring does
 (`windows="all"` and `file_index`). Keying by content (not path) means a renamed or copied file is
 still a hit, and a changed file is a miss; keying by fingerprint means a changed feature config never reads stale
@@ -81,7 +81,7 @@ class FeatureCache:
 
     @property
     def folder(self) -> Path:
-        return self.root / f"{self.config.fingerprint}-{WINDOW_RULE_VERSION}-{WindowRule().placement}"
+        return self.root / f"{self.config.fingerprint}-{WINDOW_RULE_VERSION}-{WindowRule().placement_tag}"
 
     def entry(self, sha: str) -> Path:
         return self.folder / sha[:2] / f"{sha}.npy"
