@@ -117,8 +117,8 @@ def score_folder_flow(
     the ledger (`<output_dir>/ledger.sqlite`, or `TOOLCHAIN_LEDGER_URL`).
 
     `engine`: batch size, provider, precision, device id, decode workers, ORT threads, ...: speed only, never
-    results. `options`: window placement (`sound_db`; null: the grid) and hop, aggregation mean|max, detections' min confidence, output format csv|raven,
-    max duration per file, health thresholds. `run`: shard size, retry delay, settle seconds, a Dask scheduler
+    results. `options`: window placement (`sound_db`; null: the grid) and hop, aggregation mean|max, detections'
+    min confidence, output format csv|raven, max duration per file, health thresholds. `run`: shard size, retry delay, settle seconds, a Dask scheduler
     address, fail on drift. `skip_scored` scores only the files this model has not decided about and that are
     done being written (inbox scans set it, with `parent_run_id`).
 

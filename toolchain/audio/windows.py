@@ -4,8 +4,9 @@ A window is the model's clip (`clip_seconds`, 5 s = 216 frames at the defaults).
 in one window is featurized exactly as a training clip (trim, pad, peak-normalize): short-clip results never change.
 A longer file gets windows on its sounds (below) or, on the grid, is silence-trimmed at both ends, then cut into
 windows every `hop` seconds from the start of the trimmed audio, the last window aligned to its end (no zero-padded
-tail); each window is peak-normalized and turned into a log-mel image like any clip. Every window knows where it lies in the original file (seconds from the file's
-first sample: the trim offset is included), so a detection can be found again in the recording.
+tail); each window is peak-normalized and turned into a log-mel image like any clip. Every window knows where it
+lies in the original file (seconds from the file's first sample: the trim offset is included), so a detection can be
+found again in the recording.
 
 Silence inside a recording is judged by the same rule that trims its ends: a window none of whose trim frames
 comes within `trim_top_db` of the file's loudest frame is silent (`FileWindows.audible`). Peak normalization would

@@ -19,8 +19,8 @@ predictions CSV last: a predictions CSV always has its detections and health rep
 removed by the next run that takes the folder's lock.
 
 Predictions columns (one row per file): file (posix path relative to the scored folder), label, confidence, status
-(ok | error), error (empty when ok), duration_s (the decoded file), scored_s (seconds its windows cover: the file
-minus leading/trailing silence), windows, aggregation (how the windows' probabilities became the file's: mean |
+(ok | error), error (empty when ok), duration_s (the decoded file), scored_s (seconds its windows cover: its
+sounds, or on the grid the file minus leading/trailing silence), windows, aggregation (how the windows' probabilities became the file's: mean |
 max), window_rule (e.g. `windows-v2 5s/2.5s sound+6dB`), prob_<class> for every class in the model's order,
 model_version (NAME/VERSION of a registered model, empty for a model file), model_sha256 (of the .onnx file),
 run_id. An error row has no label, times or probabilities.

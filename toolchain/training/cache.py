@@ -1,13 +1,14 @@
 """On-disk feature cache: decode + log-mel once per file per feature fingerprint.
 
 Layout: `<root>/<fingerprint>-windows-v2-<placement>/<sha[:2]>/<sha256 of the file bytes>.npy`, each holding the
-(windows, n_mels, frames) float32 array of the file's windows (`toolchain.audio.windows.file_windows`: one
-window, exactly `features_from_path`, for a file within the model's clip length; a longer one's windows under the
-default `WindowRule`, as scoring cuts them: on its sounds, or the grid where nothing stands out). Training draws one window per file per epoch at random (`windows="random"`: random
-crops of long clips, for free); evaluation scores every window and aggregates them per file as scoring does
-(`windows="all"` and `file_index`). Keying by content (not path) means a renamed or copied file is
-still a hit, and a changed file is a miss; keying by fingerprint means a changed feature config never reads stale
-arrays. Writes are atomic (temporary file + rename), so a killed run leaves no half-written entry.
+(windows, n_mels, frames) float32 array of the file's windows (`toolchain.audio.windows.file_windows`: one window,
+exactly `features_from_path`, for a file within the model's clip length; a longer one's windows under the default
+`WindowRule`, as scoring cuts them: on its sounds, or the grid where nothing stands out). Training draws one window
+per file per epoch at random (`windows="random"`: random crops of long clips, for free); evaluation scores every
+window and aggregates them per file as scoring does (`windows="all"` and `file_index`). Keying by content (not path)
+means a renamed or copied file is still a hit, and a changed file is a miss; keying by fingerprint means a changed
+feature config never reads stale arrays. Writes are atomic (temporary file + rename), so a killed run leaves no
+half-written entry.
 
 Uncached files are extracted in worker processes (`toolchain.pool.spawn_pool`: spawned with the parent's `__main__`
 hidden, so workers import only this module's dependencies, never torch or the CLI). As with any spawn pool, a script that calls
