@@ -102,14 +102,10 @@ def truth_span(y: np.ndarray) -> tuple[int, int]:
     return trim_from_energy(chunk_energy(y), y.size, TRUTH_TOP_DB)
 
 
-def held_out_clips(fsdd: Path, speakers: set[str]) -> list[tuple[str, str]]:
+def fsdd_clips(fsdd: Path, speakers: set[str], of: bool = True) -> list[tuple[str, str]]:
+    """(path, label) of the clips of `speakers` (`of=False`: of every other speaker)."""
     with (fsdd / "labels.csv").open(newline="") as f:
-        return [(str(fsdd / r["filename"]), r["label"]) for r in csv.DictReader(f) if r["speaker"] in speakers]
-
-
-def all_speakers(fsdd: Path) -> set[str]:
-    with (fsdd / "labels.csv").open(newline="") as f:
-        return {r["speaker"] for r in csv.DictReader(f)}
+        return [(str(fsdd / r["filename"]), r["label"]) for r in csv.DictReader(f) if (r["speaker"] in speakers) == of]
 
 
 def build(clips: list[tuple[str, str]], work: Path, snr_db: float, args, config, rng,
@@ -181,13 +177,14 @@ def main() -> None:
     config, classes = model.feature_config, model.classes
     rule = WindowRule(hop_seconds=args.hop_seconds, sound_db=placement_sound_db(args.placement, args.sound_db))
     hop = rule.hop_for(config)
-    clips = [c for c in held_out_clips(args.fsdd, set(args.speakers.split(","))) if c[1] in classes]
+    speakers = set(args.speakers.split(","))
+    clips = [c for c in fsdd_clips(args.fsdd, speakers) if c[1] in classes]
     if not clips:
         sys.exit(f"no FSDD clips of speakers {args.speakers} with the model's labels")
     rng = np.random.default_rng(args.seed)
     voices: list[np.ndarray] = []
     if args.background == "babble":  # Other speakers' clips, trimmed: the crowd the calls are found in.
-        others = held_out_clips(args.fsdd, all_speakers(args.fsdd) - set(args.speakers.split(",")))
+        others = fsdd_clips(args.fsdd, speakers, of=False)
         if not others:
             sys.exit("--background babble needs FSDD speakers outside --speakers to talk in the background")
         for i in rng.choice(len(others), size=min(200, len(others)), replace=False):
